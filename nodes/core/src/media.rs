@@ -1,0 +1,78 @@
+//! Manifest media types and `Accept` negotiation.
+
+pub const DOCKER_MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// Every manifest type wharf fetches and caches; sent upstream as one `Accept` list so the
+/// cached bytes for a tag are the same whatever the first client asked for.
+pub const MANIFEST_TYPES: [&str; 4] = [
+    OCI_INDEX,
+    DOCKER_MANIFEST_LIST,
+    OCI_MANIFEST,
+    DOCKER_MANIFEST_V2,
+];
+
+/// The `Accept` header wharf sends upstream for manifests.
+pub fn upstream_accept_header() -> String {
+    MANIFEST_TYPES.join(", ")
+}
+
+/// Does a client's `Accept` header values admit `media_type`?
+///
+/// No `Accept` at all, `*/*`, or an `Accept` naming no manifest type at all means "anything"
+/// (curl, simple scripts); otherwise the type must be listed. Parameters (`;q=`) are ignored.
+pub fn accepts<'a>(accept_values: impl IntoIterator<Item = &'a str>, media_type: &str) -> bool {
+    let listed: Vec<&str> = accept_values
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .map(|v| v.split(';').next().unwrap_or("").trim())
+        .filter(|v| !v.is_empty())
+        .collect();
+    let names_manifest_type = listed.iter().any(|v| MANIFEST_TYPES.contains(v));
+    if listed.is_empty() || listed.contains(&"*/*") || !names_manifest_type {
+        return true;
+    }
+    listed.contains(&media_type)
+}
+
+/// The media type a manifest declares in its own `mediaType` field, if any.
+pub fn declared_media_type(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(rename = "mediaType")]
+        media_type: Option<String>,
+    }
+    serde_json::from_slice::<Probe>(body).ok()?.media_type
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiation() {
+        assert!(accepts([], OCI_INDEX));
+        assert!(accepts(["*/*"], OCI_INDEX));
+        assert!(accepts(["application/json"], OCI_INDEX));
+        assert!(accepts(
+            [
+                "application/vnd.oci.image.manifest.v1+json; q=0.5, application/vnd.oci.image.index.v1+json"
+            ],
+            OCI_INDEX
+        ));
+        assert!(!accepts([DOCKER_MANIFEST_V2], OCI_INDEX));
+        assert!(accepts([DOCKER_MANIFEST_V2, OCI_INDEX], OCI_INDEX));
+    }
+
+    #[test]
+    fn declared_type() {
+        assert_eq!(
+            declared_media_type(br#"{"mediaType":"x/y","schemaVersion":2}"#).as_deref(),
+            Some("x/y")
+        );
+        assert_eq!(declared_media_type(b"{}"), None);
+        assert_eq!(declared_media_type(b"not json"), None);
+    }
+}

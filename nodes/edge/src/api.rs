@@ -1,0 +1,321 @@
+//! HTTP handlers of the OCI distribution v2 read API.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+use wharf_core::{ByteRange, Digest, OciCode, Reference, RepoName, media};
+
+use crate::Mirror;
+use crate::blobs::BlobReply;
+use crate::error::ApiError;
+use crate::route::Route;
+
+/// The v2 API router; every request runs in its own tracing span.
+pub fn router(mirror: Arc<Mirror>) -> Router {
+    Router::new()
+        .route("/v2", any(v2))
+        .route("/v2/", any(v2))
+        .route("/v2/{*rest}", any(v2))
+        .fallback(not_found)
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::internal("internal error").into_response()
+        }))
+        .with_state(mirror)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(OciCode::NameUnknown, "not a registry API path")
+}
+
+async fn v2(State(mirror): State<Arc<Mirror>>, request: Request) -> Response {
+    match handle(&mirror, request).await {
+        Ok(response) => response,
+        Err(e) => {
+            if e.status.is_server_error() {
+                tracing::warn!(status = e.status.as_u16(), code = e.code.as_str(), message = %e.message, "request failed");
+            }
+            e.into_response()
+        }
+    }
+    .with_api_version()
+}
+
+trait WithApiVersion {
+    fn with_api_version(self) -> Self;
+}
+
+impl WithApiVersion for Response {
+    fn with_api_version(mut self) -> Self {
+        self.headers_mut().insert(
+            "docker-distribution-api-version",
+            HeaderValue::from_static("registry/2.0"),
+        );
+        self
+    }
+}
+
+async fn handle(mirror: &Arc<Mirror>, request: Request) -> Result<Response, ApiError> {
+    let path = request.uri().path();
+    let rest = path
+        .strip_prefix("/v2/")
+        .or_else(|| path.strip_prefix("/v2"))
+        .unwrap_or_default();
+    let route = Route::parse(rest)?;
+    let method = request.method().clone();
+    let read = method == Method::GET || method == Method::HEAD;
+    if let Route::Unsupported(why) = route {
+        return Err(ApiError::new(OciCode::Unsupported, why));
+    }
+    if !read {
+        return Err(ApiError::new(
+            OciCode::Unsupported,
+            format!("{method} is not supported: wharf is a read-only mirror"),
+        ));
+    }
+    let head = method == Method::HEAD;
+    let query = Query::parse(request.uri().query());
+    let headers = request.headers();
+    match route {
+        Route::Base => Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            "{}",
+        )
+            .into_response()),
+        Route::Manifest { name, reference } => {
+            manifest(mirror, &query, name, reference, headers, head).await
+        }
+        Route::Blob { name, digest } => blob(mirror, &query, name, digest, headers, head).await,
+        Route::TagsList { name } => tags_list(mirror, &query, name).await,
+        Route::Unsupported(_) => Err(ApiError::internal("unreachable route")),
+    }
+}
+
+/// The query parameters wharf reads: containerd's `ns`, and the rest for `tags/list`.
+struct Query {
+    ns: Option<String>,
+    passthrough: String,
+}
+
+impl Query {
+    fn parse(query: Option<&str>) -> Query {
+        let mut ns = None;
+        let mut passthrough = Vec::new();
+        for pair in query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "ns" => ns = Some(percent_decode(value)),
+                "n" | "last" => passthrough.push(pair),
+                _ => {}
+            }
+        }
+        Query {
+            ns,
+            passthrough: passthrough.join("&"),
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn upstream_repo<'a>(
+    mirror: &'a Mirror,
+    query: &Query,
+    name: RepoName,
+) -> Result<(&'a Arc<wharf_upstream::UpstreamClient>, RepoName), ApiError> {
+    let upstream = mirror.upstreams.select(query.ns.as_deref())?;
+    let repo = if upstream.is_docker_hub() {
+        name.with_docker_hub_library()
+    } else {
+        name
+    };
+    Ok((upstream, repo))
+}
+
+async fn manifest(
+    mirror: &Arc<Mirror>,
+    query: &Query,
+    name: RepoName,
+    reference: Reference,
+    headers: &HeaderMap,
+    head: bool,
+) -> Result<Response, ApiError> {
+    let (upstream, repo) = upstream_repo(mirror, query, name)?;
+    let manifest = match &reference {
+        Reference::Digest(d) => mirror.manifests.by_digest(upstream, &repo, d).await?,
+        Reference::Tag(t) => mirror.manifests.by_tag(upstream, &repo, t).await?,
+    };
+    let accept = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    if !media::accepts(accept, &manifest.media_type) {
+        return Err(ApiError::new(
+            OciCode::ManifestUnknown,
+            format!(
+                "the manifest is of type {} which the request's Accept header does not list",
+                manifest.media_type
+            ),
+        ));
+    }
+    let mut response = if head {
+        Body::empty().into_response()
+    } else {
+        Body::from(manifest.body.clone()).into_response()
+    };
+    let h = response.headers_mut();
+    insert(h, header::CONTENT_TYPE, &manifest.media_type);
+    h.insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from(manifest.body.len()),
+    );
+    insert(h, "docker-content-digest", &manifest.digest.to_string());
+    insert(h, header::ETAG, &format!("\"{}\"", manifest.digest));
+    Ok(response)
+}
+
+async fn blob(
+    mirror: &Arc<Mirror>,
+    query: &Query,
+    name: RepoName,
+    digest: Digest,
+    headers: &HeaderMap,
+    head: bool,
+) -> Result<Response, ApiError> {
+    let (upstream, repo) = upstream_repo(mirror, query, name)?;
+    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let reply = mirror
+        .blobs
+        .get(upstream, &repo, &digest, range_header, head)
+        .await?;
+    let (size, range, body) = match reply {
+        BlobReply::RangeNotSatisfiable { size } => {
+            let mut response = ApiError::new(
+                OciCode::RangeInvalid,
+                format!("requested range is outside the blob's {size} bytes"),
+            )
+            .into_response();
+            insert(
+                response.headers_mut(),
+                header::CONTENT_RANGE,
+                &format!("bytes */{size}"),
+            );
+            return Ok(response);
+        }
+        BlobReply::Found { size, range, body } => (size, range, body),
+    };
+    let mut response = match body {
+        Some(stream) => Body::from_stream(stream).into_response(),
+        None => Body::empty().into_response(),
+    };
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    insert(h, "docker-content-digest", &digest.to_string());
+    insert(h, header::ETAG, &format!("\"{digest}\""));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    // Content-addressed: safe for any CDN or client cache to keep forever.
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    match (range, size) {
+        (Some(r), Some(size)) => {
+            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+            set_length_and_range(response.headers_mut(), r, size);
+        }
+        (None, Some(size)) => {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+        }
+        _ => {}
+    }
+    Ok(response)
+}
+
+fn set_length_and_range(h: &mut HeaderMap, r: ByteRange, size: u64) {
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(r.len()));
+    insert(h, header::CONTENT_RANGE, &r.content_range(size));
+}
+
+async fn tags_list(
+    mirror: &Arc<Mirror>,
+    query: &Query,
+    name: RepoName,
+) -> Result<Response, ApiError> {
+    let (upstream, repo) = upstream_repo(mirror, query, name)?;
+    let list = mirror
+        .tags_lists
+        .get(upstream, &repo, query.passthrough.clone())
+        .await?;
+    let mut response = Body::from(list.body).into_response();
+    let h = response.headers_mut();
+    insert(
+        h,
+        header::CONTENT_TYPE,
+        list.content_type.as_deref().unwrap_or("application/json"),
+    );
+    if let Some(link) = &list.link {
+        insert(h, header::LINK, link);
+    }
+    Ok(response)
+}
+
+/// Insert a header whose value came from elsewhere; an unrepresentable value is skipped.
+fn insert<K: header::IntoHeaderName>(h: &mut HeaderMap, key: K, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        h.insert(key, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parsing() {
+        let q = Query::parse(Some("ns=127.0.0.1%3A5000&n=10&last=v1&x=y"));
+        assert_eq!(q.ns.as_deref(), Some("127.0.0.1:5000"));
+        assert_eq!(q.passthrough, "n=10&last=v1");
+        let q = Query::parse(None);
+        assert!(q.ns.is_none() && q.passthrough.is_empty());
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("%"), "%");
+    }
+}

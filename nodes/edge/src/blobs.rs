@@ -1,0 +1,206 @@
+//! Serving blobs: from the store when cached, otherwise by joining or starting the one
+//! upstream download of that digest.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use moka::future::Cache;
+use tracing::warn;
+use wharf_core::range::{RangeRequest, resolve};
+use wharf_core::{ByteRange, Digest, OciCode, RepoName};
+use wharf_storage::{BlobStore, ObjectKey};
+use wharf_upstream::UpstreamClient;
+
+use crate::download::{Downloads, Phase, tail};
+use crate::error::ApiError;
+use crate::stats::Stats;
+
+/// Entries in the blob-size index (each a few dozen bytes).
+const INDEX_ENTRIES: u64 = 1_000_000;
+
+/// What a blob request gets.
+pub enum BlobReply {
+    Found {
+        /// Full size when known (always, unless the upstream sent no `Content-Length`).
+        size: Option<u64>,
+        range: Option<ByteRange>,
+        /// `None` for `HEAD`.
+        body: Option<BoxStream<'static, Result<Bytes, std::io::Error>>>,
+    },
+    RangeNotSatisfiable {
+        size: u64,
+    },
+}
+
+pub struct BlobService {
+    store: Arc<dyn BlobStore>,
+    /// digest → size of stored blobs: warm requests never stat the store.
+    index: Cache<Digest, u64>,
+    downloads: Downloads,
+    stats: Arc<Stats>,
+}
+
+impl BlobService {
+    pub fn new(store: Arc<dyn BlobStore>, downloads: Downloads, stats: Arc<Stats>) -> BlobService {
+        BlobService {
+            store,
+            index: Cache::new(INDEX_ENTRIES),
+            downloads,
+            stats,
+        }
+    }
+
+    pub async fn get(
+        &self,
+        upstream: &Arc<UpstreamClient>,
+        repo: &RepoName,
+        digest: &Digest,
+        range_header: Option<&str>,
+        head: bool,
+    ) -> Result<BlobReply, ApiError> {
+        if let Some(reply) = self.stored(digest, range_header, head).await? {
+            self.stats.blob_cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(reply);
+        }
+        if head {
+            return self.head_uncached(upstream, repo, digest).await;
+        }
+        let fetch = {
+            let (upstream, repo, digest) = (upstream.clone(), repo.clone(), digest.clone());
+            let stats = self.stats.clone();
+            async move {
+                stats.upstream_blob_fetches.fetch_add(1, Ordering::Relaxed);
+                upstream
+                    .get_blob(&repo, &digest)
+                    .await
+                    .map_err(|e| ApiError::from_upstream(upstream.name(), e, OciCode::BlobUnknown))
+            }
+        };
+        let (download, started) = self.downloads.join_or_start(
+            digest,
+            self.store.clone(),
+            self.stats.clone(),
+            upstream.name().to_string(),
+            fetch,
+        );
+        if !started {
+            self.stats
+                .coalesced_blob_requests
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let size = download.started().await?;
+        if size.is_some() {
+            // Seed the index as soon as the download verifies, for the next request.
+            let (index, digest, mut progress) =
+                (self.index.clone(), digest.clone(), download.progress());
+            tokio::spawn(async move {
+                let stored_size = match progress.wait_for(Phase::is_final).await {
+                    Ok(p) => match p.phase {
+                        Phase::Verified { stored: true } => Some(p.written),
+                        _ => None,
+                    },
+                    Err(_) => None,
+                };
+                if let Some(size) = stored_size {
+                    index.insert(digest, size).await;
+                }
+            });
+        }
+        let range = match size {
+            Some(size) => match resolve(range_header, size) {
+                RangeRequest::Unsatisfiable => return Ok(BlobReply::RangeNotSatisfiable { size }),
+                RangeRequest::Partial(r) => Some(r),
+                RangeRequest::Full => None,
+            },
+            None => None,
+        };
+        Ok(BlobReply::Found {
+            size,
+            range,
+            body: Some(tail(download, range, self.store.clone())),
+        })
+    }
+
+    async fn stored(
+        &self,
+        digest: &Digest,
+        range_header: Option<&str>,
+        head: bool,
+    ) -> Result<Option<BlobReply>, ApiError> {
+        let key = ObjectKey::Blob(digest.clone());
+        let size = match self.index.get(digest).await {
+            Some(size) => size,
+            None => match self.store.stat(&key).await {
+                Ok(Some(size)) => {
+                    self.index.insert(digest.clone(), size).await;
+                    size
+                }
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    warn!(%digest, error = %e, "store stat failed; fetching from upstream");
+                    return Ok(None);
+                }
+            },
+        };
+        let range = match resolve(range_header, size) {
+            RangeRequest::Unsatisfiable => {
+                return Ok(Some(BlobReply::RangeNotSatisfiable { size }));
+            }
+            RangeRequest::Partial(r) => Some(r),
+            RangeRequest::Full => None,
+        };
+        if head {
+            return Ok(Some(BlobReply::Found {
+                size: Some(size),
+                range,
+                body: None,
+            }));
+        }
+        match self.store.read(&key, range).await {
+            Ok(Some(reader)) => Ok(Some(BlobReply::Found {
+                size: Some(size),
+                range,
+                body: Some(reader.stream.map_err(std::io::Error::other).boxed()),
+            })),
+            Ok(None) => {
+                // Deleted behind the index's back: forget it and refetch.
+                self.index.invalidate(digest).await;
+                Ok(None)
+            }
+            Err(e) => {
+                warn!(%digest, error = %e, "store read failed; fetching from upstream");
+                Ok(None)
+            }
+        }
+    }
+
+    /// `HEAD` of a blob not stored: the in-flight download's size, else the upstream's `HEAD`.
+    async fn head_uncached(
+        &self,
+        upstream: &Arc<UpstreamClient>,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<BlobReply, ApiError> {
+        if let Some(download) = self.downloads.find(digest)
+            && let Ok(Some(size)) = download.started().await
+        {
+            return Ok(BlobReply::Found {
+                size: Some(size),
+                range: None,
+                body: None,
+            });
+        }
+        let size = upstream
+            .head_blob(repo, digest)
+            .await
+            .map_err(|e| ApiError::from_upstream(upstream.name(), e, OciCode::BlobUnknown))?;
+        Ok(BlobReply::Found {
+            size: Some(size),
+            range: None,
+            body: None,
+        })
+    }
+}

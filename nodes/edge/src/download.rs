@@ -1,0 +1,530 @@
+//! The one upstream download of a blob, shared by every request that wants it meanwhile.
+//!
+//! The leader task streams the upstream body into a spool file on local disk, hashing as bytes
+//! pass, and publishes its progress on a `watch` channel. Readers tail the spool file from any
+//! offset and so receive bytes as they arrive, whatever their number and speed, with memory
+//! bounded by one read buffer each. The blob's last byte is released only once the digest and
+//! size have verified: a reader of a corrupt download always sees an error, never a complete
+//! body. A verified spool file is handed to the store (a rename on local disk); readers that
+//! open it too late read the stored object instead.
+
+use std::collections::HashMap;
+use std::io::SeekFrom;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+use wharf_core::{ByteRange, Digest, DigestHasher};
+use wharf_storage::{BlobStore, ObjectKey};
+use wharf_upstream::BlobResponse;
+
+use crate::error::ApiError;
+use crate::stats::Stats;
+
+/// Spool writes are batched to about this size, or flushed after [`FLUSH_INTERVAL`].
+const WRITE_BATCH: usize = 256 * 1024;
+const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
+const READ_CHUNK: u64 = 256 * 1024;
+
+#[derive(Debug, Clone)]
+pub enum Phase {
+    /// Waiting for the upstream's response headers.
+    Connecting,
+    Streaming,
+    /// Digest and size verified; `stored` is false if the store refused it (served uncached).
+    Verified {
+        stored: bool,
+    },
+    Failed(ApiError),
+}
+
+impl Phase {
+    /// Verified or failed: nothing will change any more.
+    pub fn is_final(progress: &Progress) -> bool {
+        matches!(progress.phase, Phase::Verified { .. } | Phase::Failed(_))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// The upstream's `Content-Length`.
+    pub size: Option<u64>,
+    /// Bytes durably in the spool file and readable.
+    pub written: u64,
+    pub phase: Phase,
+}
+
+/// One in-flight download; readers hold an `Arc` while they stream.
+pub struct Download {
+    digest: Digest,
+    spool_path: PathBuf,
+    progress: watch::Receiver<Progress>,
+}
+
+impl Download {
+    pub fn progress(&self) -> watch::Receiver<Progress> {
+        self.progress.clone()
+    }
+
+    /// Wait until the upstream has answered: its size, or why it failed.
+    pub async fn started(&self) -> Result<Option<u64>, ApiError> {
+        let mut rx = self.progress.clone();
+        let progress = rx
+            .wait_for(|p| !matches!(p.phase, Phase::Connecting))
+            .await
+            .map_err(|_| ApiError::internal("download ended without a result"))?
+            .clone();
+        match progress.phase {
+            Phase::Failed(e) => Err(e),
+            _ => Ok(progress.size),
+        }
+    }
+}
+
+impl Drop for Download {
+    fn drop(&mut self) {
+        // A verified spool file has been renamed away already; anything left is garbage.
+        let _ = std::fs::remove_file(&self.spool_path);
+    }
+}
+
+/// The registry of downloads under way on this node.
+pub struct Downloads {
+    spool_dir: PathBuf,
+    active: Arc<Mutex<HashMap<Digest, Arc<Download>>>>,
+    counter: AtomicU64,
+}
+
+impl Downloads {
+    /// Empties `spool_dir`: files left there by a crash were never verified.
+    pub async fn open(spool_dir: PathBuf) -> std::io::Result<Downloads> {
+        if tokio::fs::try_exists(&spool_dir).await? {
+            tokio::fs::remove_dir_all(&spool_dir).await?;
+        }
+        tokio::fs::create_dir_all(&spool_dir).await?;
+        Ok(Downloads {
+            spool_dir,
+            active: Arc::default(),
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    /// The download of `digest` if one is under way.
+    pub fn find(&self, digest: &Digest) -> Option<Arc<Download>> {
+        let active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        active.get(digest).cloned()
+    }
+
+    /// Join the download of `digest`, or start it with `fetch`. True when this call started it.
+    pub fn join_or_start<F>(
+        &self,
+        digest: &Digest,
+        store: Arc<dyn BlobStore>,
+        stats: Arc<Stats>,
+        upstream_name: String,
+        fetch: F,
+    ) -> (Arc<Download>, bool)
+    where
+        F: Future<Output = Result<BlobResponse, ApiError>> + Send + 'static,
+    {
+        let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = active.get(digest) {
+            return (existing.clone(), false);
+        }
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = watch::channel(Progress {
+            size: None,
+            written: 0,
+            phase: Phase::Connecting,
+        });
+        let download = Arc::new(Download {
+            digest: digest.clone(),
+            spool_path: self.spool_dir.join(format!("{}-{n}", digest.hex())),
+            progress: rx,
+        });
+        active.insert(digest.clone(), download.clone());
+        let leader = Leader {
+            download: download.clone(),
+            tx,
+            store,
+            stats,
+            upstream_name,
+            registry: self.active.clone(),
+        };
+        tokio::spawn(leader.run(fetch));
+        (download, true)
+    }
+}
+
+struct Leader {
+    download: Arc<Download>,
+    tx: watch::Sender<Progress>,
+    store: Arc<dyn BlobStore>,
+    stats: Arc<Stats>,
+    upstream_name: String,
+    registry: Arc<Mutex<HashMap<Digest, Arc<Download>>>>,
+}
+
+impl Leader {
+    async fn run(self, fetch: impl Future<Output = Result<BlobResponse, ApiError>>) {
+        let digest = self.download.digest.clone();
+        let started = Instant::now();
+        let outcome = match fetch.await {
+            Ok(response) => {
+                self.tx.send_modify(|p| {
+                    p.size = response.size;
+                    p.phase = Phase::Streaming;
+                });
+                self.spool(response).await
+            }
+            Err(e) => Err(e),
+        };
+        let phase = match outcome {
+            Ok(size) => {
+                let key = ObjectKey::Blob(digest.clone());
+                let stored = match self.store.put_file(&key, &self.download.spool_path).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        error!(%digest, error = %e, "verified blob could not be stored; served uncached");
+                        false
+                    }
+                };
+                info!(%digest, size, stored, elapsed_ms = started.elapsed().as_millis() as u64, "blob fetched and verified");
+                Phase::Verified { stored }
+            }
+            Err(e) => {
+                warn!(%digest, error = %e, "blob download failed");
+                Phase::Failed(e)
+            }
+        };
+        self.tx.send_modify(|p| p.phase = phase);
+        let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        registry.remove(&digest);
+    }
+
+    /// Stream the body into the spool file; the verified size, or why it is not to be trusted.
+    async fn spool(&self, response: BlobResponse) -> Result<u64, ApiError> {
+        let digest = &self.download.digest;
+        let path = &self.download.spool_path;
+        let spool_error = |e: std::io::Error| {
+            error!(%digest, error = %e, "spool write failed");
+            ApiError::internal(format!("writing the download spool failed: {e}"))
+        };
+        let mut file = tokio::fs::File::create(path).await.map_err(spool_error)?;
+        let mut hasher = DigestHasher::new(digest.algorithm());
+        let mut stream = response.stream;
+        let mut batch = BytesMut::with_capacity(WRITE_BATCH);
+        let mut written = 0u64;
+        let mut last_flush = Instant::now();
+        loop {
+            let chunk = stream.next().await;
+            let finished = chunk.is_none();
+            if let Some(chunk) = chunk {
+                let chunk = chunk.map_err(|e| {
+                    ApiError::from_upstream(
+                        &self.upstream_name,
+                        e,
+                        wharf_core::OciCode::BlobUnknown,
+                    )
+                })?;
+                let total = written + batch.len() as u64 + chunk.len() as u64;
+                if response.size.is_some_and(|size| total > size) {
+                    return Err(self.mismatch("more bytes than its Content-Length"));
+                }
+                hasher.update(&chunk);
+                batch.extend_from_slice(&chunk);
+            }
+            let due = batch.len() >= WRITE_BATCH || last_flush.elapsed() >= FLUSH_INTERVAL;
+            if !batch.is_empty() && (finished || due) {
+                file.write_all(&batch).await.map_err(spool_error)?;
+                file.flush().await.map_err(spool_error)?;
+                written += batch.len() as u64;
+                batch.clear();
+                last_flush = Instant::now();
+                self.tx.send_modify(|p| p.written = written);
+            }
+            if finished {
+                break;
+            }
+        }
+        if response.size.is_some_and(|size| size != written) {
+            return Err(self.mismatch("fewer bytes than its Content-Length"));
+        }
+        if hasher.finish() != *digest {
+            return Err(self.mismatch("a blob"));
+        }
+        file.sync_data().await.map_err(spool_error)?;
+        Ok(written)
+    }
+
+    fn mismatch(&self, what: &str) -> ApiError {
+        self.stats.digest_mismatches.fetch_add(1, Ordering::Relaxed);
+        error!(digest = %self.download.digest, upstream = %self.upstream_name, what, "upstream content failed verification; not cached");
+        ApiError::digest_mismatch(&self.upstream_name, what)
+    }
+}
+
+/// Stream `range` (or all) of a download's bytes as they become readable.
+pub fn tail(
+    download: Arc<Download>,
+    range: Option<ByteRange>,
+    store: Arc<dyn BlobStore>,
+) -> BoxStream<'static, Result<Bytes, std::io::Error>> {
+    let reader = TailReader {
+        progress: download.progress(),
+        download,
+        store,
+        file: None,
+        pos: range.map_or(0, |r| r.start),
+        end_exclusive: range.map(|r| r.end + 1),
+        fallback: None,
+    };
+    futures::stream::unfold(reader, |mut reader| async move {
+        reader.next_chunk().await.map(|chunk| (chunk, reader))
+    })
+    .boxed()
+}
+
+struct TailReader {
+    download: Arc<Download>,
+    progress: watch::Receiver<Progress>,
+    store: Arc<dyn BlobStore>,
+    file: Option<tokio::fs::File>,
+    pos: u64,
+    end_exclusive: Option<u64>,
+    /// Set when the spool file was already moved into the store.
+    fallback: Option<BoxStream<'static, Result<Bytes, wharf_storage::StoreError>>>,
+}
+
+impl TailReader {
+    async fn next_chunk(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        loop {
+            if let Some(fallback) = &mut self.fallback {
+                return fallback
+                    .next()
+                    .await
+                    .map(|r| r.map_err(std::io::Error::other));
+            }
+            let progress = self.progress.borrow_and_update().clone();
+            let verified = match &progress.phase {
+                Phase::Failed(e) => {
+                    return Some(Err(std::io::Error::other(e.message.clone())));
+                }
+                Phase::Verified { .. } => true,
+                _ => false,
+            };
+            // Hold back the last byte until the digest has verified.
+            let readable = match (verified, progress.size) {
+                (true, _) | (false, None) => progress.written,
+                (false, Some(size)) => progress.written.min(size.saturating_sub(1)),
+            };
+            let mut stop = self.end_exclusive.unwrap_or(u64::MAX);
+            if verified {
+                stop = stop.min(progress.written);
+            }
+            if self.pos >= stop {
+                return None;
+            }
+            if self.pos < readable {
+                return Some(self.read(readable.min(stop)).await);
+            }
+            if self.progress.changed().await.is_err() {
+                // The leader is gone: only a final phase lets the loop go on.
+                let phase = self.progress.borrow().phase.clone();
+                if !matches!(phase, Phase::Verified { .. } | Phase::Failed(_)) {
+                    return Some(Err(std::io::Error::other("download abandoned")));
+                }
+            }
+        }
+    }
+
+    async fn read(&mut self, limit: u64) -> Result<Bytes, std::io::Error> {
+        if self.file.is_none() {
+            match tokio::fs::File::open(&self.download.spool_path).await {
+                Ok(mut file) => {
+                    file.seek(SeekFrom::Start(self.pos)).await?;
+                    self.file = Some(file);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return self.switch_to_store().await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Err(std::io::Error::other("spool file not open"));
+        };
+        let want = (limit - self.pos).min(READ_CHUNK) as usize;
+        let mut buf = BytesMut::zeroed(want);
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::Error::other("spool file shorter than announced"));
+        }
+        buf.truncate(n);
+        self.pos += n as u64;
+        Ok(buf.freeze())
+    }
+
+    /// The spool file was renamed into the store between our progress check and opening it.
+    async fn switch_to_store(&mut self) -> Result<Bytes, std::io::Error> {
+        let progress = self
+            .progress
+            .wait_for(Phase::is_final)
+            .await
+            .map_err(|_| std::io::Error::other("download abandoned"))?
+            .clone();
+        if !matches!(progress.phase, Phase::Verified { stored: true }) {
+            return Err(std::io::Error::other("download spool vanished"));
+        }
+        let end = self
+            .end_exclusive
+            .unwrap_or(progress.written)
+            .min(progress.written);
+        let range = ByteRange {
+            start: self.pos,
+            end: end.saturating_sub(1),
+        };
+        let key = ObjectKey::Blob(self.download.digest.clone());
+        let reader = self
+            .store
+            .read(&key, Some(range))
+            .await
+            .map_err(std::io::Error::other)?
+            .ok_or_else(|| std::io::Error::other("stored blob vanished"))?;
+        self.pos = end;
+        let mut stream = reader.stream;
+        let first = stream.next().await;
+        self.fallback = Some(stream);
+        match first {
+            Some(chunk) => chunk.map_err(std::io::Error::other),
+            None => Ok(Bytes::new()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::TryStreamExt;
+    use wharf_core::OciCode;
+    use wharf_storage::mem::MemStore;
+
+    use super::*;
+
+    fn body_stream(
+        chunks: Vec<Bytes>,
+        delay: Duration,
+    ) -> BoxStream<'static, Result<Bytes, wharf_upstream::UpstreamError>> {
+        futures::stream::iter(chunks)
+            .then(move |c| async move {
+                tokio::time::sleep(delay).await;
+                Ok(c)
+            })
+            .boxed()
+    }
+
+    fn blob(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 % 256) as u8).collect()
+    }
+
+    async fn setup() -> (tempfile::TempDir, Downloads, Arc<dyn BlobStore>, Arc<Stats>) {
+        let dir = tempfile::tempdir().unwrap();
+        let downloads = Downloads::open(dir.path().join("spool")).await.unwrap();
+        (
+            dir,
+            downloads,
+            Arc::new(MemStore::default()),
+            Arc::default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn readers_join_one_download_and_get_every_range() {
+        let (_dir, downloads, store, stats) = setup().await;
+        let data = blob(1_000_000);
+        let digest = Digest::sha256_of(&data);
+        let chunks: Vec<Bytes> = data.chunks(70_000).map(Bytes::copy_from_slice).collect();
+        let size = data.len() as u64;
+        let start = |d: &Downloads| {
+            let chunks = chunks.clone();
+            d.join_or_start(
+                &digest,
+                store.clone(),
+                stats.clone(),
+                "up".into(),
+                async move {
+                    Ok(BlobResponse {
+                        size: Some(size),
+                        stream: body_stream(chunks, Duration::from_millis(2)),
+                    })
+                },
+            )
+        };
+        let (first, started) = start(&downloads);
+        let (second, started_again) = start(&downloads);
+        assert!(started && !started_again);
+        assert_eq!(first.started().await.unwrap(), Some(size));
+        let whole = tail(first, None, store.clone());
+        let part = tail(
+            second,
+            Some(ByteRange {
+                start: 999_990,
+                end: 999_999,
+            }),
+            store.clone(),
+        );
+        let whole: Vec<Bytes> = whole.try_collect().await.unwrap();
+        let part: Vec<Bytes> = part.try_collect().await.unwrap();
+        assert_eq!(whole.concat(), data);
+        assert_eq!(part.concat(), &data[999_990..]);
+        // Stored, and the registry forgot the download.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(downloads.find(&digest).is_none());
+        assert_eq!(
+            store.stat(&ObjectKey::Blob(digest)).await.unwrap(),
+            Some(size)
+        );
+    }
+
+    #[tokio::test]
+    async fn corrupt_download_is_never_completed_nor_stored() {
+        let (_dir, downloads, store, stats) = setup().await;
+        let data = blob(300_000);
+        let digest = Digest::sha256_of(&data);
+        let mut corrupt = data.clone();
+        corrupt[299_999] ^= 0xff;
+        let (download, _) = downloads.join_or_start(
+            &digest,
+            store.clone(),
+            stats.clone(),
+            "up".into(),
+            async move {
+                Ok(BlobResponse {
+                    size: Some(300_000),
+                    stream: body_stream(vec![Bytes::from(corrupt)], Duration::ZERO),
+                })
+            },
+        );
+        let result: Result<Vec<Bytes>, _> = tail(download, None, store.clone()).try_collect().await;
+        assert!(result.is_err(), "a corrupt body must end in an error");
+        assert_eq!(stats.digest_mismatches.load(Ordering::Relaxed), 1);
+        assert_eq!(store.stat(&ObjectKey::Blob(digest)).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn upstream_refusal_reaches_every_waiter() {
+        let (_dir, downloads, store, stats) = setup().await;
+        let digest = Digest::sha256_of(b"missing");
+        let (download, _) = downloads.join_or_start(&digest, store, stats, "up".into(), async {
+            Err(ApiError::new(OciCode::BlobUnknown, "no such blob"))
+        });
+        let err = download.started().await.unwrap_err();
+        assert_eq!(err.code, OciCode::BlobUnknown);
+    }
+}

@@ -1,0 +1,136 @@
+//! `ApiError`: every failure as the OCI error body and HTTP status a client receives.
+//! The mapping from upstream and storage failures lives here and nowhere else.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use wharf_core::OciCode;
+use wharf_core::error::error_body;
+use wharf_storage::StoreError;
+use wharf_upstream::UpstreamError;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub code: OciCode,
+    pub status: StatusCode,
+    pub message: String,
+    pub retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(code: OciCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            status: StatusCode::from_u16(code.default_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+
+    pub fn with_status(mut self, status: StatusCode) -> ApiError {
+        self.status = status;
+        self
+    }
+
+    /// Map an upstream failure; `missing` is the code for "the upstream has no such thing".
+    pub fn from_upstream(upstream: &str, e: UpstreamError, missing: OciCode) -> ApiError {
+        match e {
+            UpstreamError::NotFound { code, message } => {
+                ApiError::new(code.unwrap_or(missing), message).with_status(StatusCode::NOT_FOUND)
+            }
+            UpstreamError::Denied { status } => ApiError::new(
+                OciCode::Denied,
+                format!(
+                    "upstream registry {upstream} denied access (HTTP {status}): the repository may not exist, or wharf's credentials for it are missing or lack access"
+                ),
+            ),
+            UpstreamError::RateLimited { retry_after } => {
+                let mut err = ApiError::new(
+                    OciCode::TooManyRequests,
+                    format!(
+                        "upstream registry {upstream} is rate limiting wharf and nothing is cached for this request"
+                    ),
+                );
+                err.retry_after_secs = retry_after.map(|d| d.as_secs().max(1));
+                err
+            }
+            UpstreamError::Unreachable(why) => ApiError::new(
+                OciCode::Unavailable,
+                format!("upstream registry {upstream} is unreachable: {why}"),
+            )
+            .with_status(StatusCode::SERVICE_UNAVAILABLE),
+            UpstreamError::Timeout(why) => ApiError::new(
+                OciCode::Unavailable,
+                format!("upstream registry {upstream} timed out: {why}"),
+            )
+            .with_status(StatusCode::GATEWAY_TIMEOUT),
+            UpstreamError::Failed(why) => ApiError::new(
+                OciCode::Unavailable,
+                format!("upstream registry {upstream} failed: {why}"),
+            )
+            .with_status(StatusCode::BAD_GATEWAY),
+            UpstreamError::ManifestTooLarge { limit } => ApiError::new(
+                OciCode::ManifestInvalid,
+                format!("upstream manifest exceeds wharf's limit of {limit} bytes"),
+            )
+            .with_status(StatusCode::BAD_GATEWAY),
+        }
+    }
+
+    /// The upstream sent bytes that do not hash to what was asked for: never cached.
+    pub fn digest_mismatch(upstream: &str, what: &str) -> ApiError {
+        ApiError::new(
+            OciCode::Unavailable,
+            format!("upstream registry {upstream} sent {what} that does not match its digest; nothing was cached"),
+        )
+        .with_status(StatusCode::BAD_GATEWAY)
+    }
+
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(OciCode::Unknown, message)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        tracing::error!(error = %e, "storage failure");
+        ApiError::internal(format!("cache storage failed: {e}"))
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code.as_str(),
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = error_body(self.code, &self.message, None);
+        let mut response = (self.status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            "docker-distribution-api-version",
+            HeaderValue::from_static("registry/2.0"),
+        );
+        if let Some(secs) = self.retry_after_secs {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.code == OciCode::Unsupported {
+            headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        }
+        response
+    }
+}

@@ -1,0 +1,107 @@
+//! The edge of a wharf node: the OCI distribution v2 read API and the pull pipeline behind it.
+//!
+//! A request flows: [`api`] (HTTP, OCI errors) → [`route`] (path parsing) → [`upstreams`]
+//! (which registry, `?ns=`) → [`manifests`] / [`blobs`] / [`tags_list`] (cache, then upstream)
+//! → [`download`] (the one upstream fetch per blob, tailed by every waiting client).
+//! [`coalesce`] is the in-process singleflight the services share; the cluster lease will sit
+//! in front of it.
+
+pub mod api;
+pub mod blobs;
+pub mod coalesce;
+pub mod download;
+pub mod error;
+pub mod manifests;
+pub mod route;
+pub mod stats;
+pub mod tags_list;
+pub mod upstreams;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use wharf_core::config::Config;
+use wharf_storage::fs::FsStore;
+use wharf_storage::{BlobStore, StoreError};
+
+use crate::blobs::BlobService;
+use crate::download::Downloads;
+use crate::manifests::ManifestService;
+use crate::stats::Stats;
+use crate::tags_list::TagsListService;
+use crate::upstreams::{Upstreams, UpstreamsError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("opening the cache store: {0}")]
+    Store(#[from] StoreError),
+    #[error("preparing the download spool {path}: {source}")]
+    Spool {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Upstreams(#[from] UpstreamsError),
+    #[error(transparent)]
+    Config(#[from] wharf_core::config::ConfigError),
+}
+
+/// Everything one node serves requests with.
+pub struct Mirror {
+    pub upstreams: Upstreams,
+    pub blobs: BlobService,
+    pub manifests: Arc<ManifestService>,
+    pub tags_lists: TagsListService,
+    pub stats: Arc<Stats>,
+}
+
+impl Mirror {
+    /// Open the local-disk store under `config.data_dir` and the upstream clients.
+    pub async fn open(config: &Config) -> Result<Arc<Mirror>, EdgeError> {
+        config.validate()?;
+        let store: Arc<dyn BlobStore> = Arc::new(FsStore::open(&config.data_dir).await?);
+        Mirror::with_store(config, store).await
+    }
+
+    /// As [`Mirror::open`], over any store. The download spool is always on local disk.
+    pub async fn with_store(
+        config: &Config,
+        store: Arc<dyn BlobStore>,
+    ) -> Result<Arc<Mirror>, EdgeError> {
+        let spool = config.data_dir.join(".spool");
+        let downloads =
+            Downloads::open(spool.clone())
+                .await
+                .map_err(|source| EdgeError::Spool {
+                    path: spool,
+                    source,
+                })?;
+        let stats = Arc::new(Stats::default());
+        let memory = config.cache.memory_index_mib.saturating_mul(1024 * 1024);
+        Ok(Arc::new(Mirror {
+            upstreams: Upstreams::from_config(config)?,
+            blobs: BlobService::new(store.clone(), downloads, stats.clone()),
+            manifests: Arc::new(ManifestService::new(
+                store,
+                memory,
+                Duration::from_secs(config.cache.tag_ttl_secs),
+                stats.clone(),
+            )),
+            tags_lists: TagsListService::new(Duration::from_secs(config.cache.tags_list_ttl_secs)),
+            stats,
+        }))
+    }
+}
+
+/// Serve the v2 API on `listener` until `shutdown` resolves, then drain.
+pub async fn serve(
+    listener: TcpListener,
+    mirror: Arc<Mirror>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, api::router(mirror))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,355 @@
+//! Manifests: by digest they are immutable (fetched once, verified, kept); by tag they map to
+//! a digest that is served without asking the upstream for `tag_ttl`, then revalidated with a
+//! `HEAD` (free against Docker Hub's pull limit), with concurrent revalidations coalesced into
+//! one upstream request. When the upstream is down or rate limiting, the last known digest of a
+//! tag is served (stale) rather than an error.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use moka::future::Cache;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+use wharf_core::{Digest, OciCode, RepoName, Tag};
+use wharf_storage::{BlobStore, ObjectKey};
+use wharf_upstream::UpstreamClient;
+
+use crate::coalesce::Coalescer;
+use crate::error::ApiError;
+use crate::stats::Stats;
+
+/// A manifest as served: the upstream's exact bytes and media type.
+#[derive(Debug)]
+pub struct CachedManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub body: Bytes,
+}
+
+impl CachedManifest {
+    /// Stored form: `<media type>\n<bytes>`, one object so type and body can never disagree.
+    fn encode(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(self.media_type.len() + 1 + self.body.len());
+        out.put_slice(self.media_type.as_bytes());
+        out.put_u8(b'\n');
+        out.put_slice(&self.body);
+        out.freeze()
+    }
+
+    fn decode(digest: Digest, stored: Bytes) -> Option<CachedManifest> {
+        let newline = stored.iter().position(|b| *b == b'\n')?;
+        let media_type = std::str::from_utf8(&stored[..newline]).ok()?.to_string();
+        Some(CachedManifest {
+            digest,
+            media_type,
+            body: stored.slice(newline + 1..),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TagKey {
+    pub upstream: String,
+    pub repo: RepoName,
+    pub tag: Tag,
+}
+
+impl TagKey {
+    fn object_key(&self) -> ObjectKey {
+        ObjectKey::Tag {
+            upstream: self.upstream.clone(),
+            repo: self.repo.clone(),
+            tag: self.tag.clone(),
+        }
+    }
+}
+
+/// What a tag pointed at when last asked; persisted so a restarted node can serve it stale.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TagRecord {
+    digest: String,
+    media_type: String,
+    /// Seconds since the Unix epoch.
+    fetched_at: u64,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+pub struct ManifestService {
+    store: Arc<dyn BlobStore>,
+    by_digest: Cache<Digest, Arc<CachedManifest>>,
+    tags: Cache<TagKey, TagRecord>,
+    digest_flights: Coalescer<Digest, Arc<CachedManifest>>,
+    tag_flights: Coalescer<TagKey, TagRecord>,
+    tag_ttl: Duration,
+    stats: Arc<Stats>,
+}
+
+impl ManifestService {
+    pub fn new(
+        store: Arc<dyn BlobStore>,
+        memory_bytes: u64,
+        tag_ttl: Duration,
+        stats: Arc<Stats>,
+    ) -> ManifestService {
+        let by_digest = Cache::builder()
+            .max_capacity(memory_bytes)
+            .weigher(|_: &Digest, m: &Arc<CachedManifest>| {
+                u32::try_from(m.body.len() + m.media_type.len() + 160).unwrap_or(u32::MAX)
+            })
+            .build();
+        ManifestService {
+            store,
+            by_digest,
+            tags: Cache::new(200_000),
+            digest_flights: Coalescer::default(),
+            tag_flights: Coalescer::default(),
+            tag_ttl,
+            stats,
+        }
+    }
+
+    /// A manifest by digest: cached, or fetched once and verified.
+    pub async fn by_digest(
+        self: &Arc<Self>,
+        upstream: &Arc<UpstreamClient>,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Arc<CachedManifest>, ApiError> {
+        if let Some(m) = self.cached(digest).await {
+            return Ok(m);
+        }
+        let this = self.clone();
+        let (upstream, repo, wanted) = (upstream.clone(), repo.clone(), digest.clone());
+        let (result, _) = self
+            .digest_flights
+            .run(digest.clone(), move || async move {
+                this.stats
+                    .upstream_manifest_fetches
+                    .fetch_add(1, Ordering::Relaxed);
+                let response = upstream
+                    .get_manifest(&repo, &wanted.to_string())
+                    .await
+                    .map_err(|e| {
+                        ApiError::from_upstream(upstream.name(), e, OciCode::ManifestUnknown)
+                    })?;
+                if !wanted.matches(&response.body) {
+                    this.stats.digest_mismatches.fetch_add(1, Ordering::Relaxed);
+                    warn!(digest = %wanted, upstream = upstream.name(), "manifest failed verification; not cached");
+                    return Err(ApiError::digest_mismatch(upstream.name(), "a manifest"));
+                }
+                Ok(this
+                    .keep(CachedManifest {
+                        digest: wanted,
+                        media_type: response.media_type,
+                        body: response.body,
+                    })
+                    .await)
+            })
+            .await;
+        result
+    }
+
+    /// A manifest by tag, revalidated after the TTL, stale when the upstream cannot answer.
+    pub async fn by_tag(
+        self: &Arc<Self>,
+        upstream: &Arc<UpstreamClient>,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Arc<CachedManifest>, ApiError> {
+        let key = TagKey {
+            upstream: upstream.name().to_string(),
+            repo: repo.clone(),
+            tag: tag.clone(),
+        };
+        let known = self.known_tag(&key).await;
+        if let Some(record) = &known
+            && now_secs().saturating_sub(record.fetched_at) < self.tag_ttl.as_secs()
+            && let Some(m) = self.cached_record(record).await
+        {
+            return Ok(m);
+        }
+        let this = self.clone();
+        let (upstream_c, known_c) = (upstream.clone(), known.clone());
+        let (result, _) = self
+            .tag_flights
+            .run(key.clone(), move || async move {
+                this.revalidate(upstream_c, key, known_c).await
+            })
+            .await;
+        let record = match result {
+            Ok(record) => record,
+            Err(e) if is_outage(&e) && known.is_some() => {
+                let Some(record) = known else {
+                    return Err(e);
+                };
+                self.stats.stale_tags_served.fetch_add(1, Ordering::Relaxed);
+                warn!(%repo, %tag, error = %e, "upstream unavailable; serving cached tag");
+                record
+            }
+            Err(e) => return Err(e),
+        };
+        match self.cached_record(&record).await {
+            Some(m) => Ok(m),
+            None => {
+                let digest: Digest = record
+                    .digest
+                    .parse()
+                    .map_err(|_| ApiError::internal("tag record holds a malformed digest"))?;
+                self.by_digest(upstream, repo, &digest).await
+            }
+        }
+    }
+
+    async fn revalidate(
+        &self,
+        upstream: Arc<UpstreamClient>,
+        key: TagKey,
+        known: Option<TagRecord>,
+    ) -> Result<TagRecord, ApiError> {
+        let map_err = |e| ApiError::from_upstream(upstream.name(), e, OciCode::ManifestUnknown);
+        if let Some(record) = known {
+            self.stats.tag_revalidations.fetch_add(1, Ordering::Relaxed);
+            let head = upstream
+                .head_manifest(&key.repo, key.tag.as_str())
+                .await
+                .map_err(map_err)?;
+            let unchanged = head.digest.is_some_and(|d| d.to_string() == record.digest);
+            if unchanged && self.cached_record(&record).await.is_some() {
+                let fresh = TagRecord {
+                    fetched_at: now_secs(),
+                    ..record
+                };
+                self.remember_tag(&key, fresh.clone()).await;
+                return Ok(fresh);
+            }
+        }
+        self.stats
+            .upstream_manifest_fetches
+            .fetch_add(1, Ordering::Relaxed);
+        let response = upstream
+            .get_manifest(&key.repo, key.tag.as_str())
+            .await
+            .map_err(map_err)?;
+        let digest = match response.digest {
+            Some(claimed) if claimed.matches(&response.body) => claimed,
+            Some(claimed) => {
+                self.stats.digest_mismatches.fetch_add(1, Ordering::Relaxed);
+                warn!(%claimed, repo = %key.repo, tag = %key.tag, "manifest does not match the upstream's own digest header; not cached");
+                return Err(ApiError::digest_mismatch(upstream.name(), "a manifest"));
+            }
+            None => Digest::sha256_of(&response.body),
+        };
+        let manifest = self
+            .keep(CachedManifest {
+                digest,
+                media_type: response.media_type,
+                body: response.body,
+            })
+            .await;
+        let record = TagRecord {
+            digest: manifest.digest.to_string(),
+            media_type: manifest.media_type.clone(),
+            fetched_at: now_secs(),
+        };
+        info!(repo = %key.repo, tag = %key.tag, digest = %record.digest, "tag resolved upstream");
+        self.remember_tag(&key, record.clone()).await;
+        Ok(record)
+    }
+
+    async fn known_tag(&self, key: &TagKey) -> Option<TagRecord> {
+        if let Some(record) = self.tags.get(key).await {
+            return Some(record);
+        }
+        let stored = match self.store.read_small(&key.object_key()).await {
+            Ok(stored) => stored?,
+            Err(e) => {
+                warn!(error = %e, "reading a tag record failed");
+                return None;
+            }
+        };
+        let record: TagRecord = serde_json::from_slice(&stored).ok()?;
+        self.tags.insert(key.clone(), record.clone()).await;
+        Some(record)
+    }
+
+    async fn remember_tag(&self, key: &TagKey, record: TagRecord) {
+        match serde_json::to_vec(&record) {
+            Ok(json) => {
+                if let Err(e) = self.store.put_small(&key.object_key(), json.into()).await {
+                    warn!(error = %e, "persisting a tag record failed");
+                }
+            }
+            Err(e) => warn!(error = %e, "encoding a tag record failed"),
+        }
+        self.tags.insert(key.clone(), record).await;
+    }
+
+    async fn cached_record(&self, record: &TagRecord) -> Option<Arc<CachedManifest>> {
+        self.cached(&record.digest.parse().ok()?).await
+    }
+
+    /// From memory, else from the store (then kept in memory).
+    async fn cached(&self, digest: &Digest) -> Option<Arc<CachedManifest>> {
+        if let Some(m) = self.by_digest.get(digest).await {
+            return Some(m);
+        }
+        let stored = match self
+            .store
+            .read_small(&ObjectKey::Manifest(digest.clone()))
+            .await
+        {
+            Ok(stored) => stored?,
+            Err(e) => {
+                warn!(%digest, error = %e, "reading a cached manifest failed");
+                return None;
+            }
+        };
+        let manifest = Arc::new(CachedManifest::decode(digest.clone(), stored)?);
+        self.by_digest
+            .insert(digest.clone(), manifest.clone())
+            .await;
+        Some(manifest)
+    }
+
+    /// Store a verified manifest and keep it in memory; a store failure only costs caching.
+    async fn keep(&self, manifest: CachedManifest) -> Arc<CachedManifest> {
+        let key = ObjectKey::Manifest(manifest.digest.clone());
+        if let Err(e) = self.store.put_small(&key, manifest.encode()).await {
+            warn!(digest = %manifest.digest, error = %e, "storing a manifest failed; served uncached");
+        }
+        let manifest = Arc::new(manifest);
+        self.by_digest
+            .insert(manifest.digest.clone(), manifest.clone())
+            .await;
+        manifest
+    }
+}
+
+/// The upstream could not answer (down, failing, rate limiting): stale content beats an error.
+pub fn is_outage(e: &ApiError) -> bool {
+    matches!(e.code, OciCode::Unavailable | OciCode::TooManyRequests)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_form_round_trips() {
+        let m = CachedManifest {
+            digest: Digest::sha256_of(b"{}"),
+            media_type: wharf_core::media::OCI_INDEX.into(),
+            body: Bytes::from_static(b"{\n}"),
+        };
+        let back = CachedManifest::decode(m.digest.clone(), m.encode()).unwrap();
+        assert_eq!(back.media_type, m.media_type);
+        assert_eq!(back.body, m.body);
+    }
+}

@@ -1,0 +1,144 @@
+//! Parsing of `/v2/...` paths. Repository names contain slashes, so axum's router cannot
+//! split them; one catch-all route hands the rest of the path to [`Route::parse`].
+
+use wharf_core::reference::ReferenceError;
+use wharf_core::{Digest, OciCode, Reference, RepoName};
+
+use crate::error::ApiError;
+
+/// What a request under `/v2/` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `/v2/`: the API version check.
+    Base,
+    Manifest {
+        name: RepoName,
+        reference: Reference,
+    },
+    Blob {
+        name: RepoName,
+        digest: Digest,
+    },
+    TagsList {
+        name: RepoName,
+    },
+    /// Uploads and anything else a read-only mirror does not do.
+    Unsupported(&'static str),
+}
+
+impl Route {
+    /// `path` is what follows `/v2/` (no leading slash). Validation errors become OCI errors.
+    pub fn parse(path: &str) -> Result<Route, ApiError> {
+        if path.is_empty() {
+            return Ok(Route::Base);
+        }
+        if path == "_catalog" {
+            return Ok(Route::Unsupported(
+                "a pull-through mirror does not list its repositories",
+            ));
+        }
+        if let Some(name) = path.strip_suffix("/tags/list") {
+            return Ok(Route::TagsList {
+                name: parse_name(name)?,
+            });
+        }
+        if let Some((name, _)) = path.rsplit_once("/blobs/uploads") {
+            parse_name(name)?;
+            return Ok(Route::Unsupported(
+                "wharf is a read-only mirror: pushes are not accepted",
+            ));
+        }
+        if let Some((name, reference)) = path.rsplit_once("/manifests/") {
+            let name = parse_name(name)?;
+            let reference = Reference::parse(reference).map_err(|e| match e {
+                ReferenceError::Digest(e) => ApiError::new(OciCode::DigestInvalid, e.to_string()),
+                ReferenceError::Tag(e) => ApiError::new(OciCode::TagInvalid, e.to_string()),
+            })?;
+            return Ok(Route::Manifest { name, reference });
+        }
+        if let Some((name, digest)) = path.rsplit_once("/blobs/") {
+            let name = parse_name(name)?;
+            let digest = digest.parse().map_err(|e: wharf_core::DigestError| {
+                ApiError::new(OciCode::DigestInvalid, e.to_string())
+            })?;
+            return Ok(Route::Blob { name, digest });
+        }
+        if let Some((name, _)) = path.rsplit_once("/referrers/") {
+            parse_name(name)?;
+            // OCI 1.1: a registry without the referrers API answers 404, clients then fall back.
+            return Err(ApiError::new(
+                OciCode::Unsupported,
+                "the referrers API is not offered by this mirror",
+            )
+            .with_status(axum::http::StatusCode::NOT_FOUND));
+        }
+        Err(ApiError::new(
+            OciCode::NameUnknown,
+            format!("no v2 API endpoint at /v2/{path}"),
+        ))
+    }
+}
+
+fn parse_name(name: &str) -> Result<RepoName, ApiError> {
+    name.parse()
+        .map_err(|e: wharf_core::NameError| ApiError::new(OciCode::NameInvalid, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest() -> String {
+        format!("sha256:{}", "ab".repeat(32))
+    }
+
+    #[test]
+    fn parses_endpoints() {
+        assert_eq!(Route::parse("").unwrap(), Route::Base);
+        match Route::parse("a/b/c/d/manifests/latest").unwrap() {
+            Route::Manifest { name, reference } => {
+                assert_eq!(name.as_str(), "a/b/c/d");
+                assert_eq!(reference.to_string(), "latest");
+            }
+            other => panic!("{other:?}"),
+        }
+        match Route::parse(&format!("library/x/blobs/{}", digest())).unwrap() {
+            Route::Blob { name, digest: d } => {
+                assert_eq!(name.as_str(), "library/x");
+                assert_eq!(d.to_string(), digest());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            Route::parse("x/tags/list").unwrap(),
+            Route::TagsList { .. }
+        ));
+        // A repository may itself be called "manifests" or "blobs".
+        assert!(matches!(
+            Route::parse("manifests/manifests/v1").unwrap(),
+            Route::Manifest { .. }
+        ));
+        assert!(matches!(
+            Route::parse("x/blobs/uploads/").unwrap(),
+            Route::Unsupported(_)
+        ));
+        assert!(matches!(
+            Route::parse("x/blobs/uploads/1234-uuid").unwrap(),
+            Route::Unsupported(_)
+        ));
+    }
+
+    #[test]
+    fn client_mistakes_are_4xx() {
+        let code = |p: &str| Route::parse(p).unwrap_err().code;
+        assert_eq!(code("UPPER/manifests/latest"), OciCode::NameInvalid);
+        assert_eq!(code("x/manifests/sha256:123"), OciCode::DigestInvalid);
+        assert_eq!(code("x/manifests/.bad"), OciCode::TagInvalid);
+        assert_eq!(code("x/blobs/latest"), OciCode::DigestInvalid);
+        assert_eq!(code("x/nothing"), OciCode::NameUnknown);
+        assert_eq!(code("../../etc/passwd/manifests/x"), OciCode::NameInvalid);
+        for p in ["UPPER/manifests/latest", "x/blobs/nope", "x/nothing"] {
+            assert!(Route::parse(p).unwrap_err().status.is_client_error());
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! Counters of what the node did; read by tests and benchmarks now, exported as metrics later.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub upstream_blob_fetches: AtomicU64,
+    pub coalesced_blob_requests: AtomicU64,
+    pub blob_cache_hits: AtomicU64,
+    pub digest_mismatches: AtomicU64,
+    pub upstream_manifest_fetches: AtomicU64,
+    pub tag_revalidations: AtomicU64,
+    pub stale_tags_served: AtomicU64,
+}
+
+impl Stats {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,56 @@
+//! Real test fixtures for wharf (used by integration tests and the load test, never by the node):
+//!
+//! - [`registry`]: CNCF distribution (Debian's `docker-registry`) started as a process on
+//!   loopback, as an upstream (anonymous, htpasswd or token auth) or as a `proxy:` mirror,
+//!   with its access log readable to count upstream requests.
+//! - [`image`]: deterministic synthetic images (Docker schema2, OCI, indexes, large blobs).
+//! - [`push`]: seeding through the v2 push API.
+//! - [`token`]: a token issuer signing ES256 JWTs that distribution verifies for real.
+//! - [`proxy`]: an HTTP proxy that corrupts blob bodies on demand.
+#![allow(clippy::unwrap_used)]
+
+pub mod image;
+pub mod proxy;
+pub mod push;
+pub mod registry;
+pub mod token;
+
+use std::time::{Duration, Instant};
+
+/// A free loopback port (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+/// Poll `check` until it holds or `timeout` passes.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// `sha256:<hex>` of some bytes.
+pub fn sha256(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+}
+
+/// Is a program on `PATH`?
+pub fn have_program(name: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}

@@ -1,0 +1,200 @@
+//! Upstream authentication: parse `WWW-Authenticate` challenges, fetch bearer tokens, and
+//! cache them per scope until they expire.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+
+/// A parsed `WWW-Authenticate` challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Challenge {
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
+}
+
+impl Challenge {
+    /// `Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="..."`
+    pub fn parse(header: &str) -> Option<Challenge> {
+        let header = header.trim();
+        let (scheme, params) = header.split_once(' ').unwrap_or((header, ""));
+        if scheme.eq_ignore_ascii_case("basic") {
+            return Some(Challenge::Basic);
+        }
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let params = parse_params(params);
+        Some(Challenge::Bearer {
+            realm: params.get("realm")?.clone(),
+            service: params.get("service").cloned(),
+        })
+    }
+}
+
+/// `k="v", k2=v2` with quoted commas allowed inside values.
+fn parse_params(s: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut rest = s.trim();
+    while !rest.is_empty() {
+        let Some((key, after)) = rest.split_once('=') else {
+            break;
+        };
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let after = after.trim_start();
+        let (value, remainder) = if let Some(quoted) = after.strip_prefix('"') {
+            match quoted.find('"') {
+                Some(end) => (&quoted[..end], &quoted[end + 1..]),
+                None => (quoted, ""),
+            }
+        } else {
+            match after.find(',') {
+                Some(end) => (&after[..end], &after[end..]),
+                None => (after, ""),
+            }
+        };
+        out.insert(key, value.trim().to_string());
+        rest = remainder.trim_start().trim_start_matches(',').trim_start();
+    }
+    out
+}
+
+/// Credentials for an upstream.
+#[derive(Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}, ***)", self.username)
+    }
+}
+
+impl Credentials {
+    pub fn basic_header(&self) -> String {
+        let raw = format!("{}:{}", self.username, self.password);
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
+    }
+}
+
+/// What one upstream taught us about its authentication, plus cached tokens.
+#[derive(Default)]
+pub struct AuthState {
+    inner: Mutex<AuthInner>,
+}
+
+#[derive(Default)]
+struct AuthInner {
+    challenge: Option<Challenge>,
+    tokens: HashMap<String, (String, Instant)>,
+}
+
+/// Tokens are dropped this long before their stated expiry, so none expires in flight.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(10);
+/// Docker's token spec: `expires_in` defaults to 60 seconds.
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+/// Upper bound on the tokens kept; old ones are pruned past it.
+const MAX_TOKENS: usize = 4096;
+
+impl AuthState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, AuthInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn challenge(&self) -> Option<Challenge> {
+        self.lock().challenge.clone()
+    }
+
+    pub fn learn(&self, challenge: Challenge) {
+        self.lock().challenge = Some(challenge);
+    }
+
+    pub fn token(&self, scope: &str) -> Option<String> {
+        let inner = self.lock();
+        let (token, expires) = inner.tokens.get(scope)?;
+        (Instant::now() < *expires).then(|| token.clone())
+    }
+
+    pub fn store_token(&self, scope: &str, token: String, lifetime: Option<Duration>) {
+        let lifetime = lifetime.unwrap_or(DEFAULT_TOKEN_LIFETIME);
+        let expires = Instant::now() + lifetime.saturating_sub(EXPIRY_MARGIN);
+        let mut inner = self.lock();
+        if inner.tokens.len() >= MAX_TOKENS {
+            let now = Instant::now();
+            inner.tokens.retain(|_, (_, e)| *e > now);
+            if inner.tokens.len() >= MAX_TOKENS {
+                inner.tokens.clear();
+            }
+        }
+        inner.tokens.insert(scope.to_string(), (token, expires));
+    }
+
+    pub fn forget_token(&self, scope: &str) {
+        self.lock().tokens.remove(scope);
+    }
+}
+
+/// The token endpoint's answer (Docker's token spec; `access_token` is the OAuth2 spelling).
+#[derive(Debug, serde::Deserialize)]
+pub struct TokenResponse {
+    pub token: Option<String>,
+    pub access_token: Option<String>,
+    pub expires_in: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_docker_hub_challenge() {
+        let c = Challenge::parse(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/ubuntu:pull""#,
+        );
+        assert_eq!(
+            c,
+            Some(Challenge::Bearer {
+                realm: "https://auth.docker.io/token".into(),
+                service: Some("registry.docker.io".into()),
+            })
+        );
+        assert_eq!(
+            Challenge::parse(r#"Basic realm="Registry Realm""#),
+            Some(Challenge::Basic)
+        );
+        assert_eq!(Challenge::parse("Negotiate"), None);
+        assert_eq!(Challenge::parse("Bearer service=x"), None);
+    }
+
+    #[test]
+    fn params_with_commas_in_quotes() {
+        let p = parse_params(r#"realm="a,b", service=svc ,scope="x:y:pull,push""#);
+        assert_eq!(p["realm"], "a,b");
+        assert_eq!(p["service"], "svc");
+        assert_eq!(p["scope"], "x:y:pull,push");
+    }
+
+    #[test]
+    fn tokens_expire() {
+        let s = AuthState::default();
+        s.store_token("a", "t".into(), Some(Duration::from_secs(300)));
+        assert_eq!(s.token("a").as_deref(), Some("t"));
+        s.store_token("b", "t".into(), Some(Duration::from_secs(5)));
+        assert_eq!(s.token("b"), None, "shorter than the margin: never used");
+        s.forget_token("a");
+        assert_eq!(s.token("a"), None);
+    }
+}

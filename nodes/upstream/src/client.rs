@@ -1,0 +1,481 @@
+//! Requests to one upstream registry.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use http::{HeaderMap, Method, StatusCode, header};
+use tracing::{debug, warn};
+use wharf_core::config::{UpstreamClientConfig, UpstreamConfig};
+use wharf_core::{Digest, OciCode, RepoName, media};
+
+use crate::MAX_MANIFEST_BYTES;
+use crate::auth::{AuthState, Challenge, Credentials, TokenResponse};
+use crate::error::UpstreamError;
+
+/// A manifest as the upstream sent it: exact bytes and type, which wharf echoes unchanged.
+#[derive(Debug, Clone)]
+pub struct ManifestResponse {
+    pub body: Bytes,
+    pub media_type: String,
+    /// `Docker-Content-Digest`, when the upstream sent one.
+    pub digest: Option<Digest>,
+}
+
+/// What a `HEAD` on a manifest says: enough to tell whether a cached tag is still current.
+#[derive(Debug, Clone)]
+pub struct ManifestHead {
+    pub digest: Option<Digest>,
+    pub media_type: Option<String>,
+}
+
+/// A blob body as it streams from the upstream.
+pub struct BlobResponse {
+    /// `Content-Length`, when sent.
+    pub size: Option<u64>,
+    pub stream: BoxStream<'static, Result<Bytes, UpstreamError>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TagsListResponse {
+    pub body: Bytes,
+    pub content_type: Option<String>,
+    /// Pagination (`Link: <...>; rel="next"`), passed on to clients as is.
+    pub link: Option<String>,
+}
+
+/// A client for one configured upstream.
+pub struct UpstreamClient {
+    name: String,
+    base: String,
+    docker_hub: bool,
+    http: reqwest::Client,
+    credentials: Option<Credentials>,
+    auth: AuthState,
+    settings: UpstreamClientConfig,
+    /// After a 429, no request is sent until this instant; cached content is served meanwhile.
+    cooldown_until: Mutex<Option<(Instant, Option<Duration>)>>,
+}
+
+impl UpstreamClient {
+    pub fn new(
+        upstream: &UpstreamConfig,
+        password: Option<String>,
+        settings: &UpstreamClientConfig,
+    ) -> Result<UpstreamClient, UpstreamError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(settings.connect_timeout_secs))
+            .read_timeout(Duration::from_secs(settings.idle_timeout_secs))
+            .user_agent(concat!("wharf/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| UpstreamError::Failed(format!("building HTTP client: {e}")))?;
+        let credentials = match (&upstream.username, password) {
+            (Some(username), Some(password)) => Some(Credentials {
+                username: username.clone(),
+                password,
+            }),
+            _ => None,
+        };
+        Ok(UpstreamClient {
+            name: upstream.name.clone(),
+            base: upstream.url.trim_end_matches('/').to_string(),
+            docker_hub: upstream.is_docker_hub(),
+            http,
+            credentials,
+            auth: AuthState::default(),
+            settings: settings.clone(),
+            cooldown_until: Mutex::new(None),
+        })
+    }
+
+    /// The `ns=` name of this upstream.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Docker Hub keeps single-segment names under `library/`.
+    pub fn is_docker_hub(&self) -> bool {
+        self.docker_hub
+    }
+
+    pub async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &str,
+    ) -> Result<ManifestResponse, UpstreamError> {
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        let response = self
+            .send(
+                Method::GET,
+                &path,
+                repo,
+                Some(&media::upstream_accept_header()),
+            )
+            .await?;
+        let headers = response.headers().clone();
+        if response
+            .content_length()
+            .is_some_and(|len| len > MAX_MANIFEST_BYTES)
+        {
+            return Err(UpstreamError::ManifestTooLarge {
+                limit: MAX_MANIFEST_BYTES,
+            });
+        }
+        let body = read_limited(response, MAX_MANIFEST_BYTES).await?;
+        let media_type = header_str(&headers, header::CONTENT_TYPE)
+            .map(|t| t.split(';').next().unwrap_or(t).trim().to_string())
+            .filter(|t| !t.is_empty() && t != "application/json" && t != "text/plain")
+            .or_else(|| media::declared_media_type(&body))
+            .unwrap_or_else(|| media::OCI_MANIFEST.to_string());
+        Ok(ManifestResponse {
+            body,
+            media_type,
+            digest: content_digest(&headers),
+        })
+    }
+
+    pub async fn head_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &str,
+    ) -> Result<ManifestHead, UpstreamError> {
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        let response = self
+            .send(
+                Method::HEAD,
+                &path,
+                repo,
+                Some(&media::upstream_accept_header()),
+            )
+            .await?;
+        let headers = response.headers();
+        Ok(ManifestHead {
+            digest: content_digest(headers),
+            media_type: header_str(headers, header::CONTENT_TYPE).map(str::to_string),
+        })
+    }
+
+    /// Start streaming a blob; the body is not verified here (the caller hashes it).
+    pub async fn get_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<BlobResponse, UpstreamError> {
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        let response = self.send(Method::GET, &path, repo, None).await?;
+        let size = response.content_length();
+        let stream = response
+            .bytes_stream()
+            .map_err(|e| UpstreamError::from_reqwest(&e))
+            .boxed();
+        Ok(BlobResponse { size, stream })
+    }
+
+    /// The blob's size, without downloading it.
+    pub async fn head_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64, UpstreamError> {
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        let response = self.send(Method::HEAD, &path, repo, None).await?;
+        header_str(response.headers(), header::CONTENT_LENGTH)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| UpstreamError::Failed("blob HEAD without Content-Length".into()))
+    }
+
+    pub async fn tags_list(
+        &self,
+        repo: &RepoName,
+        query: Option<&str>,
+    ) -> Result<TagsListResponse, UpstreamError> {
+        let path = match query {
+            Some(q) if !q.is_empty() => format!("/v2/{repo}/tags/list?{q}"),
+            _ => format!("/v2/{repo}/tags/list"),
+        };
+        let response = self.send(Method::GET, &path, repo, None).await?;
+        let headers = response.headers().clone();
+        let body = read_limited(response, MAX_MANIFEST_BYTES).await?;
+        Ok(TagsListResponse {
+            body,
+            content_type: header_str(&headers, header::CONTENT_TYPE).map(str::to_string),
+            link: header_str(&headers, header::LINK).map(str::to_string),
+        })
+    }
+
+    /// While a 429's `Retry-After` runs, answer at once instead of asking again.
+    fn check_cooldown(&self) -> Result<(), UpstreamError> {
+        let mut cooldown = self
+            .cooldown_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match *cooldown {
+            Some((until, _)) if Instant::now() >= until => {
+                *cooldown = None;
+                Ok(())
+            }
+            Some((until, _)) => Err(UpstreamError::RateLimited {
+                retry_after: Some(until.saturating_duration_since(Instant::now())),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn start_cooldown(&self, retry_after: Option<Duration>) {
+        // Without a Retry-After, back off briefly rather than hammer a limited upstream.
+        let wait = retry_after.unwrap_or(Duration::from_secs(5));
+        let mut cooldown = self
+            .cooldown_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *cooldown = Some((Instant::now() + wait, retry_after));
+    }
+
+    /// Send an idempotent request with auth, timeouts and retries; a 2xx response or a typed error.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        repo: &RepoName,
+        accept: Option<&str>,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        self.check_cooldown()?;
+        let scope = format!("repository:{repo}:pull");
+        let url = format!("{}{}", self.base, path);
+        let mut attempt = 0u32;
+        let mut authenticated_retry = false;
+        loop {
+            let mut request = self.http.request(method.clone(), &url);
+            if let Some(accept) = accept {
+                request = request.header(header::ACCEPT, accept);
+            }
+            if let Some(auth) = self.authorization(&scope) {
+                request = request.header(header::AUTHORIZATION, auth);
+            }
+            let first_byte = Duration::from_secs(self.settings.first_byte_timeout_secs);
+            let result = match tokio::time::timeout(first_byte, request.send()).await {
+                Err(_) => Err(UpstreamError::Timeout(format!(
+                    "no response within {}s",
+                    first_byte.as_secs()
+                ))),
+                Ok(Err(e)) => Err(UpstreamError::from_reqwest(&e)),
+                Ok(Ok(response)) => Ok(response),
+            };
+            let outcome = match result {
+                Ok(response) => {
+                    let status = response.status();
+                    if status.is_success() {
+                        return Ok(response);
+                    }
+                    if status == StatusCode::UNAUTHORIZED && !authenticated_retry {
+                        authenticated_retry = true;
+                        if self.answer_challenge(&response, &scope).await? {
+                            continue;
+                        }
+                    }
+                    Err(self.status_error(response).await)
+                }
+                Err(e) => Err(e),
+            };
+            let error = match outcome {
+                Ok(never) => return Ok(never),
+                Err(e) => e,
+            };
+            if error.is_transient() && attempt < self.settings.retries {
+                let delay = self
+                    .settings
+                    .retry_backoff_ms
+                    .saturating_mul(1 << attempt.min(10));
+                attempt += 1;
+                warn!(upstream = %self.name, %path, %error, attempt, "upstream request failed, retrying");
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                continue;
+            }
+            return Err(error);
+        }
+    }
+
+    fn authorization(&self, scope: &str) -> Option<String> {
+        match self.auth.challenge()? {
+            Challenge::Basic => self.credentials.as_ref().map(Credentials::basic_header),
+            Challenge::Bearer { .. } => self.auth.token(scope).map(|t| format!("Bearer {t}")),
+        }
+    }
+
+    /// Learn the upstream's auth scheme from a 401 and get what it asks for.
+    /// `Ok(true)`: retry the request now.
+    async fn answer_challenge(
+        &self,
+        response: &reqwest::Response,
+        scope: &str,
+    ) -> Result<bool, UpstreamError> {
+        let Some(challenge) = response
+            .headers()
+            .get_all(header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(Challenge::parse)
+        else {
+            return Ok(false);
+        };
+        self.auth.learn(challenge.clone());
+        match challenge {
+            Challenge::Basic => Ok(self.credentials.is_some()),
+            Challenge::Bearer { realm, service } => {
+                self.auth.forget_token(scope);
+                self.fetch_token(&realm, service.as_deref(), scope).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+    ) -> Result<(), UpstreamError> {
+        let mut query = vec![("scope", scope)];
+        if let Some(service) = service {
+            query.push(("service", service));
+        }
+        let mut request = self.http.get(realm).query(&query);
+        if let Some(credentials) = &self.credentials {
+            request = request.header(header::AUTHORIZATION, credentials.basic_header());
+        }
+        let first_byte = Duration::from_secs(self.settings.first_byte_timeout_secs);
+        let response = tokio::time::timeout(first_byte, request.send())
+            .await
+            .map_err(|_| UpstreamError::Timeout("token endpoint did not answer".into()))?
+            .map_err(|e| UpstreamError::from_reqwest(&e))?;
+        let status = response.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(UpstreamError::Denied {
+                status: status.as_u16(),
+            });
+        }
+        if !status.is_success() {
+            return Err(UpstreamError::Failed(format!(
+                "token endpoint answered {status}"
+            )));
+        }
+        let token: TokenResponse = response
+            .json()
+            .await
+            .map_err(|e| UpstreamError::Failed(format!("token endpoint answer: {e}")))?;
+        let value = token
+            .token
+            .or(token.access_token)
+            .ok_or_else(|| UpstreamError::Failed("token endpoint sent no token".into()))?;
+        debug!(upstream = %self.name, %scope, "fetched upstream token");
+        self.auth
+            .store_token(scope, value, token.expires_in.map(Duration::from_secs));
+        Ok(())
+    }
+
+    async fn status_error(&self, response: reqwest::Response) -> UpstreamError {
+        let status = response.status();
+        let retry_after = retry_after(response.headers());
+        match status {
+            StatusCode::NOT_FOUND => {
+                let body = response.bytes().await.unwrap_or_default();
+                let (code, message) = first_error(&body);
+                UpstreamError::NotFound {
+                    code,
+                    message: message.unwrap_or_else(|| "not found".into()),
+                }
+            }
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => UpstreamError::Denied {
+                status: status.as_u16(),
+            },
+            StatusCode::TOO_MANY_REQUESTS => {
+                self.start_cooldown(retry_after);
+                UpstreamError::RateLimited { retry_after }
+            }
+            other => UpstreamError::Failed(format!("upstream answered {other}")),
+        }
+    }
+}
+
+async fn read_limited(response: reqwest::Response, limit: u64) -> Result<Bytes, UpstreamError> {
+    let mut body = BytesMut::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| UpstreamError::from_reqwest(&e))?;
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(UpstreamError::ManifestTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn content_digest(headers: &HeaderMap) -> Option<Digest> {
+    headers
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// `Retry-After`: delay-seconds or an HTTP date.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = header_str(headers, header::RETRY_AFTER)?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(SystemTime::now()).unwrap_or_default())
+}
+
+/// The first `{"errors":[{"code","message"}]}` entry of an upstream error body.
+fn first_error(body: &[u8]) -> (Option<OciCode>, Option<String>) {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        errors: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        code: String,
+        message: Option<String>,
+    }
+    match serde_json::from_slice::<Body>(body) {
+        Ok(b) => match b.errors.into_iter().next() {
+            Some(e) => (OciCode::from_code(&e.code), e.message),
+            None => (None, None),
+        },
+        Err(_) => (None, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        let mut h = HeaderMap::new();
+        h.insert(header::RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        let later = SystemTime::now() + Duration::from_secs(120);
+        h.insert(
+            header::RETRY_AFTER,
+            httpdate::fmt_http_date(later).parse().unwrap(),
+        );
+        let d = retry_after(&h).unwrap();
+        assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120));
+        h.insert(header::RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn upstream_error_bodies() {
+        let (code, msg) = first_error(
+            br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#,
+        );
+        assert_eq!(code, Some(OciCode::ManifestUnknown));
+        assert_eq!(msg.as_deref(), Some("manifest unknown"));
+        assert_eq!(first_error(b"<html>"), (None, None));
+    }
+}

@@ -1,0 +1,174 @@
+//! Local-disk backend: one file per object under `<root>/`, written to `<root>/.tmp` first and
+//! renamed into place, so a crash never leaves a partial object under a final name.
+
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+use wharf_core::ByteRange;
+
+use crate::{BlobStore, ObjectKey, ObjectReader, StoreError};
+
+/// Read buffer per streamed response; large enough for high throughput, small enough that
+/// memory stays flat under many concurrent readers.
+const READ_CHUNK: usize = 256 * 1024;
+
+pub struct FsStore {
+    root: PathBuf,
+    tmp: PathBuf,
+    counter: AtomicU64,
+}
+
+impl FsStore {
+    /// Open (creating) a store rooted at `root`.
+    pub async fn open(root: impl Into<PathBuf>) -> Result<FsStore, StoreError> {
+        let root = root.into();
+        let tmp = root.join(".tmp");
+        tokio::fs::create_dir_all(&tmp)
+            .await
+            .map_err(|e| StoreError::io(tmp.display(), e))?;
+        Ok(FsStore {
+            root,
+            tmp,
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn file(&self, key: &ObjectKey) -> PathBuf {
+        self.root.join(key.path())
+    }
+
+    fn temp_name(&self) -> PathBuf {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        self.tmp.join(format!("{}-{n}", std::process::id()))
+    }
+
+    async fn place(&self, key: &ObjectKey, from: &Path) -> Result<(), StoreError> {
+        let dest = self.file(key);
+        if let Some(parent) = dest.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| StoreError::io(key, e))?;
+        }
+        match tokio::fs::rename(from, &dest).await {
+            Ok(()) => Ok(()),
+            // The spool may sit on another filesystem: copy beside the target, then rename.
+            Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+                let tmp = self.temp_name();
+                tokio::fs::copy(from, &tmp)
+                    .await
+                    .map_err(|e| StoreError::io(key, e))?;
+                tokio::fs::rename(&tmp, &dest)
+                    .await
+                    .map_err(|e| StoreError::io(key, e))?;
+                let _ = tokio::fs::remove_file(from).await;
+                Ok(())
+            }
+            Err(e) => Err(StoreError::io(key, e)),
+        }
+    }
+}
+
+fn not_found_is_none<T>(r: std::io::Result<T>) -> std::io::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+#[async_trait]
+impl BlobStore for FsStore {
+    async fn stat(&self, key: &ObjectKey) -> Result<Option<u64>, StoreError> {
+        let meta = not_found_is_none(tokio::fs::metadata(self.file(key)).await)
+            .map_err(|e| StoreError::io(key, e))?;
+        Ok(meta.map(|m| m.len()))
+    }
+
+    async fn read(
+        &self,
+        key: &ObjectKey,
+        range: Option<ByteRange>,
+    ) -> Result<Option<ObjectReader>, StoreError> {
+        let Some(mut file) = not_found_is_none(tokio::fs::File::open(self.file(key)).await)
+            .map_err(|e| StoreError::io(key, e))?
+        else {
+            return Ok(None);
+        };
+        let size = file
+            .metadata()
+            .await
+            .map_err(|e| StoreError::io(key, e))?
+            .len();
+        let (start, len) = match range {
+            Some(r) => (r.start, r.len()),
+            None => (0, size),
+        };
+        if start > 0 {
+            file.seek(SeekFrom::Start(start))
+                .await
+                .map_err(|e| StoreError::io(key, e))?;
+        }
+        let name = key.to_string();
+        let stream = ReaderStream::with_capacity(file.take(len), READ_CHUNK)
+            .map_err(move |e| StoreError::io(&name, e))
+            .boxed();
+        Ok(Some(ObjectReader { size, stream }))
+    }
+
+    async fn read_small(&self, key: &ObjectKey) -> Result<Option<Bytes>, StoreError> {
+        let body = not_found_is_none(tokio::fs::read(self.file(key)).await)
+            .map_err(|e| StoreError::io(key, e))?;
+        Ok(body.map(Bytes::from))
+    }
+
+    async fn put_small(&self, key: &ObjectKey, body: Bytes) -> Result<(), StoreError> {
+        let tmp = self.temp_name();
+        tokio::fs::write(&tmp, &body)
+            .await
+            .map_err(|e| StoreError::io(key, e))?;
+        let placed = self.place(key, &tmp).await;
+        if placed.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        placed
+    }
+
+    async fn put_file(&self, key: &ObjectKey, file: &Path) -> Result<(), StoreError> {
+        self.place(key, file).await
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<(), StoreError> {
+        not_found_is_none(tokio::fs::remove_file(self.file(key)).await)
+            .map_err(|e| StoreError::io(key, e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mem::tests::exercise_store;
+
+    #[tokio::test]
+    async fn fs_store_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path().join("store")).await.unwrap();
+        let spool = dir.path().join("spool-file");
+        exercise_store(&store, &spool).await;
+        // Nothing is left behind in the temp area.
+        let mut tmp = tokio::fs::read_dir(dir.path().join("store/.tmp"))
+            .await
+            .unwrap();
+        assert!(tmp.next_entry().await.unwrap().is_none());
+    }
+}

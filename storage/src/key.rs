@@ -1,0 +1,91 @@
+//! Object naming: the layout of the store, shared by every backend.
+
+use std::fmt;
+
+use wharf_core::{Digest, RepoName, Tag};
+
+/// The kinds of object wharf stores, each with its place in the layout:
+///
+/// ```text
+/// blobs/<alg>/<hex[0..2]>/<hex>              layer and config blobs
+/// manifests/<alg>/<hex[0..2]>/<hex>          "<media type>\n<exact manifest bytes>"
+/// tags/<upstream>/<repository>/_tag/<tag>    JSON tag record (digest, type, fetched-at)
+/// ```
+/// The two-character fan-out keeps directories small on disk and spreads S3 key prefixes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ObjectKey {
+    Blob(Digest),
+    Manifest(Digest),
+    Tag {
+        upstream: String,
+        repo: RepoName,
+        tag: Tag,
+    },
+}
+
+impl ObjectKey {
+    /// The relative path or object key; only ever built from validated parts.
+    pub fn path(&self) -> String {
+        match self {
+            ObjectKey::Blob(d) => content_path("blobs", d),
+            ObjectKey::Manifest(d) => content_path("manifests", d),
+            ObjectKey::Tag {
+                upstream,
+                repo,
+                tag,
+            } => format!("tags/{}/{}/_tag/{}", safe_segment(upstream), repo, tag),
+        }
+    }
+}
+
+fn content_path(kind: &str, d: &Digest) -> String {
+    let hex = d.hex();
+    format!("{kind}/{}/{}/{hex}", d.algorithm().as_str(), &hex[..2])
+}
+
+/// Upstream names are hosts (`ghcr.io`, `127.0.0.1:5000`); keep them one harmless segment.
+fn safe_segment(s: &str) -> String {
+    let cleaned: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if cleaned.chars().all(|c| c == '.') {
+        cleaned.replace('.', "_")
+    } else {
+        cleaned
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.path())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout() {
+        let d = Digest::sha256_of(b"x");
+        let hex = d.hex().to_string();
+        assert_eq!(
+            ObjectKey::Blob(d.clone()).path(),
+            format!("blobs/sha256/{}/{hex}", &hex[..2])
+        );
+        let key = ObjectKey::Tag {
+            upstream: "127.0.0.1:5000".into(),
+            repo: "a/b".parse().unwrap(),
+            tag: "v1".parse().unwrap(),
+        };
+        assert_eq!(key.path(), "tags/127.0.0.1_5000/a/b/_tag/v1");
+        assert_eq!(safe_segment(".."), "__");
+    }
+}
