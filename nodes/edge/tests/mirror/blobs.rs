@@ -1,0 +1,155 @@
+//! Blob caching: one upstream GET per blob whatever the concurrency, verification, streaming.
+
+use std::sync::atomic::Ordering;
+
+use reqwest::StatusCode;
+use wharf_testkit::image::big_image;
+use wharf_testkit::proxy::CorruptingProxy;
+use wharf_testkit::push::{PushAuth, Pusher};
+use wharf_testkit::registry::{Registry, RegistryOptions};
+
+use crate::common::*;
+
+const BIG: usize = 100 * 1024 * 1024 + 12_345;
+
+#[tokio::test]
+async fn sixteen_concurrent_clients_cause_one_upstream_get() {
+    let registry = Registry::start(RegistryOptions::default()).await.unwrap();
+    let image = big_image(1, BIG);
+    Pusher::new(&registry.url(), PushAuth::None)
+        .push_image("test/big", "v1", &image)
+        .await
+        .unwrap();
+    let wharf = Wharf::mirroring(&registry).await;
+    let layer = &image.layers[0];
+    let url = format!("{}/v2/test/big/blobs/{}", wharf.url, layer.digest);
+
+    let clients: Vec<_> = (0..16)
+        .map(|i| {
+            let (url, http) = (url.clone(), reqwest::Client::new());
+            tokio::spawn(async move {
+                // Half the clients ask for ranges at different offsets, as resuming clients do.
+                let mut request = http.get(&url);
+                let range = (i % 2 == 1).then(|| (i as u64) * 6 * 1024 * 1024);
+                if let Some(start) = range {
+                    request = request.header("range", format!("bytes={start}-"));
+                }
+                let response = request.send().await.unwrap();
+                let status = response.status();
+                (range, status, hash_body(response).await.unwrap())
+            })
+        })
+        .collect();
+    for client in clients {
+        let (range, status, (digest, len)) = client.await.unwrap();
+        match range {
+            None => {
+                assert_eq!(status, StatusCode::OK);
+                assert_eq!((digest.as_str(), len), (layer.digest.as_str(), BIG as u64));
+            }
+            Some(start) => {
+                assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+                let expected = wharf_testkit::sha256(&layer.data[start as usize..]);
+                assert_eq!(digest, expected, "range from {start}");
+            }
+        }
+    }
+    let path = format!("/v2/test/big/blobs/{}", layer.digest);
+    assert_eq!(
+        registry.count_requests("GET", &path),
+        1,
+        "exactly one upstream GET"
+    );
+    assert_eq!(
+        wharf
+            .mirror
+            .stats
+            .upstream_blob_fetches
+            .load(Ordering::Relaxed),
+        1
+    );
+    // The verified blob is in the store under its digest, and a later request is a hit.
+    let again = reqwest::get(&url).await.unwrap();
+    assert_eq!(hash_body(again).await.unwrap().0, layer.digest);
+    assert_eq!(registry.count_requests("GET", &path), 1);
+    assert_eq!(
+        stored_files(wharf.data_dir.path(), ".spool"),
+        0,
+        "spool emptied"
+    );
+}
+
+#[tokio::test]
+async fn cold_pull_fetches_each_blob_once() {
+    let (registry, seeds) = seeded_registry().await;
+    let wharf = Wharf::mirroring(&registry).await;
+    let http = reqwest::Client::new();
+    // Pull as a client does, twice: manifest, then config and layers.
+    for _ in 0..2 {
+        let m = http
+            .get(format!("{}/v2/test/docker/manifests/v1", wharf.url))
+            .header("accept", ACCEPT_ALL)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(m.status(), StatusCode::OK);
+        for blob in seeds.docker.blobs() {
+            let r = http
+                .get(format!(
+                    "{}/v2/test/docker/blobs/{}",
+                    wharf.url, blob.digest
+                ))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(hash_body(r).await.unwrap().0, blob.digest);
+        }
+    }
+    for blob in seeds.docker.blobs() {
+        assert_eq!(
+            registry.count_requests("GET", &format!("/v2/test/docker/blobs/{}", blob.digest)),
+            1,
+            "amplification 1.00 for {}",
+            blob.digest
+        );
+    }
+}
+
+#[tokio::test]
+async fn corrupted_upstream_bytes_are_never_cached() {
+    let (registry, seeds) = seeded_registry().await;
+    let proxy = CorruptingProxy::start(&registry.url()).await.unwrap();
+    let wharf = Wharf::start(test_config(vec![upstream("docker.io", &proxy.url(), true)])).await;
+    let http = reqwest::Client::new();
+    let layer = &seeds.oci.layers[0];
+    let url = format!("{}/v2/test/oci/blobs/{}", wharf.url, layer.digest);
+
+    // Corrupt: the client's response breaks off; nothing reaches the store.
+    for _ in 0..2 {
+        let response = http.get(&url).send().await.unwrap();
+        match hash_body(response).await {
+            Err(_) => {}
+            Ok((digest, _)) => panic!("a corrupt blob was delivered whole: {digest}"),
+        }
+    }
+    assert!(proxy.corrupted.load(Ordering::SeqCst) >= 2);
+    assert!(wharf.mirror.stats.digest_mismatches.load(Ordering::Relaxed) >= 2);
+    assert_eq!(stored_files(wharf.data_dir.path(), "blobs"), 0);
+
+    // Clean again: fetched anew, verified, served and cached.
+    proxy.set_corrupt(false);
+    let response = http.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(hash_body(response).await.unwrap().0, layer.digest);
+    assert_eq!(stored_files(wharf.data_dir.path(), "blobs"), 1);
+    let path = format!("/v2/test/oci/blobs/{}", layer.digest);
+    let upstream_gets = registry.count_requests("GET", &path);
+    assert_eq!(upstream_gets, 3, "two corrupt attempts, one clean");
+    let response = http.get(&url).send().await.unwrap();
+    assert_eq!(hash_body(response).await.unwrap().0, layer.digest);
+    assert_eq!(
+        registry.count_requests("GET", &path),
+        upstream_gets,
+        "served from cache"
+    );
+}

@@ -1,0 +1,179 @@
+//! Shared fixtures: wharf served in-process on a loopback port, seeded upstreams, helpers.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use sha2::Digest as _;
+use tokio::sync::oneshot;
+use wharf_core::config::{Config, UpstreamConfig};
+use wharf_edge::Mirror;
+use wharf_testkit::image::{self, Format, Image, Index};
+use wharf_testkit::push::{PushAuth, Pusher};
+use wharf_testkit::registry::{Registry, RegistryOptions};
+
+pub struct Wharf {
+    pub url: String,
+    pub port: u16,
+    pub mirror: Arc<Mirror>,
+    pub data_dir: tempfile::TempDir,
+    _shutdown: oneshot::Sender<()>,
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WHARF_TEST_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A config for tests: short timeouts, one retry, the given upstreams.
+pub fn test_config(upstreams: Vec<UpstreamConfig>) -> Config {
+    let mut config = Config {
+        listen: "127.0.0.1:0".into(),
+        upstreams,
+        ..Config::default()
+    };
+    config.upstream_client.connect_timeout_secs = 2;
+    config.upstream_client.first_byte_timeout_secs = 10;
+    config.upstream_client.idle_timeout_secs = 10;
+    config.upstream_client.retries = 1;
+    config.upstream_client.retry_backoff_ms = 50;
+    config
+}
+
+pub fn upstream(name: &str, url: &str, default: bool) -> UpstreamConfig {
+    UpstreamConfig::new(name, url, default)
+}
+
+impl Wharf {
+    pub async fn start(mut config: Config) -> Wharf {
+        init_tracing();
+        let data_dir = tempfile::tempdir().unwrap();
+        config.data_dir = data_dir.path().to_path_buf();
+        let mirror = Mirror::open(&config).await.expect("mirror opens");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = oneshot::channel::<()>();
+        let serving = mirror.clone();
+        tokio::spawn(async move {
+            wharf_edge::serve(listener, serving, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        Wharf {
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            mirror,
+            data_dir,
+            _shutdown: tx,
+        }
+    }
+
+    /// A single-upstream wharf mirroring `registry` as the default.
+    pub async fn mirroring(registry: &Registry) -> Wharf {
+        Wharf::start(test_config(vec![upstream(
+            "docker.io",
+            &registry.url(),
+            true,
+        )]))
+        .await
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+/// What [`seed`] pushed.
+pub struct Seeds {
+    pub docker: Image,
+    pub oci: Image,
+    pub oci_index: Index,
+    pub docker_list: Index,
+}
+
+/// One of each manifest kind, under `test/<kind>:v1`, plus `library/hello:latest`.
+pub async fn seed(registry: &Registry) -> Seeds {
+    let pusher = Pusher::new(&registry.url(), PushAuth::None);
+    let seeds = Seeds {
+        docker: image::image(Format::Docker, "docker", "amd64", 2),
+        oci: image::image(Format::Oci, "oci", "amd64", 2),
+        oci_index: image::index(Format::Oci, "oci-index"),
+        docker_list: image::index(Format::Docker, "docker-list"),
+    };
+    pusher
+        .push_image("test/docker", "v1", &seeds.docker)
+        .await
+        .unwrap();
+    pusher
+        .push_image("test/oci", "v1", &seeds.oci)
+        .await
+        .unwrap();
+    pusher
+        .push_index("test/oci-index", "v1", &seeds.oci_index)
+        .await
+        .unwrap();
+    pusher
+        .push_index("test/docker-list", "v1", &seeds.docker_list)
+        .await
+        .unwrap();
+    pusher
+        .push_image("library/hello", "latest", &seeds.docker)
+        .await
+        .unwrap();
+    seeds
+}
+
+pub async fn seeded_registry() -> (Registry, Seeds) {
+    let registry = Registry::start(RegistryOptions::default())
+        .await
+        .expect("docker-registry starts");
+    let seeds = seed(&registry).await;
+    (registry, seeds)
+}
+
+/// Every manifest type wharf negotiates.
+pub const ACCEPT_ALL: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// Stream a response body, returning its sha256 digest and length, or the error that cut it.
+pub async fn hash_body(response: reqwest::Response) -> Result<(String, u64), reqwest::Error> {
+    let mut hasher = sha2::Sha256::new();
+    let mut len = 0u64;
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        len += chunk.len() as u64;
+        hasher.update(&chunk);
+    }
+    Ok((format!("sha256:{}", hex::encode(hasher.finalize())), len))
+}
+
+/// The `code` of the first entry of an OCI error body.
+pub async fn error_code(response: reqwest::Response) -> String {
+    let body: serde_json::Value = response.json().await.expect("OCI error body is JSON");
+    body["errors"][0]["code"]
+        .as_str()
+        .expect("errors[0].code")
+        .to_string()
+}
+
+/// Count regular files under a directory (the store), ignoring the temp areas.
+pub fn stored_files(dir: &std::path::Path, kind: &str) -> usize {
+    fn walk(p: &std::path::Path) -> usize {
+        std::fs::read_dir(p).map_or(0, |entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    let path = e.path();
+                    if path.is_dir() { walk(&path) } else { 1 }
+                })
+                .sum()
+        })
+    }
+    walk(&dir.join(kind))
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests of a wharf node: the real v2 HTTP API in front of real
+//! distribution registries started on loopback, seeded through the push API.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod api;
+mod auth;
+mod blobs;
+mod clients;
+mod common;
+mod outage;
+mod tags;
