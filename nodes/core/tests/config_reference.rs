@@ -1,0 +1,56 @@
+//! The config reference (`deploy/wharf.example.toml`) documents every key and no other.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use wharf_core::config::{Config, UpstreamConfig};
+
+const REFERENCE: &str = include_str!("../../../deploy/wharf.example.toml");
+
+/// Dotted key paths of a TOML value; array-of-tables entries share their table's path.
+fn key_paths(value: &toml::Value, prefix: &str, out: &mut BTreeSet<String>) {
+    match value {
+        toml::Value::Table(table) => {
+            for (k, v) in table {
+                let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                out.insert(path.clone());
+                key_paths(v, &path, out);
+            }
+        }
+        toml::Value::Array(items) => {
+            for item in items {
+                key_paths(item, prefix, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn reference_parses_and_validates() {
+    // deny_unknown_fields: a key the code does not know fails here.
+    let config = Config::from_toml(REFERENCE).unwrap();
+    config.validate().unwrap();
+}
+
+#[test]
+fn reference_names_every_key() {
+    let mut full = Config::default();
+    let mut with_everything = UpstreamConfig::new("x", "https://x", false);
+    with_everything.username = Some("u".into());
+    with_everything.password = Some("p".into());
+    with_everything.password_file = Some(PathBuf::from("/f"));
+    full.upstreams.push(with_everything);
+    let mut known = BTreeSet::new();
+    key_paths(&toml::Value::try_from(&full).unwrap(), "", &mut known);
+
+    let mut documented = BTreeSet::new();
+    let reference = toml::Value::Table(toml::from_str::<toml::Table>(REFERENCE).unwrap());
+    key_paths(&reference, "", &mut documented);
+
+    let missing: Vec<_> = known.difference(&documented).collect();
+    assert!(missing.is_empty(), "keys missing from the reference: {missing:?}");
+    let extra: Vec<_> = documented.difference(&known).collect();
+    assert!(extra.is_empty(), "keys in the reference the code lacks: {extra:?}");
+}

@@ -1,0 +1,129 @@
+//! The `wharf` binary as users run it: flags, environment credentials, distribution's config.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use wharf_testkit::image::{Format, image};
+use wharf_testkit::push::{PushAuth, Pusher};
+use wharf_testkit::registry::{Registry, RegistryAuth, RegistryOptions};
+use wharf_testkit::{free_port, wait_until};
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_ready(port: u16) {
+    let url = format!("http://127.0.0.1:{port}/v2/");
+    let up = wait_until(Duration::from_secs(20), || {
+        let request = reqwest::get(url.clone());
+        async move { request.await.is_ok_and(|r| r.status().is_success()) }
+    })
+    .await;
+    assert!(up, "wharf did not start on port {port}");
+}
+
+async fn manifest_status(port: u16, repo: &str) -> reqwest::StatusCode {
+    reqwest::get(format!("http://127.0.0.1:{port}/v2/{repo}/manifests/v1"))
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn serve_with_flags_and_credentials_from_the_environment() {
+    let (user, password) = ("cli-user", "cli-pass");
+    let registry = Registry::start(RegistryOptions {
+        auth: RegistryAuth::Htpasswd {
+            username: user.into(),
+            password: password.into(),
+        },
+        proxy: None,
+    })
+    .await
+    .unwrap();
+    let img = image(Format::Oci, "cli", "amd64", 1);
+    Pusher::new(
+        &registry.url(),
+        PushAuth::Basic {
+            username: user.into(),
+            password: password.into(),
+        },
+    )
+    .push_image("team/app", "v1", &img)
+    .await
+    .unwrap();
+
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _wharf = Running(
+        Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--upstream", &registry.url()])
+            .arg("--data-dir")
+            .arg(data.path())
+            .env("WHARF_UPSTREAM_USERNAME", user)
+            .env("WHARF_UPSTREAM_PASSWORD", password)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(port).await;
+    assert_eq!(manifest_status(port, "team/app").await, 200);
+    assert!(data.path().join("manifests").is_dir(), "cached under --data-dir");
+}
+
+#[tokio::test]
+async fn serve_reads_distributions_config_yml() {
+    let registry = Registry::start(RegistryOptions::default()).await.unwrap();
+    let img = image(Format::Docker, "yml", "amd64", 1);
+    Pusher::new(&registry.url(), PushAuth::None)
+        .push_image("team/app", "v1", &img)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: info\nhttp:\n  addr: 127.0.0.1:{port}\nstorage:\n  filesystem:\n    rootdirectory: {}\nproxy:\n  remoteurl: {}\n",
+            dir.path().join("cache").display(),
+            registry.url()
+        ),
+    )
+    .unwrap();
+    let _wharf = Running(
+        Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(port).await;
+    assert_eq!(manifest_status(port, "team/app").await, 200);
+    assert!(dir.path().join("cache/manifests").is_dir());
+}
+
+#[test]
+fn invalid_configuration_is_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wharf.toml");
+    std::fs::write(&config, "listen = \"0.0.0.0:5000\"\nunknown_key = 1\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown_key"), "{stderr}");
+}
