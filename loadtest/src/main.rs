@@ -1,1 +1,57 @@
-fn main() {}
+//! `wharf-loadtest`: wharf beside CNCF distribution's `proxy:` mode, on one machine, in one run.
+//!
+//! Starts on loopback: the upstream (distribution, seeded with synthetic images), wharf (the
+//! release binary), and distribution as a pull-through proxy of the same upstream. Then runs
+//! each scenario against both and prints a Markdown table with ratios (and JSON with `--json`).
+//! Every loop is bounded in count and time; nothing leaves 127.0.0.1.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod mirrors;
+mod scenarios;
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(about = "Benchmark wharf beside distribution's proxy mode on loopback")]
+pub struct Args {
+    /// The wharf binary to measure.
+    #[arg(long, default_value = "target/release/wharf")]
+    wharf_bin: PathBuf,
+    /// Concurrent clients in the herd scenario.
+    #[arg(long, default_value_t = 16)]
+    herd_clients: usize,
+    /// Size of the herd blob, MiB.
+    #[arg(long, default_value_t = 256)]
+    herd_mib: usize,
+    /// Size of the warm-throughput blob, MiB.
+    #[arg(long, default_value_t = 50)]
+    warm_blob_mib: usize,
+    /// Connections for the request-rate scenarios.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Seconds each request-rate or throughput scenario runs.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(
+        args.wharf_bin.exists(),
+        "{} not found: run `cargo build --release` first",
+        args.wharf_bin.display()
+    );
+    let results = scenarios::run_all(&args).await?;
+    println!("\n{}", scenarios::markdown(&results));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&results)?)?;
+        eprintln!("results written to {}", path.display());
+    }
+    Ok(())
+}

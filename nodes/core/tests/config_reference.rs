@@ -13,7 +13,11 @@ fn key_paths(value: &toml::Value, prefix: &str, out: &mut BTreeSet<String>) {
     match value {
         toml::Value::Table(table) => {
             for (k, v) in table {
-                let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 out.insert(path.clone());
                 key_paths(v, &path, out);
             }
@@ -50,7 +54,13 @@ fn reference_names_every_key() {
     key_paths(&reference, "", &mut documented);
 
     let missing: Vec<_> = known.difference(&documented).collect();
-    assert!(missing.is_empty(), "keys missing from the reference: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "keys missing from the reference: {missing:?}"
+    );
     let extra: Vec<_> = documented.difference(&known).collect();
-    assert!(extra.is_empty(), "keys in the reference the code lacks: {extra:?}");
+    assert!(
+        extra.is_empty(),
+        "keys in the reference the code lacks: {extra:?}"
+    );
 }

@@ -99,7 +99,7 @@ impl BlobService {
             tokio::spawn(async move {
                 let stored_size = match progress.wait_for(Phase::is_final).await {
                     Ok(p) => match p.phase {
-                        Phase::Verified { stored: true } => Some(p.written),
+                        Phase::Stored { ok: true } => Some(p.written),
                         _ => None,
                     },
                     Err(_) => None,

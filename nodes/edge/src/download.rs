@@ -38,17 +38,19 @@ pub enum Phase {
     /// Waiting for the upstream's response headers.
     Connecting,
     Streaming,
-    /// Digest and size verified; `stored` is false if the store refused it (served uncached).
-    Verified {
-        stored: bool,
+    /// Digest and size verified: readers may release the last byte. Being stored.
+    Verified,
+    /// Final: handed to the store (`ok`), or the store refused it (served uncached).
+    Stored {
+        ok: bool,
     },
     Failed(ApiError),
 }
 
 impl Phase {
-    /// Verified or failed: nothing will change any more.
+    /// Stored or failed: nothing will change any more.
     pub fn is_final(progress: &Progress) -> bool {
-        matches!(progress.phase, Phase::Verified { .. } | Phase::Failed(_))
+        matches!(progress.phase, Phase::Stored { .. } | Phase::Failed(_))
     }
 }
 
@@ -188,16 +190,11 @@ impl Leader {
         };
         let phase = match outcome {
             Ok(size) => {
-                let key = ObjectKey::Blob(digest.clone());
-                let stored = match self.store.put_file(&key, &self.download.spool_path).await {
-                    Ok(()) => true,
-                    Err(e) => {
-                        error!(%digest, error = %e, "verified blob could not be stored; served uncached");
-                        false
-                    }
-                };
-                info!(%digest, size, stored, elapsed_ms = started.elapsed().as_millis() as u64, "blob fetched and verified");
-                Phase::Verified { stored }
+                // Clients have what they need; durability and the rename follow.
+                self.tx.send_modify(|p| p.phase = Phase::Verified);
+                let ok = self.store_verified().await;
+                info!(%digest, size, stored = ok, elapsed_ms = started.elapsed().as_millis() as u64, "blob fetched and verified");
+                Phase::Stored { ok }
             }
             Err(e) => {
                 warn!(%digest, error = %e, "blob download failed");
@@ -260,8 +257,32 @@ impl Leader {
         if hasher.finish() != *digest {
             return Err(self.mismatch("a blob"));
         }
-        file.sync_data().await.map_err(spool_error)?;
         Ok(written)
+    }
+
+    /// Make the verified spool file durable and move it into the store.
+    async fn store_verified(&self) -> bool {
+        let digest = &self.download.digest;
+        let path = &self.download.spool_path;
+        let synced = match tokio::fs::File::open(path).await {
+            Ok(file) => file.sync_data().await,
+            Err(e) => Err(e),
+        };
+        let stored = match synced {
+            Ok(()) => self
+                .store
+                .put_file(&ObjectKey::Blob(digest.clone()), path)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match stored {
+            Ok(()) => true,
+            Err(e) => {
+                error!(%digest, error = %e, "verified blob could not be stored; served uncached");
+                false
+            }
+        }
     }
 
     fn mismatch(&self, what: &str) -> ApiError {
@@ -317,7 +338,7 @@ impl TailReader {
                 Phase::Failed(e) => {
                     return Some(Err(std::io::Error::other(e.message.clone())));
                 }
-                Phase::Verified { .. } => true,
+                Phase::Verified | Phase::Stored { .. } => true,
                 _ => false,
             };
             // Hold back the last byte until the digest has verified.
@@ -338,7 +359,7 @@ impl TailReader {
             if self.progress.changed().await.is_err() {
                 // The leader is gone: only a final phase lets the loop go on.
                 let phase = self.progress.borrow().phase.clone();
-                if !matches!(phase, Phase::Verified { .. } | Phase::Failed(_)) {
+                if !matches!(phase, Phase::Stored { .. } | Phase::Failed(_)) {
                     return Some(Err(std::io::Error::other("download abandoned")));
                 }
             }
@@ -380,7 +401,7 @@ impl TailReader {
             .await
             .map_err(|_| std::io::Error::other("download abandoned"))?
             .clone();
-        if !matches!(progress.phase, Phase::Verified { stored: true }) {
+        if !matches!(progress.phase, Phase::Stored { ok: true }) {
             return Err(std::io::Error::other("download spool vanished"));
         }
         let end = self
@@ -484,7 +505,11 @@ mod tests {
         assert_eq!(whole.concat(), data);
         assert_eq!(part.concat(), &data[999_990..]);
         // Stored, and the registry forgot the download.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut progress = downloads.find(&digest).map(|d| d.progress());
+        if let Some(p) = progress.as_mut() {
+            let _ = p.wait_for(Phase::is_final).await;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
         assert!(downloads.find(&digest).is_none());
         assert_eq!(
             store.stat(&ObjectKey::Blob(digest)).await.unwrap(),

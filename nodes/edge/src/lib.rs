@@ -101,6 +101,14 @@ pub async fn serve(
     mirror: Arc<Mirror>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Without TCP_NODELAY a response's small last write (the byte held back until a blob
+    // verifies, a short manifest) waits for the client's delayed ACK: ~40 ms per request.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, api::router(mirror))
         .with_graceful_shutdown(shutdown)
         .await

@@ -76,7 +76,10 @@ async fn serve_with_flags_and_credentials_from_the_environment() {
     );
     wait_ready(port).await;
     assert_eq!(manifest_status(port, "team/app").await, 200);
-    assert!(data.path().join("manifests").is_dir(), "cached under --data-dir");
+    assert!(
+        data.path().join("manifests").is_dir(),
+        "cached under --data-dir"
+    );
 }
 
 #[tokio::test]

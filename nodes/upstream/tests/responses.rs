@@ -69,7 +69,10 @@ async fn oversized_manifests_are_refused() {
         .get_manifest(&"a/b".parse().unwrap(), "v1")
         .await
         .unwrap_err();
-    assert!(matches!(err, UpstreamError::ManifestTooLarge { .. }), "{err:?}");
+    assert!(
+        matches!(err, UpstreamError::ManifestTooLarge { .. }),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -89,5 +92,9 @@ async fn server_errors_are_retried_then_reported() {
         .await
         .unwrap_err();
     assert!(matches!(err, UpstreamError::Failed(_)), "{err:?}");
-    assert_eq!(hits.load(Ordering::SeqCst), 3, "one attempt and two retries");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        3,
+        "one attempt and two retries"
+    );
 }

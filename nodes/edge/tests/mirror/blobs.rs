@@ -1,12 +1,14 @@
 //! Blob caching: one upstream GET per blob whatever the concurrency, verification, streaming.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use wharf_testkit::image::big_image;
 use wharf_testkit::proxy::CorruptingProxy;
 use wharf_testkit::push::{PushAuth, Pusher};
 use wharf_testkit::registry::{Registry, RegistryOptions};
+use wharf_testkit::wait_until;
 
 use crate::common::*;
 
@@ -141,7 +143,13 @@ async fn corrupted_upstream_bytes_are_never_cached() {
     let response = http.get(&url).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(hash_body(response).await.unwrap().0, layer.digest);
-    assert_eq!(stored_files(wharf.data_dir.path(), "blobs"), 1);
+    let dir = wharf.data_dir.path().to_path_buf();
+    let stored = wait_until(Duration::from_secs(5), || {
+        let dir = dir.clone();
+        async move { stored_files(&dir, "blobs") == 1 }
+    })
+    .await;
+    assert!(stored, "the clean blob is stored");
     let path = format!("/v2/test/oci/blobs/{}", layer.digest);
     let upstream_gets = registry.count_requests("GET", &path);
     assert_eq!(upstream_gets, 3, "two corrupt attempts, one clean");

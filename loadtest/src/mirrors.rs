@@ -1,0 +1,105 @@
+//! The two mirrors under test and the upstream they share.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use wharf_testkit::registry::{ProxyMode, Registry, RegistryOptions, rss_kib};
+use wharf_testkit::{free_port, wait_until};
+
+/// A mirror process under test.
+pub enum Mirror {
+    Wharf {
+        child: Child,
+        port: u16,
+        _data: tempfile::TempDir,
+    },
+    Distribution(Registry),
+}
+
+impl Mirror {
+    pub async fn wharf(bin: &Path, upstream: &Registry) -> anyhow::Result<Mirror> {
+        let data = tempfile::tempdir()?;
+        let port = free_port();
+        let child = Command::new(bin)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--upstream", &upstream.url()])
+            .arg("--data-dir")
+            .arg(data.path())
+            .env("WHARF_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let url = format!("http://127.0.0.1:{port}/v2/");
+        let up = wait_until(Duration::from_secs(20), || {
+            let r = reqwest::get(url.clone());
+            async move { r.await.is_ok() }
+        })
+        .await;
+        anyhow::ensure!(up, "wharf did not start");
+        Ok(Mirror::Wharf {
+            child,
+            port,
+            _data: data,
+        })
+    }
+
+    pub async fn distribution(upstream: &Registry) -> anyhow::Result<Mirror> {
+        Ok(Mirror::Distribution(
+            Registry::start(RegistryOptions {
+                proxy: Some(ProxyMode {
+                    remote_url: upstream.url(),
+                    username: None,
+                    password: None,
+                }),
+                ..RegistryOptions::default()
+            })
+            .await?,
+        ))
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mirror::Wharf { .. } => "wharf",
+            Mirror::Distribution(_) => "distribution",
+        }
+    }
+
+    pub fn url(&self) -> String {
+        match self {
+            Mirror::Wharf { port, .. } => format!("http://127.0.0.1:{port}"),
+            Mirror::Distribution(r) => r.url(),
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            Mirror::Wharf { child, .. } => Some(child.id()),
+            Mirror::Distribution(r) => r.pid(),
+        }
+    }
+
+    pub fn rss_kib(&self) -> Option<u64> {
+        rss_kib(self.pid()?)
+    }
+
+    /// User + system CPU time of the process, seconds.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
+        // Fields after the parenthesised command name; utime and stime are 14th and 15th.
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 =
+            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        Some(ticks / 100.0)
+    }
+}
+
+impl Drop for Mirror {
+    fn drop(&mut self) {
+        if let Mirror::Wharf { child, .. } = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

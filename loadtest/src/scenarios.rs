@@ -1,0 +1,388 @@
+//! The scenarios, each run against wharf and against distribution, and the results table.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use wharf_testkit::image::{Format, Image, big_image, image};
+use wharf_testkit::push::{PushAuth, Pusher};
+use wharf_testkit::registry::{Registry, RegistryOptions};
+
+use crate::Args;
+use crate::mirrors::Mirror;
+
+const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+
+#[derive(Serialize, Clone, Copy)]
+pub enum Better {
+    Lower,
+    Higher,
+}
+
+#[derive(Serialize)]
+pub struct Figure {
+    pub name: String,
+    pub unit: String,
+    pub wharf: f64,
+    pub distribution: f64,
+    pub better: Better,
+}
+
+struct Seeds {
+    cold: Image,
+    herd: Image,
+    warm: Image,
+}
+
+/// One mirror's measurements, in table order.
+type Measured = Vec<(String, String, f64, Better)>;
+
+pub async fn run_all(args: &Args) -> anyhow::Result<Vec<Figure>> {
+    eprintln!("starting the upstream (distribution) and seeding it...");
+    let upstream = Registry::start(RegistryOptions::default()).await?;
+    let pusher = Pusher::new(&upstream.url(), PushAuth::None);
+    let seeds = Seeds {
+        cold: image(Format::Docker, "bench-cold", "amd64", 4),
+        herd: big_image(7, args.herd_mib * 1024 * 1024),
+        warm: big_image(8, args.warm_blob_mib * 1024 * 1024),
+    };
+    pusher.push_image("bench/cold", "v1", &seeds.cold).await?;
+    pusher.push_image("bench/herd", "v1", &seeds.herd).await?;
+    pusher.push_image("bench/warm", "v1", &seeds.warm).await?;
+
+    let mut measured = Vec::new();
+    for which in ["wharf", "distribution"] {
+        let mirror = match which {
+            "wharf" => Mirror::wharf(&args.wharf_bin, &upstream).await?,
+            _ => Mirror::distribution(&upstream).await?,
+        };
+        eprintln!("== {} at {}", mirror.name(), mirror.url());
+        measured.push(measure(args, &mirror, &upstream, &seeds).await?);
+    }
+    let (wharf, distribution) = (&measured[0], &measured[1]);
+    Ok(wharf
+        .iter()
+        .zip(distribution)
+        .map(|(w, d)| Figure {
+            name: w.0.clone(),
+            unit: w.1.clone(),
+            wharf: w.2,
+            distribution: d.2,
+            better: w.3,
+        })
+        .collect())
+}
+
+async fn measure(
+    args: &Args,
+    mirror: &Mirror,
+    upstream: &Registry,
+    seeds: &Seeds,
+) -> anyhow::Result<Measured> {
+    let mut out: Measured = Vec::new();
+    let url = mirror.url();
+    let http = reqwest::Client::new();
+
+    // Cold pull: manifest by tag, then config and layers, one after another, as a client does.
+    let before = upstream.count_matching("GET", "/v2/bench/cold/blobs/");
+    let started = Instant::now();
+    get_ok(&http, &format!("{url}/v2/bench/cold/manifests/v1")).await?;
+    for blob in seeds.cold.blobs() {
+        get_ok(&http, &format!("{url}/v2/bench/cold/blobs/{}", blob.digest)).await?;
+    }
+    let cold_secs = started.elapsed().as_secs_f64();
+    // distribution writes its access-log line when a request ends; let its background copies finish.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let gets = upstream.count_matching("GET", "/v2/bench/cold/blobs/") - before;
+    let amplification = gets as f64 / seeds.cold.blobs().len() as f64;
+    eprintln!(
+        "  cold pull: {gets} upstream blob GETs for {} blobs",
+        seeds.cold.blobs().len()
+    );
+    out.push((
+        "cold pull: upstream GETs per blob".into(),
+        "ratio".into(),
+        amplification,
+        Better::Lower,
+    ));
+    out.push((
+        "cold pull: time (manifest + 5 blobs)".into(),
+        "s".into(),
+        cold_secs,
+        Better::Lower,
+    ));
+
+    // Herd: N clients, one cold blob, all at once.
+    let layer = &seeds.herd.layers[0];
+    let path = format!("/v2/bench/herd/blobs/{}", layer.digest);
+    let before = upstream.count_requests("GET", &path);
+    let rss_before = mirror.rss_kib().unwrap_or(0);
+    let sampling = Arc::new(AtomicBool::new(true));
+    let peak = Arc::new(AtomicU64::new(rss_before));
+    let sampler = {
+        let (sampling, peak, pid) = (sampling.clone(), peak.clone(), mirror.pid());
+        tokio::spawn(async move {
+            while sampling.load(Ordering::Relaxed) {
+                if let Some(rss) = pid.and_then(wharf_testkit::registry::rss_kib) {
+                    peak.fetch_max(rss, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let started = Instant::now();
+    let clients: Vec<_> = (0..args.herd_clients)
+        .map(|i| {
+            let url = format!("{url}{path}");
+            let expect = layer.data.len() as u64;
+            let digest = (i == 0).then(|| layer.digest.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let t0 = Instant::now();
+                let response = client.get(&url).send().await?;
+                anyhow::ensure!(
+                    response.status().is_success(),
+                    "herd GET {}",
+                    response.status()
+                );
+                let mut stream = response.bytes_stream();
+                let mut len = 0u64;
+                let mut first_byte = None;
+                let mut hasher = digest
+                    .as_ref()
+                    .map(|_| <sha2::Sha256 as sha2::Digest>::new());
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk?;
+                    first_byte.get_or_insert_with(|| t0.elapsed());
+                    len += chunk.len() as u64;
+                    if let Some(h) = hasher.as_mut() {
+                        sha2::Digest::update(h, &chunk);
+                    }
+                }
+                anyhow::ensure!(len == expect, "herd body {len} bytes, expected {expect}");
+                if let (Some(h), Some(d)) = (hasher, digest) {
+                    let got = format!("sha256:{}", hex::encode(sha2::Digest::finalize(h)));
+                    anyhow::ensure!(got == d, "herd body digest {got}");
+                }
+                Ok((t0.elapsed(), first_byte.unwrap_or_default()))
+            })
+        })
+        .collect();
+    let mut done = Histogram::<u64>::new(3)?;
+    let mut ttfb = Histogram::<u64>::new(3)?;
+    for c in clients {
+        let (total, first) = c.await??;
+        done.record(total.as_millis() as u64)?;
+        ttfb.record(first.as_millis() as u64)?;
+    }
+    let herd_secs = started.elapsed().as_secs_f64();
+    sampling.store(false, Ordering::Relaxed);
+    sampler.await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let gets = upstream.count_requests("GET", &path) - before;
+    eprintln!(
+        "  herd: {gets} upstream GETs, all {} clients done in {herd_secs:.1}s",
+        args.herd_clients
+    );
+    let herd = format!("herd {}×{} MiB", args.herd_clients, args.herd_mib);
+    out.push((
+        format!("{herd}: upstream GETs"),
+        "count".into(),
+        gets as f64,
+        Better::Lower,
+    ));
+    out.push((
+        format!("{herd}: time to first byte p50"),
+        "s".into(),
+        ms(ttfb.value_at_quantile(0.5)),
+        Better::Lower,
+    ));
+    out.push((
+        format!("{herd}: completion p50"),
+        "s".into(),
+        ms(done.value_at_quantile(0.5)),
+        Better::Lower,
+    ));
+    out.push((
+        format!("{herd}: completion p99"),
+        "s".into(),
+        ms(done.value_at_quantile(0.99)),
+        Better::Lower,
+    ));
+    out.push((
+        format!("{herd}: peak RSS"),
+        "MiB".into(),
+        peak.load(Ordering::Relaxed) as f64 / 1024.0,
+        Better::Lower,
+    ));
+
+    // Warm manifests, by tag and by digest.
+    let by_tag = format!("{url}/v2/bench/cold/manifests/v1");
+    let by_digest = format!(
+        "{url}/v2/bench/cold/manifests/{}",
+        seeds.cold.manifest.digest
+    );
+    for (label, target) in [("by tag", by_tag), ("by digest", by_digest)] {
+        get_ok(&http, &target).await?;
+        let (rate, p99) = request_rate(&target, args.connections, args.seconds).await?;
+        eprintln!("  warm manifest {label}: {rate:.0} req/s, p99 {p99:.2} ms");
+        out.push((
+            format!("warm manifest {label}, {} connections", args.connections),
+            "req/s".into(),
+            rate,
+            Better::Higher,
+        ));
+        out.push((
+            format!("warm manifest {label}: p99 latency"),
+            "ms".into(),
+            p99,
+            Better::Lower,
+        ));
+    }
+
+    // Warm blob throughput and the mirror's CPU per GB.
+    let blob_url = format!("{url}/v2/bench/warm/blobs/{}", seeds.warm.layers[0].digest);
+    get_ok(&http, &blob_url).await?;
+    let cpu_before = mirror.cpu_seconds().unwrap_or(0.0);
+    let (bytes, secs) = throughput(&blob_url, 4, args.seconds).await?;
+    let cpu = mirror.cpu_seconds().unwrap_or(0.0) - cpu_before;
+    let gb = bytes as f64 / 1e9;
+    eprintln!(
+        "  warm blob: {:.2} GB/s, {:.2} CPU-s/GB",
+        gb / secs,
+        cpu / gb
+    );
+    out.push((
+        format!("warm {} MiB blob, 4 clients", args.warm_blob_mib),
+        "GB/s".into(),
+        gb / secs,
+        Better::Higher,
+    ));
+    out.push((
+        "warm blob: mirror CPU per GB".into(),
+        "CPU-s/GB".into(),
+        cpu / gb,
+        Better::Lower,
+    ));
+    Ok(out)
+}
+
+fn ms(v: u64) -> f64 {
+    v as f64 / 1000.0
+}
+
+async fn get_ok(http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+    let response = http.get(url).header("accept", ACCEPT).send().await?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "GET {url}: {}",
+        response.status()
+    );
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        chunk?;
+    }
+    Ok(())
+}
+
+/// `connections` clients looping GETs for `seconds`: requests per second and p99 latency (ms).
+async fn request_rate(url: &str, connections: usize, seconds: u64) -> anyhow::Result<(f64, f64)> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .build()?;
+    let workers: Vec<_> = (0..connections)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.to_string());
+            tokio::spawn(async move {
+                let mut hist = Histogram::<u64>::new(3)?;
+                let mut errors = 0u64;
+                while Instant::now() < deadline {
+                    let t0 = Instant::now();
+                    match client.get(&url).header("accept", ACCEPT).send().await {
+                        Ok(r) if r.status().is_success() => {
+                            r.bytes().await?;
+                            hist.record(t0.elapsed().as_micros() as u64)?;
+                        }
+                        _ => errors += 1,
+                    }
+                }
+                anyhow::Ok((hist, errors))
+            })
+        })
+        .collect();
+    let mut total = Histogram::<u64>::new(3)?;
+    let mut errors = 0;
+    for w in workers {
+        let (h, e) = w.await??;
+        total.add(h)?;
+        errors += e;
+    }
+    anyhow::ensure!(errors == 0, "{errors} failed requests against {url}");
+    Ok((
+        total.len() as f64 / seconds as f64,
+        total.value_at_quantile(0.99) as f64 / 1000.0,
+    ))
+}
+
+/// `clients` downloading a blob in a loop for `seconds`: bytes moved and the time taken.
+async fn throughput(url: &str, clients: usize, seconds: u64) -> anyhow::Result<(u64, f64)> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let workers: Vec<_> = (0..clients)
+        .map(|_| {
+            let url = url.to_string();
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let mut bytes = 0u64;
+                while Instant::now() < deadline {
+                    let mut stream = client.get(&url).send().await?.bytes_stream();
+                    while let Some(chunk) = stream.next().await {
+                        bytes += chunk?.len() as u64;
+                    }
+                }
+                anyhow::Ok(bytes)
+            })
+        })
+        .collect();
+    let mut bytes = 0;
+    for w in workers {
+        bytes += w.await??;
+    }
+    Ok((bytes, started.elapsed().as_secs_f64()))
+}
+
+/// The results as a Markdown table; the ratio says how many times better wharf is.
+pub fn markdown(figures: &[Figure]) -> String {
+    let mut out = String::from(
+        "| figure | unit | wharf | distribution proxy | wharf advantage |\n| --- | --- | ---: | ---: | ---: |\n",
+    );
+    for f in figures {
+        let ratio = match f.better {
+            Better::Higher if f.distribution > 0.0 => format!("{:.2}×", f.wharf / f.distribution),
+            Better::Lower if f.wharf > 0.0 => format!("{:.2}×", f.distribution / f.wharf),
+            _ => "–".into(),
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            f.name,
+            f.unit,
+            fmt(f.wharf),
+            fmt(f.distribution),
+            ratio
+        ));
+    }
+    out.push_str("\nwharf advantage: distribution ÷ wharf where lower is better, wharf ÷ distribution where higher is better.\n");
+    out
+}
+
+fn fmt(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
