@@ -138,7 +138,11 @@ impl Downloads {
     {
         let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(existing) = active.get(digest) {
-            return (existing.clone(), false);
+            // A failed download is only still listed until its leader cleans up: start anew.
+            let failed = matches!(existing.progress.borrow().phase, Phase::Failed(_));
+            if !failed {
+                return (existing.clone(), false);
+            }
         }
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = watch::channel(Progress {
@@ -203,7 +207,12 @@ impl Leader {
         };
         self.tx.send_modify(|p| p.phase = phase);
         let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-        registry.remove(&digest);
+        if registry
+            .get(&digest)
+            .is_some_and(|d| Arc::ptr_eq(d, &self.download))
+        {
+            registry.remove(&digest);
+        }
     }
 
     /// Stream the body into the spool file; the verified size, or why it is not to be trusted.
