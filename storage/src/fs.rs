@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 use wharf_core::ByteRange;
 
-use crate::{BlobStore, ObjectKey, ObjectReader, StoreError};
+use crate::{BlobStore, ByteSource, ObjectInfo, ObjectKey, ObjectReader, StoreError};
 
 /// Read buffer per streamed response; large enough for high throughput, small enough that
 /// memory stays flat under many concurrent readers.
@@ -151,6 +151,66 @@ impl BlobStore for FsStore {
         not_found_is_none(tokio::fs::remove_file(self.file(key)).await)
             .map_err(|e| StoreError::io(key, e))?;
         Ok(())
+    }
+
+    async fn put_stream(&self, key: &ObjectKey, mut body: ByteSource) -> Result<(), StoreError> {
+        let tmp = self.temp_name();
+        let written = async {
+            let mut file = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(|e| StoreError::io(key, e))?;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| StoreError::Source {
+                    key: key.to_string(),
+                    message: e.to_string(),
+                })?;
+                file.write_all(&chunk)
+                    .await
+                    .map_err(|e| StoreError::io(key, e))?;
+            }
+            file.sync_data().await.map_err(|e| StoreError::io(key, e))
+        }
+        .await;
+        let placed = match written {
+            Ok(()) => self.place(key, &tmp).await,
+            Err(e) => Err(e),
+        };
+        if placed.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        placed
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let root = self.root.clone();
+        let start = root.join(prefix);
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let mut dirs = vec![start];
+            while let Some(dir) = dirs.pop() {
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(StoreError::io(dir.display(), e)),
+                };
+                for entry in entries.flatten() {
+                    let Ok(meta) = entry.metadata() else { continue };
+                    let path = entry.path();
+                    if meta.is_dir() {
+                        dirs.push(path);
+                    } else if let Ok(relative) = path.strip_prefix(&root) {
+                        out.push(ObjectInfo {
+                            path: relative.to_string_lossy().into_owned(),
+                            size: meta.len(),
+                            modified: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+                        });
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StoreError::io(prefix, std::io::Error::other(e)))?
     }
 }
 

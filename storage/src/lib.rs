@@ -8,6 +8,7 @@
 pub mod fs;
 pub mod key;
 pub mod mem;
+pub mod s3;
 
 use std::path::Path;
 
@@ -26,6 +27,15 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("S3 {operation} {key}: {message}")]
+    S3 {
+        operation: &'static str,
+        key: String,
+        message: String,
+    },
+    /// The body handed to `put_stream` failed (download aborted, digest mismatch): not stored.
+    #[error("source of {key} failed: {message}")]
+    Source { key: String, message: String },
 }
 
 impl StoreError {
@@ -68,4 +78,39 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn put_file(&self, key: &ObjectKey, file: &Path) -> Result<(), StoreError>;
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), StoreError>;
+
+    /// Remote stores take blobs while they download ([`BlobStore::put_stream`]); local disk
+    /// takes the verified spool file at the end ([`BlobStore::put_file`], a rename).
+    fn streams_writes(&self) -> bool {
+        false
+    }
+
+    /// Store a body as it streams. The object becomes visible only if the stream ends without
+    /// error; callers end it only after verifying the digest, so an error aborts the write.
+    async fn put_stream(&self, key: &ObjectKey, body: ByteSource) -> Result<(), StoreError>;
+
+    /// Every stored object under `prefix` (a layout folder such as `blobs/`), for eviction.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
+
+    /// A time-limited URL a client may fetch the object from directly (CDN-origin mode).
+    async fn presigned_url(
+        &self,
+        _key: &ObjectKey,
+        _expires: std::time::Duration,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
+}
+
+/// A body for [`BlobStore::put_stream`].
+pub type ByteSource = BoxStream<'static, Result<Bytes, std::io::Error>>;
+
+/// What [`BlobStore::list`] reports of an object.
+#[derive(Debug, Clone)]
+pub struct ObjectInfo {
+    /// Path relative to the store's root or prefix, as [`ObjectKey::path`] makes it.
+    pub path: String,
+    pub size: u64,
+    /// When it was written.
+    pub modified: std::time::SystemTime,
 }

@@ -6,10 +6,10 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use wharf_core::ByteRange;
 
-use crate::{BlobStore, ObjectKey, ObjectReader, StoreError};
+use crate::{BlobStore, ByteSource, ObjectInfo, ObjectKey, ObjectReader, StoreError};
 
 #[derive(Default)]
 pub struct MemStore {
@@ -77,6 +77,28 @@ impl BlobStore for MemStore {
         self.set(key, None);
         Ok(())
     }
+
+    async fn put_stream(&self, key: &ObjectKey, body: ByteSource) -> Result<(), StoreError> {
+        let chunks: Vec<Bytes> = body.try_collect().await.map_err(|e| StoreError::Source {
+            key: key.to_string(),
+            message: e.to_string(),
+        })?;
+        self.set(key, Some(chunks.concat().into()));
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(objects
+            .iter()
+            .filter(|(path, _)| path.starts_with(prefix))
+            .map(|(path, body)| ObjectInfo {
+                path: path.clone(),
+                size: body.len() as u64,
+                modified: std::time::SystemTime::now(),
+            })
+            .collect())
+    }
 }
 
 #[cfg(test)]
@@ -128,9 +150,34 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(store.read_small(&tag).await.unwrap().unwrap(), "two");
 
+        let listed = store.list("blobs/").await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].path, key.path());
+        assert_eq!(listed[0].size, data.len() as u64);
+
         store.delete(&key).await.unwrap();
         store.delete(&key).await.unwrap();
         assert_eq!(store.stat(&key).await.unwrap(), None);
+
+        // Streamed writes: visible only when the stream ends cleanly.
+        let streamed = ObjectKey::Blob(Digest::sha256_of(b"streamed"));
+        let failing: ByteSource = futures::stream::iter(vec![
+            Ok(Bytes::from_static(b"part")),
+            Err(std::io::Error::other("digest mismatch")),
+        ])
+        .boxed();
+        assert!(store.put_stream(&streamed, failing).await.is_err());
+        assert_eq!(store.stat(&streamed).await.unwrap(), None);
+        let chunks: Vec<Result<Bytes, std::io::Error>> = data
+            .chunks(100_000)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        store
+            .put_stream(&streamed, futures::stream::iter(chunks).boxed())
+            .await
+            .unwrap();
+        assert_eq!(read_all(store, &streamed, None).await, data);
+        store.delete(&streamed).await.unwrap();
     }
 
     #[tokio::test]
