@@ -21,6 +21,10 @@ pub enum ObjectKey {
         repo: RepoName,
         tag: Tag,
     },
+    /// One node's batched record of when it last served each blob (for eviction).
+    AccessLog {
+        node: String,
+    },
 }
 
 impl ObjectKey {
@@ -34,9 +38,23 @@ impl ObjectKey {
                 repo,
                 tag,
             } => format!("tags/{}/{}/_tag/{}", safe_segment(upstream), repo, tag),
+            ObjectKey::AccessLog { node } => format!("{ACCESS_PREFIX}{}", safe_segment(node)),
         }
     }
+
+    /// The digest of a blob from its stored path (`blobs/<alg>/<xx>/<hex>`), as `list` gives it.
+    pub fn blob_digest(path: &str) -> Option<Digest> {
+        let mut parts = path.strip_prefix("blobs/")?.split('/');
+        let (alg, _fan, hex) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        format!("{alg}:{hex}").parse().ok()
+    }
 }
+
+/// Where access logs live.
+pub const ACCESS_PREFIX: &str = "access/";
 
 fn content_path(kind: &str, d: &Digest) -> String {
     let hex = d.hex();
@@ -87,5 +105,9 @@ mod tests {
         };
         assert_eq!(key.path(), "tags/127.0.0.1_5000/a/b/_tag/v1");
         assert_eq!(safe_segment(".."), "__");
+        let blob = ObjectKey::Blob(d.clone()).path();
+        assert_eq!(ObjectKey::blob_digest(&blob), Some(d));
+        assert_eq!(ObjectKey::blob_digest("blobs/sha256/ab"), None);
+        assert_eq!(ObjectKey::blob_digest("manifests/sha256/ab/cd"), None);
     }
 }

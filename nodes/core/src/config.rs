@@ -35,12 +35,72 @@ pub enum ConfigError {
 pub struct Config {
     /// Address the v2 API listens on.
     pub listen: String,
-    /// Root of the local-disk cache (blobs, manifests, tag records, download spool).
+    /// Root of the local-disk cache (blobs, manifests, tag records) and of the download spool,
+    /// which stays on local disk whatever the store.
     pub data_dir: PathBuf,
+    /// Where cached content lives: empty for local disk under `data_dir`, `file:///DIR` for
+    /// local disk elsewhere, `s3://BUCKET[/PREFIX]` for S3 (shared by any number of nodes).
+    pub storage: String,
+    pub s3: S3Config,
     pub cache: CacheConfig,
+    pub eviction: EvictionConfig,
     pub upstream_client: UpstreamClientConfig,
     #[serde(rename = "upstream")]
     pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// S3 settings; credentials, region and endpoint come from the standard AWS chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    /// Path-style addressing, for S3-compatible servers (Garage, MinIO, Ceph, moto).
+    pub path_style: bool,
+    /// CDN-origin mode: answer cached blob GETs with 307 to a presigned S3 URL.
+    pub redirect_blobs: bool,
+    /// Lifetime of those presigned URLs.
+    pub presign_expiry_secs: u64,
+}
+
+/// Keeping the store within bounds: least recently used blobs go first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvictionConfig {
+    /// Blob bytes kept at most, in MiB; 0 = no quota.
+    pub max_size_mib: u64,
+    /// Blobs not requested for this long are deleted; 0 = never.
+    pub max_idle_secs: u64,
+    /// How often eviction runs (and access times are persisted).
+    pub interval_secs: u64,
+    /// Blobs written more recently than this are never deleted.
+    pub min_age_secs: u64,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            path_style: false,
+            redirect_blobs: false,
+            presign_expiry_secs: 600,
+        }
+    }
+}
+
+impl Default for EvictionConfig {
+    fn default() -> Self {
+        EvictionConfig {
+            max_size_mib: 0,
+            max_idle_secs: 0,
+            interval_secs: 300,
+            min_age_secs: 600,
+        }
+    }
+}
+
+/// What `storage` selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageTarget {
+    LocalDisk(PathBuf),
+    S3 { bucket: String, prefix: String },
 }
 
 /// How long mutable answers may be served without asking the upstream again.
@@ -95,7 +155,10 @@ impl Default for Config {
         Config {
             listen: "0.0.0.0:5000".to_string(),
             data_dir: PathBuf::from("./wharf-data"),
+            storage: String::new(),
+            s3: S3Config::default(),
             cache: CacheConfig::default(),
+            eviction: EvictionConfig::default(),
             upstream_client: UpstreamClientConfig::default(),
             upstreams: vec![UpstreamConfig::new(DOCKER_HUB_NAME, DOCKER_HUB_URL, true)],
         }
@@ -240,9 +303,45 @@ impl Config {
         Some(upstream)
     }
 
+    /// Where cached content lives, from `storage`.
+    pub fn storage_target(&self) -> Result<StorageTarget, ConfigError> {
+        let s = self.storage.trim();
+        if s.is_empty() {
+            return Ok(StorageTarget::LocalDisk(self.data_dir.clone()));
+        }
+        if let Some(path) = s.strip_prefix("file://") {
+            if path.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "storage file:// needs a directory".into(),
+                ));
+            }
+            return Ok(StorageTarget::LocalDisk(PathBuf::from(path)));
+        }
+        if let Some(rest) = s.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(ConfigError::Invalid("storage s3:// needs a bucket".into()));
+            }
+            return Ok(StorageTarget::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.trim_matches('/').to_string(),
+            });
+        }
+        Err(ConfigError::Invalid(format!(
+            "storage {s:?}: expected file://DIR or s3://BUCKET[/PREFIX]"
+        )))
+    }
+
     /// Check what serde cannot: one default upstream at most, unique names, usable URLs.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
+        self.storage_target()?;
+        if self.s3.redirect_blobs && !matches!(self.storage_target()?, StorageTarget::S3 { .. }) {
+            return invalid("s3.redirect_blobs needs s3:// storage".into());
+        }
+        if self.eviction.interval_secs == 0 {
+            return invalid("eviction.interval_secs must be at least 1".into());
+        }
         if self.upstreams.is_empty() {
             return invalid("at least one [[upstream]] is required".into());
         }
@@ -364,6 +463,32 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.upstreams[0].name, "docker.io");
         assert!(c.upstreams[0].is_docker_hub());
+    }
+
+    #[test]
+    fn storage_targets() {
+        let mut c = Config::default();
+        assert_eq!(
+            c.storage_target().unwrap(),
+            StorageTarget::LocalDisk("./wharf-data".into())
+        );
+        c.storage = "s3://bucket/some/prefix/".into();
+        assert_eq!(
+            c.storage_target().unwrap(),
+            StorageTarget::S3 {
+                bucket: "bucket".into(),
+                prefix: "some/prefix".into()
+            }
+        );
+        c.storage = "file:///var/cache/wharf".into();
+        assert_eq!(
+            c.storage_target().unwrap(),
+            StorageTarget::LocalDisk("/var/cache/wharf".into())
+        );
+        for bad in ["s3://", "gs://x", "file://"] {
+            c.storage = bad.into();
+            assert!(c.validate().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -23,12 +23,21 @@ pub fn router(mirror: Arc<Mirror>) -> Router {
         .route("/v2", any(v2))
         .route("/v2/", any(v2))
         .route("/v2/{*rest}", any(v2))
+        .route("/health", axum::routing::get(health))
         .fallback(not_found)
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("internal error").into_response()
         }))
         .with_state(mirror)
+}
+
+/// Liveness and degradation: 200 with `"status":"ok"` or `"degraded"` (the store is failing
+/// and content is passed through uncached); load balancers should keep a degraded node.
+async fn health(State(mirror): State<Arc<Mirror>>) -> Response {
+    let report = mirror.health.report();
+    let body = serde_json::to_string(&report).unwrap_or_else(|_| "{}".into());
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn not_found() -> ApiError {
@@ -218,7 +227,14 @@ async fn blob(
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let reply = mirror
         .blobs
-        .get(upstream, &repo, &digest, range_header, head)
+        .get(
+            upstream,
+            &repo,
+            &digest,
+            range_header,
+            head,
+            mirror.redirect_blobs,
+        )
         .await?;
     let (size, range, body) = match reply {
         BlobReply::RangeNotSatisfiable { size } => {
@@ -231,6 +247,18 @@ async fn blob(
                 response.headers_mut(),
                 header::CONTENT_RANGE,
                 &format!("bytes */{size}"),
+            );
+            return Ok(response);
+        }
+        BlobReply::Redirect { location } => {
+            let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
+            let h = response.headers_mut();
+            insert(h, header::LOCATION, &location);
+            insert(h, "docker-content-digest", &digest.to_string());
+            // The redirect itself must not outlive the presigned URL in a CDN.
+            h.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("private, max-age=60"),
             );
             return Ok(response);
         }

@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use moka::future::Cache;
 use tracing::warn;
+use wharf_core::config::EvictionConfig;
 use wharf_core::range::{RangeRequest, resolve};
 use wharf_core::{ByteRange, Digest, OciCode, RepoName};
 use wharf_storage::{BlobStore, ObjectKey};
@@ -16,6 +18,7 @@ use wharf_upstream::UpstreamClient;
 
 use crate::download::{Downloads, Phase, tail};
 use crate::error::ApiError;
+use crate::evict::Evictor;
 use crate::stats::Stats;
 
 /// Entries in the blob-size index (each a few dozen bytes).
@@ -33,6 +36,10 @@ pub enum BlobReply {
     RangeNotSatisfiable {
         size: u64,
     },
+    /// CDN-origin mode: fetch it from the store directly.
+    Redirect {
+        location: String,
+    },
 }
 
 pub struct BlobService {
@@ -41,16 +48,30 @@ pub struct BlobService {
     index: Cache<Digest, u64>,
     downloads: Downloads,
     stats: Arc<Stats>,
+    evictor: Arc<Evictor>,
 }
 
 impl BlobService {
-    pub fn new(store: Arc<dyn BlobStore>, downloads: Downloads, stats: Arc<Stats>) -> BlobService {
+    pub fn new(
+        store: Arc<dyn BlobStore>,
+        downloads: Downloads,
+        stats: Arc<Stats>,
+        eviction: EvictionConfig,
+    ) -> BlobService {
+        let index = Cache::new(INDEX_ENTRIES);
+        let evictor = Arc::new(Evictor::new(store.clone(), index.clone(), eviction));
         BlobService {
             store,
-            index: Cache::new(INDEX_ENTRIES),
+            index,
             downloads,
             stats,
+            evictor,
         }
+    }
+
+    /// The evictor sharing this service's store and index.
+    pub fn evictor(&self) -> &Arc<Evictor> {
+        &self.evictor
     }
 
     pub async fn get(
@@ -60,7 +81,17 @@ impl BlobService {
         digest: &Digest,
         range_header: Option<&str>,
         head: bool,
+        redirect: Option<Duration>,
     ) -> Result<BlobReply, ApiError> {
+        if !head {
+            self.evictor.touch(digest);
+        }
+        if let Some(expires) = redirect.filter(|_| !head)
+            && let Some(location) = self.presigned(digest, expires).await
+        {
+            self.stats.blob_cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(BlobReply::Redirect { location });
+        }
         if let Some(reply) = self.stored(digest, range_header, head).await? {
             self.stats.blob_cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(reply);
@@ -122,6 +153,22 @@ impl BlobService {
             range,
             body: Some(tail(download, range, self.store.clone())),
         })
+    }
+
+    /// A presigned URL for a stored blob; `None` (serve it ourselves) if not stored or failing.
+    async fn presigned(&self, digest: &Digest, expires: Duration) -> Option<String> {
+        let key = ObjectKey::Blob(digest.clone());
+        if self.index.get(digest).await.is_none() {
+            let size = self.store.stat(&key).await.ok()??;
+            self.index.insert(digest.clone(), size).await;
+        }
+        match self.store.presigned_url(&key, expires).await {
+            Ok(url) => url,
+            Err(e) => {
+                warn!(%digest, error = %e, "presigning failed; serving the blob through wharf");
+                None
+            }
+        }
     }
 
     async fn stored(

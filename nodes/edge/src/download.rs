@@ -188,15 +188,35 @@ impl Leader {
                     p.size = response.size;
                     p.phase = Phase::Streaming;
                 });
-                self.spool(response).await
+                // A remote store takes the blob while it downloads, tailing the spool like any
+                // reader: it gets the last byte only after verification, and aborts otherwise.
+                let uploader = self.store.streams_writes().then(|| {
+                    let body = tail(self.download.clone(), None, self.store.clone());
+                    let (store, key) = (self.store.clone(), ObjectKey::Blob(digest.clone()));
+                    tokio::spawn(async move { store.put_stream(&key, body).await })
+                });
+                self.spool(response).await.map(|size| (size, uploader))
             }
             Err(e) => Err(e),
         };
         let phase = match outcome {
-            Ok(size) => {
-                // Clients have what they need; durability and the rename follow.
+            Ok((size, uploader)) => {
+                // Clients have what they need; durability and storing follow.
                 self.tx.send_modify(|p| p.phase = Phase::Verified);
-                let ok = self.store_verified().await;
+                let ok = match uploader {
+                    Some(upload) => match upload.await {
+                        Ok(Ok(())) => true,
+                        Ok(Err(e)) => {
+                            error!(%digest, error = %e, "verified blob could not be stored; served uncached");
+                            false
+                        }
+                        Err(e) => {
+                            error!(%digest, error = %e, "blob upload task failed");
+                            false
+                        }
+                    },
+                    None => self.store_verified().await,
+                };
                 info!(%digest, size, stored = ok, elapsed_ms = started.elapsed().as_millis() as u64, "blob fetched and verified");
                 Phase::Stored { ok }
             }

@@ -11,6 +11,8 @@ pub mod blobs;
 pub mod coalesce;
 pub mod download;
 pub mod error;
+pub mod evict;
+pub mod health;
 pub mod manifests;
 pub mod route;
 pub mod stats;
@@ -22,12 +24,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use wharf_core::config::Config;
+use wharf_core::config::{Config, StorageTarget};
 use wharf_storage::fs::FsStore;
+use wharf_storage::s3::{S3Location, S3Store};
 use wharf_storage::{BlobStore, StoreError};
 
 use crate::blobs::BlobService;
 use crate::download::Downloads;
+use crate::health::{Health, MonitoredStore};
 use crate::manifests::ManifestService;
 use crate::stats::Stats;
 use crate::tags_list::TagsListService;
@@ -55,13 +59,28 @@ pub struct Mirror {
     pub manifests: Arc<ManifestService>,
     pub tags_lists: TagsListService,
     pub stats: Arc<Stats>,
+    pub health: Health,
+    pub store: Arc<dyn BlobStore>,
+    /// CDN-origin mode: lifetime of presigned blob URLs, when enabled.
+    pub redirect_blobs: Option<Duration>,
 }
 
 impl Mirror {
-    /// Open the local-disk store under `config.data_dir` and the upstream clients.
+    /// Open the store `config.storage` names (local disk by default) and the upstream clients.
     pub async fn open(config: &Config) -> Result<Arc<Mirror>, EdgeError> {
         config.validate()?;
-        let store: Arc<dyn BlobStore> = Arc::new(FsStore::open(&config.data_dir).await?);
+        let store: Arc<dyn BlobStore> = match config.storage_target()? {
+            StorageTarget::LocalDisk(dir) => Arc::new(FsStore::open(dir).await?),
+            StorageTarget::S3 { bucket, prefix } => {
+                let location =
+                    S3Location::parse(&format!("s3://{bucket}/{prefix}")).ok_or_else(|| {
+                        wharf_core::config::ConfigError::Invalid(format!(
+                            "bad S3 bucket {bucket:?}"
+                        ))
+                    })?;
+                Arc::new(S3Store::connect(location, config.s3.path_style).await)
+            }
+        };
         Mirror::with_store(config, store).await
     }
 
@@ -79,19 +98,37 @@ impl Mirror {
                     source,
                 })?;
         let stats = Arc::new(Stats::default());
+        let health = Health::default();
+        let store: Arc<dyn BlobStore> = Arc::new(MonitoredStore::new(store, health.clone()));
         let memory = config.cache.memory_index_mib.saturating_mul(1024 * 1024);
-        Ok(Arc::new(Mirror {
+        let mirror = Arc::new(Mirror {
             upstreams: Upstreams::from_config(config)?,
-            blobs: BlobService::new(store.clone(), downloads, stats.clone()),
+            blobs: BlobService::new(
+                store.clone(),
+                downloads,
+                stats.clone(),
+                config.eviction.clone(),
+            ),
             manifests: Arc::new(ManifestService::new(
-                store,
+                store.clone(),
                 memory,
                 Duration::from_secs(config.cache.tag_ttl_secs),
                 stats.clone(),
             )),
             tags_lists: TagsListService::new(Duration::from_secs(config.cache.tags_list_ttl_secs)),
             stats,
-        }))
+            health,
+            store,
+            redirect_blobs: config
+                .s3
+                .redirect_blobs
+                .then(|| Duration::from_secs(config.s3.presign_expiry_secs)),
+        });
+        let evictor = mirror.blobs.evictor().clone();
+        if evictor.enabled() {
+            tokio::spawn(evictor.run());
+        }
+        Ok(mirror)
     }
 }
 

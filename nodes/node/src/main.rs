@@ -42,6 +42,12 @@ struct ServeArgs {
     /// wharf TOML config, or distribution's config.yml (by extension .yml/.yaml).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Where cached content lives: file://DIR or s3://BUCKET[/PREFIX] [default: --data-dir].
+    #[arg(long, value_name = "URL")]
+    storage: Option<String>,
+    /// Path-style S3 addressing, for S3-compatible servers (Garage, MinIO, Ceph, moto).
+    #[arg(long)]
+    s3_path_style: bool,
 }
 
 impl ServeArgs {
@@ -61,6 +67,12 @@ impl ServeArgs {
         }
         if let Some(dir) = &self.data_dir {
             config.data_dir.clone_from(dir);
+        }
+        if let Some(storage) = &self.storage {
+            config.storage.clone_from(storage);
+        }
+        if self.s3_path_style {
+            config.s3.path_style = true;
         }
         config.validate()?;
         Ok(config)

@@ -1,0 +1,136 @@
+//! Store health: a decorator that watches every store call, so the node can say it is degraded
+//! (serving pass-through from the upstream, uncached) while its store fails, and recover by
+//! itself when the store answers again.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::Serialize;
+use wharf_core::ByteRange;
+use wharf_storage::{BlobStore, ByteSource, ObjectInfo, ObjectKey, ObjectReader, StoreError};
+
+#[derive(Default)]
+struct State {
+    last_success: Option<Instant>,
+    last_failure: Option<(Instant, String)>,
+}
+
+/// What `/health` reports.
+#[derive(Debug, Serialize)]
+pub struct HealthReport {
+    /// `ok`, or `degraded` while the store's latest call failed.
+    pub status: &'static str,
+    pub store: &'static str,
+    pub store_error: Option<String>,
+    pub store_error_secs_ago: Option<u64>,
+}
+
+#[derive(Default, Clone)]
+pub struct Health {
+    state: Arc<Mutex<State>>,
+}
+
+impl Health {
+    fn record<T>(&self, result: &Result<T, StoreError>) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(_) => state.last_success = Some(Instant::now()),
+            // A failed body (aborted download) says nothing about the store.
+            Err(StoreError::Source { .. }) => {}
+            Err(e) => state.last_failure = Some((Instant::now(), e.to_string())),
+        }
+    }
+
+    pub fn report(&self) -> HealthReport {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let failing = match (&state.last_failure, state.last_success) {
+            (Some((failed, _)), Some(ok)) => *failed > ok,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        HealthReport {
+            status: if failing { "degraded" } else { "ok" },
+            store: if failing { "failing" } else { "ok" },
+            store_error: state.last_failure.as_ref().map(|(_, e)| e.clone()),
+            store_error_secs_ago: state
+                .last_failure
+                .as_ref()
+                .map(|(t, _)| t.elapsed().as_secs()),
+        }
+    }
+
+    pub fn is_degraded(&self) -> bool {
+        self.report().status != "ok"
+    }
+}
+
+/// Forwards to the real store and records each outcome in [`Health`].
+pub struct MonitoredStore {
+    inner: Arc<dyn BlobStore>,
+    health: Health,
+}
+
+impl MonitoredStore {
+    pub fn new(inner: Arc<dyn BlobStore>, health: Health) -> MonitoredStore {
+        MonitoredStore { inner, health }
+    }
+
+    fn seen<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        self.health.record(&result);
+        result
+    }
+}
+
+#[async_trait]
+impl BlobStore for MonitoredStore {
+    async fn stat(&self, key: &ObjectKey) -> Result<Option<u64>, StoreError> {
+        self.seen(self.inner.stat(key).await)
+    }
+
+    async fn read(
+        &self,
+        key: &ObjectKey,
+        range: Option<ByteRange>,
+    ) -> Result<Option<ObjectReader>, StoreError> {
+        self.seen(self.inner.read(key, range).await)
+    }
+
+    async fn read_small(&self, key: &ObjectKey) -> Result<Option<Bytes>, StoreError> {
+        self.seen(self.inner.read_small(key).await)
+    }
+
+    async fn put_small(&self, key: &ObjectKey, body: Bytes) -> Result<(), StoreError> {
+        self.seen(self.inner.put_small(key, body).await)
+    }
+
+    async fn put_file(&self, key: &ObjectKey, file: &Path) -> Result<(), StoreError> {
+        self.seen(self.inner.put_file(key, file).await)
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<(), StoreError> {
+        self.seen(self.inner.delete(key).await)
+    }
+
+    fn streams_writes(&self) -> bool {
+        self.inner.streams_writes()
+    }
+
+    async fn put_stream(&self, key: &ObjectKey, body: ByteSource) -> Result<(), StoreError> {
+        self.seen(self.inner.put_stream(key, body).await)
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        self.seen(self.inner.list(prefix).await)
+    }
+
+    async fn presigned_url(
+        &self,
+        key: &ObjectKey,
+        expires: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        self.seen(self.inner.presigned_url(key, expires).await)
+    }
+}
