@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every wharf test on a fresh Debian machine: installs what the tests start for real
-# (CNCF distribution as the upstream registry, skopeo, htpasswd, openssl), then cargo test.
+# (CNCF distribution as the upstream registry, skopeo, htpasswd, openssl from Debian; moto's
+# S3 server from PyPI, in a virtualenv), then cargo test.
 # Extra arguments go to `cargo test` (e.g. ./test.sh -p wharf-edge skopeo).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -17,5 +18,22 @@ if ((${#need[@]})); then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+
+# A real S3-compatible server process for the S3 tests: moto, in its own virtualenv.
+moto_env="${XDG_CACHE_HOME:-$HOME/.cache}/wharf-test/moto"
+if [ ! -x "$moto_env/bin/moto_server" ]; then
+  echo "test.sh: installing moto[server] into $moto_env"
+  if ! python3 -m venv "$moto_env" 2>/dev/null; then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv "$moto_env"
+  fi
+  "$moto_env/bin/pip" install -q 'moto[server]==5.2.5'
+fi
+export WHARF_TEST_MOTO_SERVER="$moto_env/bin/moto_server"
+# Tests never consult cloud instance metadata (nothing beyond loopback is a target).
+export AWS_EC2_METADATA_DISABLED=true
 
 cargo test --workspace --locked "$@"

@@ -217,7 +217,7 @@ impl BlobStore for FsStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mem::tests::exercise_store;
+    use crate::contract::exercise_store;
 
     #[tokio::test]
     async fn fs_store_contract() {

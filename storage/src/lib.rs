@@ -5,6 +5,7 @@
 //! tests); the S3 backend implements the same [`BlobStore`] trait. Callers only ever put
 //! content they have verified, so every object under a final key is trusted when read back.
 
+pub mod contract;
 pub mod fs;
 pub mod key;
 pub mod mem;

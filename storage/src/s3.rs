@@ -93,6 +93,11 @@ impl S3Store {
         }
     }
 
+    /// Over a client configured elsewhere (tests, embedding).
+    pub fn from_client(client: Client, location: S3Location) -> S3Store {
+        S3Store { client, location }
+    }
+
     pub fn client(&self) -> &Client {
         &self.client
     }

@@ -116,6 +116,51 @@ async fn serve_reads_distributions_config_yml() {
     assert!(dir.path().join("cache/manifests").is_dir());
 }
 
+#[tokio::test]
+async fn serve_on_s3_with_the_standard_aws_environment() {
+    let registry = Registry::start(RegistryOptions::default()).await.unwrap();
+    let img = image(Format::Oci, "s3-cli", "amd64", 1);
+    Pusher::new(&registry.url(), PushAuth::None)
+        .push_image("team/app", "v1", &img)
+        .await
+        .unwrap();
+    let s3 = wharf_testkit::s3::S3Server::start().await.unwrap();
+    s3.create_bucket("wharf-cache").await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _wharf = Running(
+        Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--upstream", &registry.url()])
+            .args(["--storage", "s3://wharf-cache/mirror", "--s3-path-style"])
+            .arg("--data-dir")
+            .arg(data.path())
+            .envs(s3.env())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(port).await;
+    let layer = &img.layers[0];
+    let r = reqwest::get(format!(
+        "http://127.0.0.1:{port}/v2/team/app/blobs/{}",
+        layer.digest
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.bytes().await.unwrap(), layer.data);
+    let hex = layer.digest.trim_start_matches("sha256:");
+    let key = format!("mirror/blobs/sha256/{}/{hex}", &hex[..2]);
+    let stored = wait_until(Duration::from_secs(20), || async {
+        s3.keys("wharf-cache")
+            .await
+            .is_ok_and(|keys| keys.contains(&key))
+    })
+    .await;
+    assert!(stored, "{key} in the bucket");
+}
+
 #[test]
 fn invalid_configuration_is_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,12 +7,14 @@
 //! - [`push`]: seeding through the v2 push API.
 //! - [`token`]: a token issuer signing ES256 JWTs that distribution verifies for real.
 //! - [`proxy`]: an HTTP proxy that corrupts blob bodies on demand.
+//! - [`s3`]: a real S3-compatible server process (moto) on loopback.
 #![allow(clippy::unwrap_used)]
 
 pub mod image;
 pub mod proxy;
 pub mod push;
 pub mod registry;
+pub mod s3;
 pub mod token;
 
 use std::time::{Duration, Instant};

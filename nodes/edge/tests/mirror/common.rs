@@ -7,9 +7,12 @@ use sha2::Digest as _;
 use tokio::sync::oneshot;
 use wharf_core::config::{Config, UpstreamConfig};
 use wharf_edge::Mirror;
+use wharf_storage::BlobStore;
+use wharf_storage::s3::{S3Location, S3Store};
 use wharf_testkit::image::{self, Format, Image, Index};
 use wharf_testkit::push::{PushAuth, Pusher};
 use wharf_testkit::registry::{Registry, RegistryOptions};
+use wharf_testkit::s3::S3Server;
 
 pub struct Wharf {
     pub url: String,
@@ -49,11 +52,26 @@ pub fn upstream(name: &str, url: &str, default: bool) -> UpstreamConfig {
 }
 
 impl Wharf {
-    pub async fn start(mut config: Config) -> Wharf {
+    pub async fn start(config: Config) -> Wharf {
+        Wharf::start_with(config, None).await
+    }
+
+    /// A wharf whose store is `bucket` on a real S3 server process.
+    pub async fn on_s3(config: Config, s3: &S3Server, bucket: &str) -> Wharf {
+        let location = S3Location::parse(&format!("s3://{bucket}")).unwrap();
+        let store: Arc<dyn BlobStore> = Arc::new(S3Store::from_client(s3.client(), location));
+        Wharf::start_with(config, Some(store)).await
+    }
+
+    pub async fn start_with(mut config: Config, store: Option<Arc<dyn BlobStore>>) -> Wharf {
         init_tracing();
         let data_dir = tempfile::tempdir().unwrap();
         config.data_dir = data_dir.path().to_path_buf();
-        let mirror = Mirror::open(&config).await.expect("mirror opens");
+        let mirror = match store {
+            Some(store) => Mirror::with_store(&config, store).await,
+            None => Mirror::open(&config).await,
+        }
+        .expect("mirror opens");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (tx, rx) = oneshot::channel::<()>();

@@ -8,4 +8,5 @@ mod blobs;
 mod clients;
 mod common;
 mod outage;
+mod s3;
 mod tags;
