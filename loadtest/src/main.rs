@@ -34,6 +34,9 @@ pub struct Args {
     /// Seconds each request-rate or throughput scenario runs.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
+    /// Skip wharf-on-S3 (which needs moto: `$WHARF_TEST_MOTO_SERVER` or `moto_server`).
+    #[arg(long)]
+    no_s3: bool,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,

@@ -5,6 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use wharf_testkit::registry::{ProxyMode, Registry, RegistryOptions, rss_kib};
+use wharf_testkit::s3::S3Server;
 use wharf_testkit::{free_port, wait_until};
 
 /// A mirror process under test.
@@ -12,20 +13,33 @@ pub enum Mirror {
     Wharf {
         child: Child,
         port: u16,
+        on_s3: bool,
         _data: tempfile::TempDir,
     },
     Distribution(Registry),
 }
 
 impl Mirror {
-    pub async fn wharf(bin: &Path, upstream: &Registry) -> anyhow::Result<Mirror> {
+    /// wharf on local disk, or on `bucket` of an S3 server.
+    pub async fn wharf(
+        bin: &Path,
+        upstream: &Registry,
+        s3: Option<(&S3Server, &str)>,
+    ) -> anyhow::Result<Mirror> {
         let data = tempfile::tempdir()?;
         let port = free_port();
-        let child = Command::new(bin)
+        let mut command = Command::new(bin);
+        command
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--upstream", &upstream.url()])
             .arg("--data-dir")
-            .arg(data.path())
+            .arg(data.path());
+        if let Some((server, bucket)) = s3 {
+            command
+                .args(["--storage", &format!("s3://{bucket}"), "--s3-path-style"])
+                .envs(server.env());
+        }
+        let child = command
             .env("WHARF_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -40,6 +54,7 @@ impl Mirror {
         Ok(Mirror::Wharf {
             child,
             port,
+            on_s3: s3.is_some(),
             _data: data,
         })
     }
@@ -60,6 +75,7 @@ impl Mirror {
 
     pub fn name(&self) -> &'static str {
         match self {
+            Mirror::Wharf { on_s3: true, .. } => "wharf (S3)",
             Mirror::Wharf { .. } => "wharf",
             Mirror::Distribution(_) => "distribution",
         }

@@ -10,6 +10,7 @@ use serde::Serialize;
 use wharf_testkit::image::{Format, Image, big_image, image};
 use wharf_testkit::push::{PushAuth, Pusher};
 use wharf_testkit::registry::{Registry, RegistryOptions};
+use wharf_testkit::s3::S3Server;
 
 use crate::Args;
 use crate::mirrors::Mirror;
@@ -27,6 +28,8 @@ pub struct Figure {
     pub name: String,
     pub unit: String,
     pub wharf: f64,
+    /// wharf with its store in S3 (moto on loopback), when measured.
+    pub wharf_s3: Option<f64>,
     pub distribution: f64,
     pub better: Better,
 }
@@ -53,23 +56,40 @@ pub async fn run_all(args: &Args) -> anyhow::Result<Vec<Figure>> {
     pusher.push_image("bench/herd", "v1", &seeds.herd).await?;
     pusher.push_image("bench/warm", "v1", &seeds.warm).await?;
 
+    let s3 = if args.no_s3 {
+        None
+    } else {
+        let server = S3Server::start().await?;
+        server.create_bucket("bench").await?;
+        Some(server)
+    };
     let mut measured = Vec::new();
-    for which in ["wharf", "distribution"] {
+    for which in ["wharf", "wharf-s3", "distribution"] {
         let mirror = match which {
-            "wharf" => Mirror::wharf(&args.wharf_bin, &upstream).await?,
+            "wharf" => Mirror::wharf(&args.wharf_bin, &upstream, None).await?,
+            "wharf-s3" => match &s3 {
+                Some(server) => {
+                    Mirror::wharf(&args.wharf_bin, &upstream, Some((server, "bench"))).await?
+                }
+                None => continue,
+            },
             _ => Mirror::distribution(&upstream).await?,
         };
         eprintln!("== {} at {}", mirror.name(), mirror.url());
         measured.push(measure(args, &mirror, &upstream, &seeds).await?);
     }
-    let (wharf, distribution) = (&measured[0], &measured[1]);
+    let wharf = &measured[0];
+    let distribution = &measured[measured.len() - 1];
+    let wharf_s3 = (measured.len() == 3).then(|| &measured[1]);
     Ok(wharf
         .iter()
         .zip(distribution)
-        .map(|(w, d)| Figure {
+        .enumerate()
+        .map(|(i, (w, d))| Figure {
             name: w.0.clone(),
             unit: w.1.clone(),
             wharf: w.2,
+            wharf_s3: wharf_s3.map(|m| m[i].2),
             distribution: d.2,
             better: w.3,
         })
@@ -358,7 +378,7 @@ async fn throughput(url: &str, clients: usize, seconds: u64) -> anyhow::Result<(
 /// The results as a Markdown table; the ratio says how many times better wharf is.
 pub fn markdown(figures: &[Figure]) -> String {
     let mut out = String::from(
-        "| figure | unit | wharf | distribution proxy | wharf advantage |\n| --- | --- | ---: | ---: | ---: |\n",
+        "| figure | unit | wharf (disk) | wharf (S3) | distribution proxy | wharf (disk) advantage |\n| --- | --- | ---: | ---: | ---: | ---: |\n",
     );
     for f in figures {
         let ratio = match f.better {
@@ -367,10 +387,11 @@ pub fn markdown(figures: &[Figure]) -> String {
             _ => "–".into(),
         };
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} |\n",
             f.name,
             f.unit,
             fmt(f.wharf),
+            f.wharf_s3.map_or("–".into(), fmt),
             fmt(f.distribution),
             ratio
         ));

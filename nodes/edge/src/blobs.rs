@@ -21,8 +21,8 @@ use crate::error::ApiError;
 use crate::evict::Evictor;
 use crate::stats::Stats;
 
-/// Entries in the blob-size index (each a few dozen bytes).
-const INDEX_ENTRIES: u64 = 1_000_000;
+/// Memory for the blob-size index, by weight: about 150 bytes an entry, so some 400k blobs.
+const INDEX_BYTES: u64 = 64 * 1024 * 1024;
 
 /// What a blob request gets.
 pub enum BlobReply {
@@ -58,7 +58,10 @@ impl BlobService {
         stats: Arc<Stats>,
         eviction: EvictionConfig,
     ) -> BlobService {
-        let index = Cache::new(INDEX_ENTRIES);
+        let index = Cache::builder()
+            .max_capacity(INDEX_BYTES)
+            .weigher(|d: &Digest, _: &u64| u32::try_from(d.hex().len() + 88).unwrap_or(u32::MAX))
+            .build();
         let evictor = Arc::new(Evictor::new(store.clone(), index.clone(), eviction));
         BlobService {
             store,

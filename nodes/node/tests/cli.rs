@@ -161,6 +161,92 @@ async fn serve_on_s3_with_the_standard_aws_environment() {
     assert!(stored, "{key} in the bucket");
 }
 
+fn wharf_on_s3(
+    port: u16,
+    registry: &Registry,
+    s3: &wharf_testkit::s3::S3Server,
+    data: &std::path::Path,
+) -> Running {
+    Running(
+        Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--upstream", &registry.url()])
+            .args(["--storage", "s3://killed", "--s3-path-style"])
+            .arg("--data-dir")
+            .arg(data)
+            .envs(s3.env())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn a_node_killed_mid_upload_leaves_nothing_and_the_next_refetches() {
+    let registry = Registry::start(RegistryOptions::default()).await.unwrap();
+    let img = wharf_testkit::image::big_image(31, 200 * 1024 * 1024);
+    Pusher::new(&registry.url(), PushAuth::None)
+        .push_image("team/big", "v1", &img)
+        .await
+        .unwrap();
+    let s3 = wharf_testkit::s3::S3Server::start().await.unwrap();
+    s3.create_bucket("killed").await.unwrap();
+    let layer = &img.layers[0];
+    let hex = layer.digest.trim_start_matches("sha256:");
+    let key = format!("blobs/sha256/{}/{hex}", &hex[..2]);
+
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut first = wharf_on_s3(port, &registry, &s3, data.path());
+    wait_ready(port).await;
+    let url = format!("http://127.0.0.1:{port}/v2/team/big/blobs/{}", layer.digest);
+    let client = tokio::spawn(reqwest::get(url));
+    let uploading = wait_until(Duration::from_secs(30), || async {
+        s3.pending_uploads("killed").await.is_ok_and(|n| n > 0)
+    })
+    .await;
+    assert!(uploading, "a multipart upload began");
+    let _ = first.0.kill();
+    let _ = first.0.wait();
+    let _ = client.await;
+    assert!(
+        !s3.keys("killed").await.unwrap().contains(&key),
+        "no object from a killed node"
+    );
+
+    // A replacement node (same spool directory) fetches it again and stores it whole.
+    let port = free_port();
+    let _second = wharf_on_s3(port, &registry, &s3, data.path());
+    wait_ready(port).await;
+    let body = reqwest::get(format!(
+        "http://127.0.0.1:{port}/v2/team/big/blobs/{}",
+        layer.digest
+    ))
+    .await
+    .unwrap()
+    .bytes()
+    .await
+    .unwrap();
+    assert_eq!(wharf_testkit::sha256(&body), layer.digest);
+    let stored = wait_until(Duration::from_secs(30), || async {
+        s3.keys("killed")
+            .await
+            .is_ok_and(|keys| keys.contains(&key))
+    })
+    .await;
+    assert!(stored, "refetched and stored");
+    let object = s3
+        .client()
+        .get_object()
+        .bucket("killed")
+        .key(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(object.content_length(), Some(layer.data.len() as i64));
+}
+
 #[test]
 fn invalid_configuration_is_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();

@@ -129,6 +129,20 @@ async fn two_nodes_share_one_bucket_and_survive_the_upstream() {
     registry.stop();
     // Node B never saw this image and the upstream is gone: all of it comes from the bucket.
     pull(&b).await;
+    // Ranged reads come from S3 too.
+    let layer = &seeds.docker.layers[0];
+    let r = http
+        .get(format!("{}/v2/test/docker/blobs/{}", b.url, layer.digest))
+        .header("range", "bytes=5-14")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes 5-14/{}", layer.data.len()).as_str()
+    );
+    assert_eq!(r.bytes().await.unwrap(), layer.data.slice(5..15));
     let fetched = b
         .mirror
         .stats
