@@ -36,4 +36,10 @@ export WHARF_TEST_MOTO_SERVER="$moto_env/bin/moto_server"
 # Tests never consult cloud instance metadata (nothing beyond loopback is a target).
 export AWS_EC2_METADATA_DISABLED=true
 
-cargo test --workspace --locked "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
+# One closing line for the whole run (cargo's own last line is a doc-test binary's).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

@@ -164,6 +164,30 @@ impl S3Store {
         result
     }
 
+    async fn upload_part(
+        &self,
+        object: &str,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+    ) -> Result<CompletedPart, StoreError> {
+        let uploaded = self
+            .client
+            .upload_part()
+            .bucket(&self.location.bucket)
+            .key(object)
+            .upload_id(upload_id)
+            .part_number(number)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| s3_error("UploadPart", object, e))?;
+        Ok(CompletedPart::builder()
+            .set_e_tag(uploaded.e_tag().map(str::to_string))
+            .part_number(number)
+            .build())
+    }
+
     async fn upload_parts(
         &self,
         object: &str,
@@ -171,8 +195,7 @@ impl S3Store {
         first: Bytes,
         body: &mut ByteSource,
     ) -> Result<(), StoreError> {
-        let mut parts = Vec::new();
-        let mut pending = Some(first);
+        let mut parts = vec![self.upload_part(object, upload_id, 1, first).await?];
         let mut buffer = BytesMut::with_capacity(PART_SIZE);
         loop {
             while buffer.len() < PART_SIZE {
@@ -187,52 +210,14 @@ impl S3Store {
                     None => break,
                 }
             }
-            let finished = buffer.len() < PART_SIZE;
-            // Upload the part before this one: only the very last part may be small.
-            if let Some(part) = pending.take() {
-                let number = i32::try_from(parts.len() + 1).unwrap_or(i32::MAX);
-                let uploaded = self
-                    .client
-                    .upload_part()
-                    .bucket(&self.location.bucket)
-                    .key(object)
-                    .upload_id(upload_id)
-                    .part_number(number)
-                    .body(ByteStream::from(part))
-                    .send()
-                    .await
-                    .map_err(|e| s3_error("UploadPart", object, e))?;
-                parts.push(
-                    CompletedPart::builder()
-                        .set_e_tag(uploaded.e_tag().map(str::to_string))
-                        .part_number(number)
-                        .build(),
-                );
-            }
+            // Every part but the last is at least PART_SIZE, as S3 requires.
+            let last = buffer.len() < PART_SIZE;
             if !buffer.is_empty() {
-                pending = Some(buffer.split().freeze());
+                let number = i32::try_from(parts.len() + 1).unwrap_or(i32::MAX);
+                let part = buffer.split().freeze();
+                parts.push(self.upload_part(object, upload_id, number, part).await?);
             }
-            if finished {
-                if let Some(last) = pending.take() {
-                    let number = i32::try_from(parts.len() + 1).unwrap_or(i32::MAX);
-                    let uploaded = self
-                        .client
-                        .upload_part()
-                        .bucket(&self.location.bucket)
-                        .key(object)
-                        .upload_id(upload_id)
-                        .part_number(number)
-                        .body(ByteStream::from(last))
-                        .send()
-                        .await
-                        .map_err(|e| s3_error("UploadPart", object, e))?;
-                    parts.push(
-                        CompletedPart::builder()
-                            .set_e_tag(uploaded.e_tag().map(str::to_string))
-                            .part_number(number)
-                            .build(),
-                    );
-                }
+            if last {
                 break;
             }
         }

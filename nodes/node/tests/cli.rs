@@ -18,6 +18,44 @@ impl Drop for Running {
     }
 }
 
+/// Start the `wharf` binary with these arguments and extra environment; killed on drop.
+fn spawn_wharf(args: &[&std::ffi::OsStr], env: &[(&str, String)]) -> Running {
+    Running(
+        Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// `serve` on a loopback port with `--upstream` and `--data-dir`, plus `extra` flags.
+fn serve(
+    port: u16,
+    upstream: &str,
+    data: &std::path::Path,
+    extra: &[&str],
+    env: &[(&str, String)],
+) -> Running {
+    let listen = format!("127.0.0.1:{port}");
+    let mut args: Vec<&std::ffi::OsStr> = [
+        "serve",
+        "--listen",
+        &listen,
+        "--upstream",
+        upstream,
+        "--data-dir",
+    ]
+    .iter()
+    .map(|a| std::ffi::OsStr::new(*a))
+    .collect();
+    args.push(data.as_os_str());
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    spawn_wharf(&args, env)
+}
+
 async fn wait_ready(port: u16) {
     let url = format!("http://127.0.0.1:{port}/v2/");
     let up = wait_until(Duration::from_secs(20), || {
@@ -61,19 +99,11 @@ async fn serve_with_flags_and_credentials_from_the_environment() {
 
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
-    let _wharf = Running(
-        Command::new(env!("CARGO_BIN_EXE_wharf"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--upstream", &registry.url()])
-            .arg("--data-dir")
-            .arg(data.path())
-            .env("WHARF_UPSTREAM_USERNAME", user)
-            .env("WHARF_UPSTREAM_PASSWORD", password)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let env = [
+        ("WHARF_UPSTREAM_USERNAME", user.to_string()),
+        ("WHARF_UPSTREAM_PASSWORD", password.to_string()),
+    ];
+    let _wharf = serve(port, &registry.url(), data.path(), &[], &env);
     wait_ready(port).await;
     assert_eq!(manifest_status(port, "team/app").await, 200);
     assert!(
@@ -102,14 +132,9 @@ async fn serve_reads_distributions_config_yml() {
         ),
     )
     .unwrap();
-    let _wharf = Running(
-        Command::new(env!("CARGO_BIN_EXE_wharf"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let _wharf = spawn_wharf(
+        &["serve".as_ref(), "--config".as_ref(), config.as_os_str()],
+        &[],
     );
     wait_ready(port).await;
     assert_eq!(manifest_status(port, "team/app").await, 200);
@@ -128,19 +153,8 @@ async fn serve_on_s3_with_the_standard_aws_environment() {
     s3.create_bucket("wharf-cache").await.unwrap();
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
-    let _wharf = Running(
-        Command::new(env!("CARGO_BIN_EXE_wharf"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--upstream", &registry.url()])
-            .args(["--storage", "s3://wharf-cache/mirror", "--s3-path-style"])
-            .arg("--data-dir")
-            .arg(data.path())
-            .envs(s3.env())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let storage = ["--storage", "s3://wharf-cache/mirror", "--s3-path-style"];
+    let _wharf = serve(port, &registry.url(), data.path(), &storage, &s3.env());
     wait_ready(port).await;
     let layer = &img.layers[0];
     let r = reqwest::get(format!(
@@ -167,19 +181,8 @@ fn wharf_on_s3(
     s3: &wharf_testkit::s3::S3Server,
     data: &std::path::Path,
 ) -> Running {
-    Running(
-        Command::new(env!("CARGO_BIN_EXE_wharf"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--upstream", &registry.url()])
-            .args(["--storage", "s3://killed", "--s3-path-style"])
-            .arg("--data-dir")
-            .arg(data)
-            .envs(s3.env())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
+    let storage = ["--storage", "s3://killed", "--s3-path-style"];
+    serve(port, &registry.url(), data, &storage, &s3.env())
 }
 
 #[tokio::test]

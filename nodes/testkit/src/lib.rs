@@ -43,6 +43,16 @@ where
     false
 }
 
+/// Wait until something answers HTTP at `url` (any status), up to `timeout`.
+pub async fn wait_for_http(url: &str, timeout: Duration) -> bool {
+    let http = reqwest::Client::new();
+    wait_until(timeout, || {
+        let request = http.get(url).send();
+        async move { request.await.is_ok() }
+    })
+    .await
+}
+
 /// `sha256:<hex>` of some bytes.
 pub fn sha256(data: &[u8]) -> String {
     use sha2::Digest as _;

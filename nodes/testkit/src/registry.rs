@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::{free_port, wait_until};
+use crate::{free_port, wait_for_http};
 
 /// How clients must authenticate to the registry.
 #[derive(Clone, Debug)]
@@ -92,14 +92,7 @@ impl Registry {
             .spawn()
             .context("starting docker-registry")?;
         self.child = Some(child);
-        let url = format!("{}/v2/", self.url());
-        let http = reqwest::Client::new();
-        let up = wait_until(Duration::from_secs(15), || {
-            let request = http.get(&url).send();
-            async move { request.await.is_ok() }
-        })
-        .await;
-        if !up {
+        if !wait_for_http(&format!("{}/v2/", self.url()), Duration::from_secs(15)).await {
             bail!(
                 "docker-registry did not come up on port {}: {}",
                 self.port,

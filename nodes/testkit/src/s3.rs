@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 
-use crate::{free_port, wait_until};
+use crate::{free_port, wait_for_http};
 
 pub const ACCESS_KEY: &str = "wharf-test-key";
 pub const SECRET_KEY: &str = "wharf-test-secret";
@@ -51,14 +51,7 @@ impl S3Server {
                 format!("starting {binary} (moto[server]); run the README's test command, which installs it")
             })?;
         self.child = Some(child);
-        let url = format!("{}/", self.url());
-        let http = reqwest::Client::new();
-        let up = wait_until(Duration::from_secs(30), || {
-            let request = http.get(&url).send();
-            async move { request.await.is_ok() }
-        })
-        .await;
-        if !up {
+        if !wait_for_http(&format!("{}/", self.url()), Duration::from_secs(30)).await {
             bail!("moto did not come up on port {}", self.port);
         }
         Ok(())
