@@ -37,6 +37,15 @@ pub struct Args {
     /// Skip wharf-on-S3 (which needs moto: `$WHARF_TEST_MOTO_SERVER` or `moto_server`).
     #[arg(long)]
     no_s3: bool,
+    /// Skip the scenarios across the emulated WAN link.
+    #[arg(long)]
+    no_wan: bool,
+    /// Emulated link between mirror and upstream: bandwidth towards the mirror, MB/s.
+    #[arg(long, default_value_t = 100)]
+    wan_mb_per_s: u64,
+    /// Emulated link: added round-trip time, ms.
+    #[arg(long, default_value_t = 20)]
+    wan_rtt_ms: u64,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,

@@ -23,7 +23,7 @@ impl Mirror {
     /// wharf on local disk, or on `bucket` of an S3 server.
     pub async fn wharf(
         bin: &Path,
-        upstream: &Registry,
+        upstream_url: &str,
         s3: Option<(&S3Server, &str)>,
     ) -> anyhow::Result<Mirror> {
         let data = tempfile::tempdir()?;
@@ -31,7 +31,7 @@ impl Mirror {
         let mut command = Command::new(bin);
         command
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--upstream", &upstream.url()])
+            .args(["--upstream", upstream_url])
             .arg("--data-dir")
             .arg(data.path());
         if let Some((server, bucket)) = s3 {
@@ -59,11 +59,11 @@ impl Mirror {
         })
     }
 
-    pub async fn distribution(upstream: &Registry) -> anyhow::Result<Mirror> {
+    pub async fn distribution(upstream_url: &str) -> anyhow::Result<Mirror> {
         Ok(Mirror::Distribution(
             Registry::start(RegistryOptions {
                 proxy: Some(ProxyMode {
-                    remote_url: upstream.url(),
+                    remote_url: upstream_url.to_string(),
                     username: None,
                     password: None,
                 }),

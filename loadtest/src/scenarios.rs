@@ -11,6 +11,7 @@ use wharf_testkit::image::{Format, Image, big_image, image};
 use wharf_testkit::push::{PushAuth, Pusher};
 use wharf_testkit::registry::{Registry, RegistryOptions};
 use wharf_testkit::s3::S3Server;
+use wharf_testkit::wan::{LinkShape, WanLink};
 
 use crate::Args;
 use crate::mirrors::Mirror;
@@ -38,6 +39,9 @@ struct Seeds {
     cold: Image,
     herd: Image,
     warm: Image,
+    /// Pulled across the emulated WAN.
+    wan_image: Image,
+    wan_herd: Image,
 }
 
 /// One mirror's measurements, in table order.
@@ -51,10 +55,27 @@ pub async fn run_all(args: &Args) -> anyhow::Result<Vec<Figure>> {
         cold: image(Format::Docker, "bench-cold", "amd64", 4),
         herd: big_image(7, args.herd_mib * 1024 * 1024),
         warm: big_image(8, args.warm_blob_mib * 1024 * 1024),
+        wan_image: big_image(41, 256 * 1024 * 1024),
+        wan_herd: big_image(42, 64 * 1024 * 1024),
     };
     pusher.push_image("bench/cold", "v1", &seeds.cold).await?;
     pusher.push_image("bench/herd", "v1", &seeds.herd).await?;
     pusher.push_image("bench/warm", "v1", &seeds.warm).await?;
+    let link = if args.no_wan {
+        None
+    } else {
+        pusher
+            .push_image("bench/wan-image", "v1", &seeds.wan_image)
+            .await?;
+        pusher
+            .push_image("bench/wan-herd", "v1", &seeds.wan_herd)
+            .await?;
+        let shape = LinkShape {
+            bytes_per_sec: args.wan_mb_per_s * 1_000_000,
+            rtt: Duration::from_millis(args.wan_rtt_ms),
+        };
+        Some(WanLink::start(upstream.host(), shape).await?)
+    };
 
     let s3 = if args.no_s3 {
         None
@@ -65,18 +86,24 @@ pub async fn run_all(args: &Args) -> anyhow::Result<Vec<Figure>> {
     };
     let mut measured = Vec::new();
     for which in ["wharf", "wharf-s3", "distribution"] {
-        let mirror = match which {
-            "wharf" => Mirror::wharf(&args.wharf_bin, &upstream, None).await?,
-            "wharf-s3" => match &s3 {
-                Some(server) => {
-                    Mirror::wharf(&args.wharf_bin, &upstream, Some((server, "bench"))).await?
-                }
-                None => continue,
-            },
-            _ => Mirror::distribution(&upstream).await?,
-        };
+        if which == "wharf-s3" && s3.is_none() {
+            continue;
+        }
+        let mirror = start_mirror(args, which, &upstream.url(), s3.as_ref(), "bench").await?;
         eprintln!("== {} at {}", mirror.name(), mirror.url());
-        measured.push(measure(args, &mirror, &upstream, &seeds).await?);
+        let mut figures = measure(args, &mirror, &upstream, &seeds).await?;
+        drop(mirror);
+        if let Some(link) = &link {
+            // A second, empty instance whose upstream is across the emulated WAN.
+            let bucket = "bench-wan";
+            if let (Some(server), "wharf-s3") = (&s3, which) {
+                server.create_bucket(bucket).await?;
+            }
+            let mirror = start_mirror(args, which, &link.url(), s3.as_ref(), bucket).await?;
+            eprintln!("== {} across the WAN link", mirror.name());
+            figures.extend(measure_wan(args, &mirror, &upstream, &seeds).await?);
+        }
+        measured.push(figures);
     }
     let wharf = &measured[0];
     let distribution = &measured[measured.len() - 1];
@@ -94,6 +121,22 @@ pub async fn run_all(args: &Args) -> anyhow::Result<Vec<Figure>> {
             better: w.3,
         })
         .collect())
+}
+
+async fn start_mirror(
+    args: &Args,
+    which: &str,
+    upstream_url: &str,
+    s3: Option<&S3Server>,
+    bucket: &str,
+) -> anyhow::Result<Mirror> {
+    match (which, s3) {
+        ("wharf", _) => Mirror::wharf(&args.wharf_bin, upstream_url, None).await,
+        ("wharf-s3", Some(server)) => {
+            Mirror::wharf(&args.wharf_bin, upstream_url, Some((server, bucket))).await
+        }
+        _ => Mirror::distribution(upstream_url).await,
+    }
 }
 
 async fn measure(
@@ -288,6 +331,87 @@ async fn measure(
         Better::Lower,
     ));
     Ok(out)
+}
+
+/// Cold pull of a big image and a herd of clients on one blob, upstream across the WAN link.
+async fn measure_wan(
+    args: &Args,
+    mirror: &Mirror,
+    upstream: &Registry,
+    seeds: &Seeds,
+) -> anyhow::Result<Measured> {
+    let link = format!("{} MB/s, {} ms link", args.wan_mb_per_s, args.wan_rtt_ms);
+    let url = mirror.url();
+    let http = reqwest::Client::new();
+    let image = &seeds.wan_image;
+    let bytes: usize =
+        image.manifest.body.len() + image.blobs().iter().map(|b| b.data.len()).sum::<usize>();
+    let started = Instant::now();
+    get_ok(&http, &format!("{url}/v2/bench/wan-image/manifests/v1")).await?;
+    for blob in image.blobs() {
+        get_ok(
+            &http,
+            &format!("{url}/v2/bench/wan-image/blobs/{}", blob.digest),
+        )
+        .await?;
+    }
+    let rate = bytes as f64 / 1e6 / started.elapsed().as_secs_f64();
+    eprintln!("  cold pull across the link: {rate:.1} MB/s");
+
+    let layer = &image_layer(&seeds.wan_herd);
+    let path = format!("/v2/bench/wan-herd/blobs/{layer}");
+    let before = upstream.count_requests("GET", &path);
+    let clients: Vec<_> = (0..args.herd_clients)
+        .map(|_| {
+            let url = format!("{url}{path}");
+            tokio::spawn(async move {
+                let t0 = Instant::now();
+                get_ok(&reqwest::Client::new(), &url).await?;
+                anyhow::Ok(t0.elapsed())
+            })
+        })
+        .collect();
+    let mut done = Histogram::<u64>::new(3)?;
+    for c in clients {
+        done.record(c.await??.as_millis() as u64)?;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let gets = upstream.count_requests("GET", &path) - before;
+    eprintln!(
+        "  herd across the link: p50 {:.2}s, {gets} upstream GETs",
+        ms(done.value_at_quantile(0.5))
+    );
+    let herd = format!("herd {}×64 MiB, {link}", args.herd_clients);
+    Ok(vec![
+        (
+            format!("cold pull of a 256 MiB image, {link}"),
+            "MB/s".into(),
+            rate,
+            Better::Higher,
+        ),
+        (
+            format!("{herd}: completion p50"),
+            "s".into(),
+            ms(done.value_at_quantile(0.5)),
+            Better::Lower,
+        ),
+        (
+            format!("{herd}: completion p99"),
+            "s".into(),
+            ms(done.value_at_quantile(0.99)),
+            Better::Lower,
+        ),
+        (
+            format!("{herd}: upstream GETs"),
+            "count".into(),
+            gets as f64,
+            Better::Lower,
+        ),
+    ])
+}
+
+fn image_layer(image: &Image) -> String {
+    image.layers[0].digest.clone()
 }
 
 fn ms(v: u64) -> f64 {

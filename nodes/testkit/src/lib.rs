@@ -8,6 +8,7 @@
 //! - [`token`]: a token issuer signing ES256 JWTs that distribution verifies for real.
 //! - [`proxy`]: an HTTP proxy that corrupts blob bodies on demand.
 //! - [`s3`]: a real S3-compatible server process (moto) on loopback.
+//! - [`wan`]: a bandwidth- and latency-shaped TCP link between a mirror and its upstream.
 #![allow(clippy::unwrap_used)]
 
 pub mod image;
@@ -16,6 +17,7 @@ pub mod push;
 pub mod registry;
 pub mod s3;
 pub mod token;
+pub mod wan;
 
 use std::time::{Duration, Instant};
 

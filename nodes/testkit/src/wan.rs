@@ -1,0 +1,114 @@
+//! A WAN between a mirror and its upstream, on loopback: a TCP proxy that adds one-way delay to
+//! every chunk in both directions (pipelined, so the delay does not cap throughput) and shares
+//! one bandwidth limit among all connections towards the client, as one link would.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+const CHUNK: usize = 64 * 1024;
+
+/// The link's shape.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkShape {
+    /// Bytes per second towards the client (the upstream's downlink); shared by all connections.
+    pub bytes_per_sec: u64,
+    /// Added round-trip time; half of it is added in each direction.
+    pub rtt: Duration,
+}
+
+pub struct WanLink {
+    pub port: u16,
+    pub shape: LinkShape,
+}
+
+/// Serialises the link: each chunk waits for its turn on the wire.
+struct Pacer {
+    next_free: Mutex<Instant>,
+    bytes_per_sec: u64,
+}
+
+impl Pacer {
+    /// When a chunk of `n` bytes, ready at `ready`, has finished crossing the link.
+    fn reserve(&self, ready: Instant, n: usize) -> Instant {
+        let mut next = self.next_free.lock().unwrap_or_else(|p| p.into_inner());
+        let start = (*next).max(ready);
+        let done = start + Duration::from_secs_f64(n as f64 / self.bytes_per_sec as f64);
+        *next = done;
+        done
+    }
+}
+
+impl WanLink {
+    /// Listen on loopback and forward every connection to `target` (`127.0.0.1:PORT`).
+    pub async fn start(target: String, shape: LinkShape) -> anyhow::Result<WanLink> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let pacer = Arc::new(Pacer {
+            next_free: Mutex::new(Instant::now()),
+            bytes_per_sec: shape.bytes_per_sec,
+        });
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (target, pacer) = (target.clone(), pacer.clone());
+                tokio::spawn(async move {
+                    if let Ok(server) = TcpStream::connect(&target).await {
+                        let _ = client.set_nodelay(true);
+                        let _ = server.set_nodelay(true);
+                        let (cr, cw) = client.into_split();
+                        let (sr, sw) = server.into_split();
+                        let half = shape.rtt / 2;
+                        tokio::join!(pipe(cr, sw, half, None), pipe(sr, cw, half, Some(pacer)),);
+                    }
+                });
+            }
+        });
+        Ok(WanLink { port, shape })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+/// Copy one direction: read chunks, deliver each after the delay (and its slot on the link).
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+    pacer: Option<Arc<Pacer>>,
+) {
+    let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(256);
+    let reader = async move {
+        loop {
+            let mut buf = vec![0u8; CHUNK];
+            match from.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    buf.truncate(n);
+                    let ready = Instant::now() + delay;
+                    let due = match &pacer {
+                        Some(p) => p.reserve(ready, n),
+                        None => ready,
+                    };
+                    if tx.send((due, buf)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    let writer = async move {
+        while let Some((due, buf)) = rx.recv().await {
+            tokio::time::sleep_until(due.into()).await;
+            if to.write_all(&buf).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(reader, writer);
+}
