@@ -102,30 +102,22 @@ impl BlobService {
         if head {
             return self.head_uncached(upstream, repo, digest).await;
         }
-        let fetch = {
-            let (upstream, repo, digest) = (upstream.clone(), repo.clone(), digest.clone());
-            let stats = self.stats.clone();
-            async move {
-                stats.upstream_blob_fetches.fetch_add(1, Ordering::Relaxed);
-                upstream
-                    .get_blob(&repo, &digest)
-                    .await
-                    .map_err(|e| ApiError::from_upstream(upstream.name(), e, OciCode::BlobUnknown))
-            }
-        };
-        let (download, started) = self.downloads.join_or_start(
-            digest,
-            self.store.clone(),
-            self.stats.clone(),
-            upstream.name().to_string(),
-            fetch,
-        );
+        let (mut download, started) = self.start_or_join(upstream, repo, digest);
         if !started {
             self.stats
                 .coalesced_blob_requests
                 .fetch_add(1, Ordering::Relaxed);
         }
-        let size = download.started().await?;
+        let size = match download.started().await {
+            Ok(size) => size,
+            // We joined a download started for another repository, which the upstream refused
+            // there: the blob may still exist under ours, so ask once for it ourselves.
+            Err(e) if !started && e.status == http::StatusCode::NOT_FOUND => {
+                download = self.start_or_join(upstream, repo, digest).0;
+                download.started().await?
+            }
+            Err(e) => return Err(e),
+        };
         if size.is_some() {
             // Seed the index as soon as the download verifies, for the next request.
             let (index, digest, mut progress) =
@@ -158,10 +150,38 @@ impl BlobService {
         })
     }
 
+    /// Join the download of `digest`, or start one from `repo`; true when started here.
+    fn start_or_join(
+        &self,
+        upstream: &Arc<UpstreamClient>,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> (Arc<crate::download::Download>, bool) {
+        let fetch = {
+            let (upstream, repo, digest) = (upstream.clone(), repo.clone(), digest.clone());
+            let stats = self.stats.clone();
+            async move {
+                stats.upstream_blob_fetches.fetch_add(1, Ordering::Relaxed);
+                upstream
+                    .get_blob(&repo, &digest)
+                    .await
+                    .map_err(|e| ApiError::from_upstream(upstream.name(), e, OciCode::BlobUnknown))
+            }
+        };
+        self.downloads.join_or_start(
+            digest,
+            self.store.clone(),
+            self.stats.clone(),
+            upstream.name().to_string(),
+            fetch,
+        )
+    }
+
     /// A presigned URL for a stored blob; `None` (serve it ourselves) if not stored or failing.
     async fn presigned(&self, digest: &Digest, expires: Duration) -> Option<String> {
         let key = ObjectKey::Blob(digest.clone());
-        if self.index.get(digest).await.is_none() {
+        // With eviction on, another node may have deleted it behind our index: check first.
+        if self.evictor.enabled() || self.index.get(digest).await.is_none() {
             let size = self.store.stat(&key).await.ok()??;
             self.index.insert(digest.clone(), size).await;
         }

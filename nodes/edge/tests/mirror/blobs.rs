@@ -166,3 +166,39 @@ async fn corrupted_upstream_bytes_are_never_cached() {
         "served from cache"
     );
 }
+
+#[tokio::test]
+async fn joining_a_download_refused_for_another_repository_still_succeeds() {
+    let (registry, seeds) = seeded_registry().await;
+    // A slow link keeps the first download in flight long enough for the second to join it.
+    let shape = wharf_testkit::wan::LinkShape {
+        bytes_per_sec: 1_000_000_000,
+        rtt: Duration::from_millis(400),
+    };
+    let link = wharf_testkit::wan::WanLink::start(registry.host(), shape)
+        .await
+        .unwrap();
+    let wharf = Wharf::start(test_config(vec![upstream("docker.io", &link.url(), true)])).await;
+    let layer = seeds.oci.layers[0].clone();
+    // test/docker does not have test/oci's layer: the upstream answers 404 there.
+    let wrong = {
+        let url = format!("{}/v2/test/docker/blobs/{}", wharf.url, layer.digest);
+        tokio::spawn(async move { reqwest::get(url).await.unwrap().status() })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let right = reqwest::get(format!("{}/v2/test/oci/blobs/{}", wharf.url, layer.digest))
+        .await
+        .unwrap();
+    assert_eq!(right.status(), StatusCode::OK);
+    assert_eq!(hash_body(right).await.unwrap().0, layer.digest);
+    assert_eq!(wrong.await.unwrap(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        wharf
+            .mirror
+            .stats
+            .coalesced_blob_requests
+            .load(Ordering::Relaxed),
+        1,
+        "the second request joined the first download"
+    );
+}
