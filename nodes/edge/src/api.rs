@@ -79,11 +79,7 @@ async fn handle(mirror: &Arc<Mirror>, request: Request) -> Result<Response, ApiE
         .unwrap_or_default();
     let route = Route::parse(rest)?;
     let method = request.method().clone();
-    let read = method == Method::GET || method == Method::HEAD;
-    if let Route::Unsupported(why) = route {
-        return Err(ApiError::new(OciCode::Unsupported, why));
-    }
-    if !read {
+    if method != Method::GET && method != Method::HEAD {
         return Err(ApiError::new(
             OciCode::Unsupported,
             format!("{method} is not supported: wharf is a read-only mirror"),
@@ -104,7 +100,6 @@ async fn handle(mirror: &Arc<Mirror>, request: Request) -> Result<Response, ApiE
         }
         Route::Blob { name, digest } => blob(mirror, &query, name, digest, headers, head).await,
         Route::TagsList { name } => tags_list(mirror, &query, name).await,
-        Route::Unsupported(_) => Err(ApiError::internal("unreachable route")),
     }
 }
 

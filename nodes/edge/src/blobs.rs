@@ -1,6 +1,7 @@
 //! Serving blobs: from the store when cached, otherwise by joining or starting the one
 //! upstream download of that digest.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use wharf_core::{ByteRange, Digest, OciCode, RepoName};
 use wharf_storage::{BlobStore, ObjectKey};
 use wharf_upstream::UpstreamClient;
 
-use crate::download::{Downloads, Phase, tail};
+use crate::download::{Downloads, tail};
 use crate::error::ApiError;
 use crate::evict::Evictor;
 use crate::stats::Stats;
@@ -52,24 +53,27 @@ pub struct BlobService {
 }
 
 impl BlobService {
-    pub fn new(
+    /// Over `store`, with the download spool in `spool_dir` (emptied here).
+    pub async fn open(
         store: Arc<dyn BlobStore>,
-        downloads: Downloads,
+        spool_dir: PathBuf,
         stats: Arc<Stats>,
         eviction: EvictionConfig,
-    ) -> BlobService {
+    ) -> std::io::Result<BlobService> {
         let index = Cache::builder()
             .max_capacity(INDEX_BYTES)
             .weigher(|d: &Digest, _: &u64| u32::try_from(d.hex().len() + 88).unwrap_or(u32::MAX))
             .build();
+        let downloads =
+            Downloads::open(spool_dir, store.clone(), index.clone(), stats.clone()).await?;
         let evictor = Arc::new(Evictor::new(store.clone(), index.clone(), eviction));
-        BlobService {
+        Ok(BlobService {
             store,
             index,
             downloads,
             stats,
             evictor,
-        }
+        })
     }
 
     /// The evictor sharing this service's store and index.
@@ -118,23 +122,6 @@ impl BlobService {
             }
             Err(e) => return Err(e),
         };
-        if size.is_some() {
-            // Seed the index as soon as the download verifies, for the next request.
-            let (index, digest, mut progress) =
-                (self.index.clone(), digest.clone(), download.progress());
-            tokio::spawn(async move {
-                let stored_size = match progress.wait_for(Phase::is_final).await {
-                    Ok(p) => match p.phase {
-                        Phase::Stored { ok: true } => Some(p.written),
-                        _ => None,
-                    },
-                    Err(_) => None,
-                };
-                if let Some(size) = stored_size {
-                    index.insert(digest, size).await;
-                }
-            });
-        }
         let range = match size {
             Some(size) => match resolve(range_header, size) {
                 RangeRequest::Unsatisfiable => return Ok(BlobReply::RangeNotSatisfiable { size }),
@@ -168,13 +155,8 @@ impl BlobService {
                     .map_err(|e| ApiError::from_upstream(upstream.name(), e, OciCode::BlobUnknown))
             }
         };
-        self.downloads.join_or_start(
-            digest,
-            self.store.clone(),
-            self.stats.clone(),
-            upstream.name().to_string(),
-            fetch,
-        )
+        self.downloads
+            .join_or_start(digest, upstream.name().to_string(), fetch)
     }
 
     /// A presigned URL for a stored blob; `None` (serve it ourselves) if not stored or failing.

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use moka::future::Cache;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -102,11 +103,20 @@ pub struct Downloads {
     spool_dir: PathBuf,
     active: Arc<Mutex<HashMap<Digest, Arc<Download>>>>,
     counter: AtomicU64,
+    store: Arc<dyn BlobStore>,
+    /// The blob-size index, told of each blob once it is stored.
+    index: Cache<Digest, u64>,
+    stats: Arc<Stats>,
 }
 
 impl Downloads {
     /// Empties `spool_dir`: files left there by a crash were never verified.
-    pub async fn open(spool_dir: PathBuf) -> std::io::Result<Downloads> {
+    pub async fn open(
+        spool_dir: PathBuf,
+        store: Arc<dyn BlobStore>,
+        index: Cache<Digest, u64>,
+        stats: Arc<Stats>,
+    ) -> std::io::Result<Downloads> {
         if tokio::fs::try_exists(&spool_dir).await? {
             tokio::fs::remove_dir_all(&spool_dir).await?;
         }
@@ -115,6 +125,9 @@ impl Downloads {
             spool_dir,
             active: Arc::default(),
             counter: AtomicU64::new(0),
+            store,
+            index,
+            stats,
         })
     }
 
@@ -128,8 +141,6 @@ impl Downloads {
     pub fn join_or_start<F>(
         &self,
         digest: &Digest,
-        store: Arc<dyn BlobStore>,
-        stats: Arc<Stats>,
         upstream_name: String,
         fetch: F,
     ) -> (Arc<Download>, bool)
@@ -159,8 +170,9 @@ impl Downloads {
         let leader = Leader {
             download: download.clone(),
             tx,
-            store,
-            stats,
+            store: self.store.clone(),
+            index: self.index.clone(),
+            stats: self.stats.clone(),
             upstream_name,
             registry: self.active.clone(),
         };
@@ -173,6 +185,7 @@ struct Leader {
     download: Arc<Download>,
     tx: watch::Sender<Progress>,
     store: Arc<dyn BlobStore>,
+    index: Cache<Digest, u64>,
     stats: Arc<Stats>,
     upstream_name: String,
     registry: Arc<Mutex<HashMap<Digest, Arc<Download>>>>,
@@ -218,6 +231,9 @@ impl Leader {
                     None => self.store_verified().await,
                 };
                 info!(%digest, size, stored = ok, elapsed_ms = started.elapsed().as_millis() as u64, "blob fetched and verified");
+                if ok {
+                    self.index.insert(digest.clone(), size).await;
+                }
                 Phase::Stored { ok }
             }
             Err(e) => {
@@ -485,36 +501,34 @@ mod tests {
 
     async fn setup() -> (tempfile::TempDir, Downloads, Arc<dyn BlobStore>, Arc<Stats>) {
         let dir = tempfile::tempdir().unwrap();
-        let downloads = Downloads::open(dir.path().join("spool")).await.unwrap();
-        (
-            dir,
-            downloads,
-            Arc::new(MemStore::default()),
-            Arc::default(),
+        let store: Arc<dyn BlobStore> = Arc::new(MemStore::default());
+        let stats: Arc<Stats> = Arc::default();
+        let downloads = Downloads::open(
+            dir.path().join("spool"),
+            store.clone(),
+            Cache::new(100),
+            stats.clone(),
         )
+        .await
+        .unwrap();
+        (dir, downloads, store, stats)
     }
 
     #[tokio::test]
     async fn readers_join_one_download_and_get_every_range() {
-        let (_dir, downloads, store, stats) = setup().await;
+        let (_dir, downloads, store, _stats) = setup().await;
         let data = blob(1_000_000);
         let digest = Digest::sha256_of(&data);
         let chunks: Vec<Bytes> = data.chunks(70_000).map(Bytes::copy_from_slice).collect();
         let size = data.len() as u64;
         let start = |d: &Downloads| {
             let chunks = chunks.clone();
-            d.join_or_start(
-                &digest,
-                store.clone(),
-                stats.clone(),
-                "up".into(),
-                async move {
-                    Ok(BlobResponse {
-                        size: Some(size),
-                        stream: body_stream(chunks, Duration::from_millis(2)),
-                    })
-                },
-            )
+            d.join_or_start(&digest, "up".into(), async move {
+                Ok(BlobResponse {
+                    size: Some(size),
+                    stream: body_stream(chunks, Duration::from_millis(2)),
+                })
+            })
         };
         let (first, started) = start(&downloads);
         let (second, started_again) = start(&downloads);
@@ -541,9 +555,10 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert!(downloads.find(&digest).is_none());
         assert_eq!(
-            store.stat(&ObjectKey::Blob(digest)).await.unwrap(),
+            store.stat(&ObjectKey::Blob(digest.clone())).await.unwrap(),
             Some(size)
         );
+        assert_eq!(downloads.index.get(&digest).await, Some(size), "index told");
     }
 
     #[tokio::test]
@@ -553,18 +568,12 @@ mod tests {
         let digest = Digest::sha256_of(&data);
         let mut corrupt = data.clone();
         corrupt[299_999] ^= 0xff;
-        let (download, _) = downloads.join_or_start(
-            &digest,
-            store.clone(),
-            stats.clone(),
-            "up".into(),
-            async move {
-                Ok(BlobResponse {
-                    size: Some(300_000),
-                    stream: body_stream(vec![Bytes::from(corrupt)], Duration::ZERO),
-                })
-            },
-        );
+        let (download, _) = downloads.join_or_start(&digest, "up".into(), async move {
+            Ok(BlobResponse {
+                size: Some(300_000),
+                stream: body_stream(vec![Bytes::from(corrupt)], Duration::ZERO),
+            })
+        });
         let result: Result<Vec<Bytes>, _> = tail(download, None, store.clone()).try_collect().await;
         assert!(result.is_err(), "a corrupt body must end in an error");
         assert_eq!(stats.digest_mismatches.load(Ordering::Relaxed), 1);
@@ -573,9 +582,9 @@ mod tests {
 
     #[tokio::test]
     async fn upstream_refusal_reaches_every_waiter() {
-        let (_dir, downloads, store, stats) = setup().await;
+        let (_dir, downloads, _store, _stats) = setup().await;
         let digest = Digest::sha256_of(b"missing");
-        let (download, _) = downloads.join_or_start(&digest, store, stats, "up".into(), async {
+        let (download, _) = downloads.join_or_start(&digest, "up".into(), async {
             Err(ApiError::new(OciCode::BlobUnknown, "no such blob"))
         });
         let err = download.started().await.unwrap_err();

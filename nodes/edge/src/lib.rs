@@ -30,7 +30,6 @@ use wharf_storage::s3::{S3Location, S3Store};
 use wharf_storage::{BlobStore, StoreError};
 
 use crate::blobs::BlobService;
-use crate::download::Downloads;
 use crate::health::{Health, MonitoredStore};
 use crate::manifests::ManifestService;
 use crate::stats::Stats;
@@ -89,26 +88,25 @@ impl Mirror {
         config: &Config,
         store: Arc<dyn BlobStore>,
     ) -> Result<Arc<Mirror>, EdgeError> {
-        let spool = config.data_dir.join(".spool");
-        let downloads =
-            Downloads::open(spool.clone())
-                .await
-                .map_err(|source| EdgeError::Spool {
-                    path: spool,
-                    source,
-                })?;
         let stats = Arc::new(Stats::default());
         let health = Health::default();
         let store: Arc<dyn BlobStore> = Arc::new(MonitoredStore::new(store, health.clone()));
         let memory = config.cache.memory_index_mib.saturating_mul(1024 * 1024);
+        let spool = config.data_dir.join(".spool");
+        let blobs = BlobService::open(
+            store.clone(),
+            spool.clone(),
+            stats.clone(),
+            config.eviction.clone(),
+        )
+        .await
+        .map_err(|source| EdgeError::Spool {
+            path: spool,
+            source,
+        })?;
         let mirror = Arc::new(Mirror {
             upstreams: Upstreams::from_config(config)?,
-            blobs: BlobService::new(
-                store.clone(),
-                downloads,
-                stats.clone(),
-                config.eviction.clone(),
-            ),
+            blobs,
             manifests: Arc::new(ManifestService::new(
                 store.clone(),
                 memory,

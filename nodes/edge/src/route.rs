@@ -22,8 +22,11 @@ pub enum Route {
     TagsList {
         name: RepoName,
     },
-    /// Uploads and anything else a read-only mirror does not do.
-    Unsupported(&'static str),
+}
+
+/// Uploads, the catalog and anything else a read-only mirror does not do: 405.
+fn unsupported(why: &str) -> ApiError {
+    ApiError::new(OciCode::Unsupported, why)
 }
 
 impl Route {
@@ -33,7 +36,7 @@ impl Route {
             return Ok(Route::Base);
         }
         if path == "_catalog" {
-            return Ok(Route::Unsupported(
+            return Err(unsupported(
                 "a pull-through mirror does not list its repositories",
             ));
         }
@@ -44,7 +47,7 @@ impl Route {
         }
         if let Some((name, _)) = path.rsplit_once("/blobs/uploads") {
             parse_name(name)?;
-            return Ok(Route::Unsupported(
+            return Err(unsupported(
                 "wharf is a read-only mirror: pushes are not accepted",
             ));
         }
@@ -118,14 +121,9 @@ mod tests {
             Route::parse("manifests/manifests/v1").unwrap(),
             Route::Manifest { .. }
         ));
-        assert!(matches!(
-            Route::parse("x/blobs/uploads/").unwrap(),
-            Route::Unsupported(_)
-        ));
-        assert!(matches!(
-            Route::parse("x/blobs/uploads/1234-uuid").unwrap(),
-            Route::Unsupported(_)
-        ));
+        for upload in ["x/blobs/uploads/", "x/blobs/uploads/1234-uuid", "_catalog"] {
+            assert_eq!(Route::parse(upload).unwrap_err().code, OciCode::Unsupported);
+        }
     }
 
     #[test]

@@ -259,24 +259,17 @@ impl UpstreamClient {
                 Ok(Err(e)) => Err(UpstreamError::from_reqwest(&e)),
                 Ok(Ok(response)) => Ok(response),
             };
-            let outcome = match result {
+            let error = match result {
+                Ok(response) if response.status().is_success() => return Ok(response),
                 Ok(response) => {
-                    let status = response.status();
-                    if status.is_success() {
-                        return Ok(response);
-                    }
-                    if status == StatusCode::UNAUTHORIZED && !authenticated_retry {
+                    if response.status() == StatusCode::UNAUTHORIZED && !authenticated_retry {
                         authenticated_retry = true;
                         if self.answer_challenge(&response, &scope).await? {
                             continue;
                         }
                     }
-                    Err(self.status_error(response).await)
+                    self.status_error(response).await
                 }
-                Err(e) => Err(e),
-            };
-            let error = match outcome {
-                Ok(never) => return Ok(never),
                 Err(e) => e,
             };
             if error.is_transient() && attempt < self.settings.retries {

@@ -26,23 +26,29 @@ fn client(url: &str) -> UpstreamClient {
     UpstreamClient::new(&UpstreamConfig::new("fake", url, true), None, &settings).unwrap()
 }
 
-#[tokio::test]
-async fn rate_limit_is_reported_and_respected() {
+/// A fake upstream answering every request with `answer`; the number of requests it got.
+async fn counting_upstream(answer: fn() -> axum::response::Response) -> (String, Arc<AtomicUsize>) {
     let hits = Arc::new(AtomicUsize::new(0));
     let counter = hits.clone();
     let app = axum::Router::new().fallback(move || {
-        let counter = counter.clone();
-        async move {
-            counter.fetch_add(1, Ordering::SeqCst);
-            (
-                axum::http::StatusCode::TOO_MANY_REQUESTS,
-                [("retry-after", "30")],
-                "slow down",
-            )
-                .into_response()
-        }
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move { answer() }
     });
-    let upstream = client(&serve(app).await);
+    (serve(app).await, hits)
+}
+
+#[tokio::test]
+async fn rate_limit_is_reported_and_respected() {
+    let (url, hits) = counting_upstream(|| {
+        (
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "30")],
+            "slow down",
+        )
+            .into_response()
+    })
+    .await;
+    let upstream = client(&url);
     let repo = "library/x".parse().unwrap();
     let first = upstream.get_manifest(&repo, "latest").await.unwrap_err();
     assert!(matches!(
@@ -77,16 +83,9 @@ async fn oversized_manifests_are_refused() {
 
 #[tokio::test]
 async fn server_errors_are_retried_then_reported() {
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
-    let app = axum::Router::new().fallback(move || {
-        let counter = counter.clone();
-        async move {
-            counter.fetch_add(1, Ordering::SeqCst);
-            axum::http::StatusCode::SERVICE_UNAVAILABLE
-        }
-    });
-    let upstream = client(&serve(app).await);
+    let (url, hits) =
+        counting_upstream(|| axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response()).await;
+    let upstream = client(&url);
     let err = upstream
         .get_manifest(&"a/b".parse().unwrap(), "v1")
         .await

@@ -23,6 +23,19 @@ async fn digest_of(http: &reqwest::Client, url: &str) -> String {
         .to_string()
 }
 
+/// `n` concurrent GETs of `url`; each must name `expected` as its digest.
+async fn all_concurrently(http: &reqwest::Client, url: &str, n: usize, expected: &str) {
+    let requests: Vec<_> = (0..n)
+        .map(|_| {
+            let (http, url) = (http.clone(), url.to_string());
+            tokio::spawn(async move { digest_of(&http, &url).await })
+        })
+        .collect();
+    for r in requests {
+        assert_eq!(r.await.unwrap(), expected);
+    }
+}
+
 #[tokio::test]
 async fn tags_within_ttl_never_reach_the_upstream() {
     let (registry, seeds) = seeded_registry().await;
@@ -31,15 +44,7 @@ async fn tags_within_ttl_never_reach_the_upstream() {
     let url = format!("{}/v2/test/oci/manifests/v1", wharf.url);
     assert_eq!(digest_of(&http, &url).await, seeds.oci.manifest.digest);
     let before = registry.count_matching("", "/v2/test/oci/manifests/");
-    let requests: Vec<_> = (0..200)
-        .map(|_| {
-            let (http, url) = (http.clone(), url.clone());
-            tokio::spawn(async move { digest_of(&http, &url).await })
-        })
-        .collect();
-    for r in requests {
-        assert_eq!(r.await.unwrap(), seeds.oci.manifest.digest);
-    }
+    all_concurrently(&http, &url, 200, &seeds.oci.manifest.digest).await;
     assert_eq!(
         registry.count_matching("", "/v2/test/oci/manifests/"),
         before
@@ -60,15 +65,7 @@ async fn concurrent_revalidations_are_coalesced_and_follow_the_upstream() {
     // 32 concurrent requests after the TTL: one revalidation (a HEAD) reaches the upstream.
     let heads_before = registry.count_matching("HEAD", "/v2/test/oci/manifests/v1");
     let gets_before = registry.count_matching("GET", "/v2/test/oci/manifests/v1");
-    let requests: Vec<_> = (0..32)
-        .map(|_| {
-            let (http, url) = (http.clone(), url.clone());
-            tokio::spawn(async move { digest_of(&http, &url).await })
-        })
-        .collect();
-    for r in requests {
-        assert_eq!(r.await.unwrap(), seeds.oci.manifest.digest);
-    }
+    all_concurrently(&http, &url, 32, &seeds.oci.manifest.digest).await;
     let heads = registry.count_matching("HEAD", "/v2/test/oci/manifests/v1") - heads_before;
     let gets = registry.count_matching("GET", "/v2/test/oci/manifests/v1") - gets_before;
     assert_eq!((heads, gets), (1, 0), "one coalesced HEAD, no GET");
