@@ -80,6 +80,12 @@ pub trait BlobStore: Send + Sync + 'static {
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), StoreError>;
 
+    /// Whether every node of a cluster sees the same objects (S3), so that a blob one node
+    /// stores need not be stored again by the others.
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// Remote stores take blobs while they download ([`BlobStore::put_stream`]); local disk
     /// takes the verified spool file at the end ([`BlobStore::put_file`], a rename).
     fn streams_writes(&self) -> bool {

@@ -343,6 +343,10 @@ impl BlobStore for S3Store {
         true
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     async fn put_stream(&self, key: &ObjectKey, mut body: ByteSource) -> Result<(), StoreError> {
         let object = self.object(key);
         // Small objects (under one part) go up in one PutObject once the stream has ended.

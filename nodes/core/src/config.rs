@@ -45,8 +45,52 @@ pub struct Config {
     pub cache: CacheConfig,
     pub eviction: EvictionConfig,
     pub upstream_client: UpstreamClientConfig,
+    pub cluster: ClusterConfig,
     #[serde(rename = "upstream")]
     pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// Clustering: nodes agree by Raft which of them fetches each cold blob.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// host:port of this node's gRPC endpoint; empty = no cluster (a single node).
+    pub listen: String,
+    /// host:port other members dial; defaults to `listen` (which then must not be 0.0.0.0).
+    pub advertise: String,
+    /// Members to join through (any of them). Empty with no earlier state: bootstrap a cluster.
+    pub join: Vec<String>,
+    /// A fetch lease not renewed for this long passes to the next node that asks.
+    pub lease_ttl_secs: u64,
+    /// Raft heartbeat interval; elections start after 4–8 missed heartbeats.
+    pub heartbeat_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            listen: String::new(),
+            advertise: String::new(),
+            join: Vec::new(),
+            lease_ttl_secs: 5,
+            heartbeat_ms: 250,
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub fn enabled(&self) -> bool {
+        !self.listen.is_empty()
+    }
+
+    /// The address peers dial.
+    pub fn advertised(&self) -> &str {
+        if self.advertise.is_empty() {
+            &self.listen
+        } else {
+            &self.advertise
+        }
+    }
 }
 
 /// S3 settings; credentials, region and endpoint come from the standard AWS chain.
@@ -160,6 +204,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             eviction: EvictionConfig::default(),
             upstream_client: UpstreamClientConfig::default(),
+            cluster: ClusterConfig::default(),
             upstreams: vec![UpstreamConfig::new(DOCKER_HUB_NAME, DOCKER_HUB_URL, true)],
         }
     }
@@ -338,6 +383,19 @@ impl Config {
         self.storage_target()?;
         if self.s3.redirect_blobs && !matches!(self.storage_target()?, StorageTarget::S3 { .. }) {
             return invalid("s3.redirect_blobs needs s3:// storage".into());
+        }
+        if self.cluster.enabled() {
+            let advertised = self.cluster.advertised();
+            if advertised.starts_with("0.0.0.0") || advertised.starts_with("[::]") {
+                return invalid(
+                    "cluster.advertise is needed when cluster.listen is a wildcard address".into(),
+                );
+            }
+            if self.cluster.lease_ttl_secs == 0 || self.cluster.heartbeat_ms == 0 {
+                return invalid(
+                    "cluster.lease_ttl_secs and cluster.heartbeat_ms must be positive".into(),
+                );
+            }
         }
         if self.eviction.interval_secs == 0 {
             return invalid("eviction.interval_secs must be at least 1".into());

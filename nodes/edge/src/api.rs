@@ -35,7 +35,14 @@ pub fn router(mirror: Arc<Mirror>) -> Router {
 /// Liveness and degradation: 200 with `"status":"ok"` or `"degraded"` (the store is failing
 /// and content is passed through uncached); load balancers should keep a degraded node.
 async fn health(State(mirror): State<Arc<Mirror>>) -> Response {
-    let report = mirror.health.report();
+    let mut report = mirror.health.report();
+    if let Some(coordinator) = mirror.blobs.coordinator() {
+        let cluster = coordinator.health();
+        if !cluster.ok {
+            report.status = "degraded";
+        }
+        report.cluster = Some(cluster);
+    }
     let body = serde_json::to_string(&report).unwrap_or_else(|_| "{}".into());
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

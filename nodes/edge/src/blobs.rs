@@ -2,8 +2,8 @@
 //! upstream download of that digest.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,11 +15,12 @@ use wharf_core::config::EvictionConfig;
 use wharf_core::range::{RangeRequest, resolve};
 use wharf_core::{ByteRange, Digest, OciCode, RepoName};
 use wharf_storage::{BlobStore, ObjectKey};
-use wharf_upstream::UpstreamClient;
+use wharf_upstream::{BlobResponse, UpstreamClient};
 
-use crate::download::{Downloads, tail};
+use crate::download::{Downloads, Fetched, tail};
 use crate::error::ApiError;
 use crate::evict::Evictor;
+use crate::singleflight::{Claim, FetchCoordinator};
 use crate::stats::Stats;
 
 /// Memory for the blob-size index, by weight: about 150 bytes an entry, so some 400k blobs.
@@ -50,6 +51,15 @@ pub struct BlobService {
     downloads: Downloads,
     stats: Arc<Stats>,
     evictor: Arc<Evictor>,
+    /// The cluster, once it is up; a single node has none.
+    coordinator: OnceLock<Arc<dyn FetchCoordinator>>,
+}
+
+/// A blob's bytes for another node, from an offset.
+pub struct PeerStream {
+    /// Full size, when known.
+    pub size: Option<u64>,
+    pub body: BoxStream<'static, Result<Bytes, std::io::Error>>,
 }
 
 impl BlobService {
@@ -73,7 +83,73 @@ impl BlobService {
             downloads,
             stats,
             evictor,
+            coordinator: OnceLock::new(),
         })
+    }
+
+    /// Coordinate cold fetches with a cluster from now on. Only the first call counts.
+    pub fn set_coordinator(&self, coordinator: Arc<dyn FetchCoordinator>) {
+        let _ = self.coordinator.set(coordinator);
+    }
+
+    pub fn coordinator(&self) -> Option<&Arc<dyn FetchCoordinator>> {
+        self.coordinator.get()
+    }
+
+    /// The bytes of `digest` from `offset`, for a peer node: tailing this node's download of it,
+    /// or from the store. `None` when this node neither fetches nor stores it.
+    pub async fn peer_stream(
+        &self,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<Option<PeerStream>, ApiError> {
+        if let Some(download) = self.downloads.find(digest) {
+            let size = download.started().await?;
+            let range = match size {
+                Some(size) if offset > 0 => {
+                    if offset >= size {
+                        return Err(ApiError::new(OciCode::RangeInvalid, "offset past the end"));
+                    }
+                    Some(ByteRange {
+                        start: offset,
+                        end: size - 1,
+                    })
+                }
+                _ if offset > 0 => {
+                    return Err(ApiError::new(
+                        OciCode::RangeInvalid,
+                        "offset into a blob of unknown size",
+                    ));
+                }
+                _ => None,
+            };
+            let body = tail(download, range, self.store.clone());
+            return Ok(Some(PeerStream { size, body }));
+        }
+        let key = ObjectKey::Blob(digest.clone());
+        let Some(size) = self
+            .store
+            .stat(&key)
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        if offset >= size && size > 0 {
+            return Err(ApiError::new(OciCode::RangeInvalid, "offset past the end"));
+        }
+        let range = (offset > 0).then(|| ByteRange {
+            start: offset,
+            end: size - 1,
+        });
+        match self.store.read(&key, range).await {
+            Ok(Some(reader)) => Ok(Some(PeerStream {
+                size: Some(size),
+                body: reader.stream.map_err(std::io::Error::other).boxed(),
+            })),
+            Ok(None) => Ok(None),
+            Err(e) => Err(ApiError::internal(e.to_string())),
+        }
     }
 
     /// The evictor sharing this service's store and index.
@@ -146,13 +222,51 @@ impl BlobService {
     ) -> (Arc<crate::download::Download>, bool) {
         let fetch = {
             let (upstream, repo, digest) = (upstream.clone(), repo.clone(), digest.clone());
-            let stats = self.stats.clone();
+            let (stats, store) = (self.stats.clone(), self.store.clone());
+            let coordinator = self.coordinator.get().cloned();
             async move {
+                let lease = match coordinator {
+                    None => None,
+                    Some(coordinator) => match coordinator.claim(&digest).await {
+                        Claim::Fetch(lease) => lease,
+                        Claim::Peer(response) => {
+                            stats.peer_blob_fetches.fetch_add(1, Ordering::Relaxed);
+                            return Ok(Fetched {
+                                response: response?,
+                                store: !store.shared(),
+                                lease: None,
+                            });
+                        }
+                    },
+                };
+                if lease.is_some()
+                    && let Ok(Some(reader)) =
+                        store.read(&ObjectKey::Blob(digest.clone()), None).await
+                {
+                    // The lease's previous holder stored it since we looked: no upstream fetch.
+                    let stream = reader
+                        .stream
+                        .map_err(|e| wharf_upstream::UpstreamError::Failed(e.to_string()))
+                        .boxed();
+                    let response = BlobResponse {
+                        size: Some(reader.size),
+                        stream,
+                    };
+                    return Ok(Fetched {
+                        response,
+                        store: false,
+                        lease,
+                    });
+                }
                 stats.upstream_blob_fetches.fetch_add(1, Ordering::Relaxed);
-                upstream
-                    .get_blob(&repo, &digest)
-                    .await
-                    .map_err(|e| ApiError::from_upstream(upstream.name(), e, OciCode::BlobUnknown))
+                let response = upstream.get_blob(&repo, &digest).await.map_err(|e| {
+                    ApiError::from_upstream(upstream.name(), e, OciCode::BlobUnknown)
+                })?;
+                Ok(Fetched {
+                    response,
+                    store: true,
+                    lease,
+                })
             }
         };
         self.downloads

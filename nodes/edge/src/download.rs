@@ -27,6 +27,7 @@ use wharf_storage::{BlobStore, ObjectKey};
 use wharf_upstream::BlobResponse;
 
 use crate::error::ApiError;
+use crate::singleflight::FetchLease;
 use crate::stats::Stats;
 
 /// Spool writes are batched to about this size, or flushed after [`FLUSH_INTERVAL`].
@@ -62,6 +63,27 @@ pub struct Progress {
     /// Bytes durably in the spool file and readable.
     pub written: u64,
     pub phase: Phase,
+}
+
+/// Where a download's bytes come from, and what to do with them.
+pub struct Fetched {
+    pub response: BlobResponse,
+    /// Put the verified blob in the store. False for a copy streamed from the peer that
+    /// fetches it into a shared store: that peer stores it.
+    pub store: bool,
+    /// The cluster's lease, held until the blob is stored (or the download failed).
+    pub lease: Option<Box<dyn FetchLease>>,
+}
+
+impl Fetched {
+    /// Fetched by this node for its store, with no cluster lease.
+    pub fn alone(response: BlobResponse) -> Fetched {
+        Fetched {
+            response,
+            store: true,
+            lease: None,
+        }
+    }
 }
 
 /// One in-flight download; readers hold an `Arc` while they stream.
@@ -145,7 +167,7 @@ impl Downloads {
         fetch: F,
     ) -> (Arc<Download>, bool)
     where
-        F: Future<Output = Result<BlobResponse, ApiError>> + Send + 'static,
+        F: Future<Output = Result<Fetched, ApiError>> + Send + 'static,
     {
         let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(existing) = active.get(digest) {
@@ -192,28 +214,36 @@ struct Leader {
 }
 
 impl Leader {
-    async fn run(self, fetch: impl Future<Output = Result<BlobResponse, ApiError>>) {
+    async fn run(self, fetch: impl Future<Output = Result<Fetched, ApiError>>) {
         let digest = self.download.digest.clone();
         let started = Instant::now();
+        let mut lease = None;
         let outcome = match fetch.await {
-            Ok(response) => {
+            Ok(Fetched {
+                response,
+                store,
+                lease: held,
+            }) => {
+                lease = held;
                 self.tx.send_modify(|p| {
                     p.size = response.size;
                     p.phase = Phase::Streaming;
                 });
                 // A remote store takes the blob while it downloads, tailing the spool like any
                 // reader: it gets the last byte only after verification, and aborts otherwise.
-                let uploader = self.store.streams_writes().then(|| {
+                let uploader = (store && self.store.streams_writes()).then(|| {
                     let body = tail(self.download.clone(), None, self.store.clone());
                     let (store, key) = (self.store.clone(), ObjectKey::Blob(digest.clone()));
                     tokio::spawn(async move { store.put_stream(&key, body).await })
                 });
-                self.spool(response).await.map(|size| (size, uploader))
+                self.spool(response)
+                    .await
+                    .map(|size| (size, store, uploader))
             }
             Err(e) => Err(e),
         };
         let phase = match outcome {
-            Ok((size, uploader)) => {
+            Ok((size, store, uploader)) => {
                 // Clients have what they need; durability and storing follow.
                 self.tx.send_modify(|p| p.phase = Phase::Verified);
                 let ok = match uploader {
@@ -228,7 +258,8 @@ impl Leader {
                             false
                         }
                     },
-                    None => self.store_verified().await,
+                    None if store => self.store_verified().await,
+                    None => false,
                 };
                 info!(%digest, size, stored = ok, elapsed_ms = started.elapsed().as_millis() as u64, "blob fetched and verified");
                 if ok {
@@ -242,13 +273,17 @@ impl Leader {
             }
         };
         self.tx.send_modify(|p| p.phase = phase);
-        let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-        if registry
-            .get(&digest)
-            .is_some_and(|d| Arc::ptr_eq(d, &self.download))
         {
-            registry.remove(&digest);
+            let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+            if registry
+                .get(&digest)
+                .is_some_and(|d| Arc::ptr_eq(d, &self.download))
+            {
+                registry.remove(&digest);
+            }
         }
+        // Only now, with the blob in the store, may another node take the fetch over.
+        drop(lease);
     }
 
     /// Stream the body into the spool file; the verified size, or why it is not to be trusted.
@@ -524,10 +559,10 @@ mod tests {
         let start = |d: &Downloads| {
             let chunks = chunks.clone();
             d.join_or_start(&digest, "up".into(), async move {
-                Ok(BlobResponse {
+                Ok(Fetched::alone(BlobResponse {
                     size: Some(size),
                     stream: body_stream(chunks, Duration::from_millis(2)),
-                })
+                }))
             })
         };
         let (first, started) = start(&downloads);
@@ -569,10 +604,10 @@ mod tests {
         let mut corrupt = data.clone();
         corrupt[299_999] ^= 0xff;
         let (download, _) = downloads.join_or_start(&digest, "up".into(), async move {
-            Ok(BlobResponse {
+            Ok(Fetched::alone(BlobResponse {
                 size: Some(300_000),
                 stream: body_stream(vec![Bytes::from(corrupt)], Duration::ZERO),
-            })
+            }))
         });
         let result: Result<Vec<Bytes>, _> = tail(download, None, store.clone()).try_collect().await;
         assert!(result.is_err(), "a corrupt body must end in an error");

@@ -21,11 +21,14 @@ struct State {
 /// What `/health` reports.
 #[derive(Debug, Serialize)]
 pub struct HealthReport {
-    /// `ok`, or `degraded` while the store's latest call failed.
+    /// `ok`, or `degraded` while the store's latest call failed or the cluster has no quorum.
     pub status: &'static str,
     pub store: &'static str,
     pub store_error: Option<String>,
     pub store_error_secs_ago: Option<u64>,
+    /// Cluster coordination, on a clustered node: not ok while it has no quorum.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::singleflight::CoordinatorHealth>,
 }
 
 #[derive(Default, Clone)]
@@ -59,6 +62,7 @@ impl Health {
                 .last_failure
                 .as_ref()
                 .map(|(t, _)| t.elapsed().as_secs()),
+            cluster: None,
         }
     }
 
@@ -116,6 +120,10 @@ impl BlobStore for MonitoredStore {
 
     fn streams_writes(&self) -> bool {
         self.inner.streams_writes()
+    }
+
+    fn shared(&self) -> bool {
+        self.inner.shared()
     }
 
     async fn put_stream(&self, key: &ObjectKey, body: ByteSource) -> Result<(), StoreError> {

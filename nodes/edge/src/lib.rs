@@ -3,8 +3,8 @@
 //! A request flows: [`api`] (HTTP, OCI errors) → [`route`] (path parsing) → [`upstreams`]
 //! (which registry, `?ns=`) → [`manifests`] / [`blobs`] / [`tags_list`] (cache, then upstream)
 //! → [`download`] (the one upstream fetch per blob, tailed by every waiting client).
-//! [`coalesce`] is the in-process singleflight the services share; the cluster lease will sit
-//! in front of it.
+//! [`coalesce`] is the in-process singleflight the services share; [`singleflight`] is the seam
+//! where a cluster decides which node fetches a cold blob.
 
 pub mod api;
 pub mod blobs;
@@ -15,6 +15,7 @@ pub mod evict;
 pub mod health;
 pub mod manifests;
 pub mod route;
+pub mod singleflight;
 pub mod stats;
 pub mod tags_list;
 pub mod upstreams;

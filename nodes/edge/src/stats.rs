@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Stats {
     pub upstream_blob_fetches: AtomicU64,
     pub coalesced_blob_requests: AtomicU64,
+    /// Cold blobs streamed from the cluster peer that fetched them.
+    pub peer_blob_fetches: AtomicU64,
     pub blob_cache_hits: AtomicU64,
     pub digest_mismatches: AtomicU64,
     pub upstream_manifest_fetches: AtomicU64,

@@ -1,0 +1,208 @@
+//! The cluster's answer to "who fetches this cold blob": the node holding the digest's lease
+//! fetches from the upstream; the others stream its in-flight bytes over gRPC.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use http::StatusCode;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+use wharf_core::{Digest, OciCode};
+use wharf_edge::error::ApiError;
+use wharf_edge::singleflight::{Claim, CoordinatorHealth, FetchCoordinator, FetchLease};
+use wharf_proto::v1::FetchRequest;
+use wharf_upstream::{BlobResponse, UpstreamError};
+
+use crate::node::ClusterNode;
+use crate::types::LeaseOp;
+
+/// Pause between attempts while the lease holder cannot serve the blob yet (or any more).
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
+
+pub struct Coordinator {
+    node: Arc<ClusterNode>,
+}
+
+impl Coordinator {
+    pub fn new(node: Arc<ClusterNode>) -> Coordinator {
+        Coordinator { node }
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        self.node.lease_ttl.as_millis() as u64
+    }
+}
+
+/// Why the lease holder did not give us a stream.
+enum PeerFailure {
+    /// The blob cannot be had (the upstream refused it there): tell the client.
+    Refused(ApiError),
+    /// The holder is unreachable, or not (yet, or any more) fetching: ask again.
+    Retry(String),
+}
+
+#[async_trait]
+impl FetchCoordinator for Coordinator {
+    async fn claim(&self, digest: &Digest) -> Claim {
+        let key = digest.to_string();
+        // A dead holder's lease expires within one TTL; past that, stop waiting for it.
+        let give_up = Instant::now() + self.node.lease_ttl * 2 + Duration::from_secs(1);
+        loop {
+            let op = LeaseOp::Acquire {
+                addr: self.node.addr.clone(),
+                ttl_ms: self.ttl_ms(),
+            };
+            let answer = match self.node.lease(&key, op).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    warn!(%digest, error = %e, "no quorum: fetching without the cluster's lease");
+                    self.node.record_fallback();
+                    return Claim::Fetch(None);
+                }
+            };
+            if answer.held {
+                debug!(%digest, token = answer.token, "lease acquired: fetching from upstream");
+                let lease = HeldLease::start(self.node.clone(), key, answer.token);
+                return Claim::Fetch(Some(Box::new(lease)));
+            }
+            match fetch_from_peer(&self.node, &answer.owner_addr, digest).await {
+                Ok(response) => {
+                    debug!(%digest, owner = answer.owner, "streaming from the lease holder");
+                    return Claim::Peer(Ok(response));
+                }
+                Err(PeerFailure::Refused(e)) => return Claim::Peer(Err(e)),
+                Err(PeerFailure::Retry(why)) => {
+                    if Instant::now() >= give_up {
+                        warn!(%digest, owner = answer.owner, why, "lease holder unusable; fetching without the lease");
+                        return Claim::Fetch(None);
+                    }
+                    debug!(%digest, owner = answer.owner, why, "lease holder cannot serve yet");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+        }
+    }
+
+    fn health(&self) -> CoordinatorHealth {
+        let metrics = self.node.raft.metrics().borrow().clone();
+        CoordinatorHealth {
+            ok: self.node.has_quorum(),
+            node_id: self.node.id,
+            leader_id: metrics.current_leader,
+            members: metrics.membership_config.membership().nodes().count(),
+            fallbacks: self.node.fallbacks(),
+        }
+    }
+}
+
+/// Stream `digest` from the node at `addr`, which holds its lease.
+async fn fetch_from_peer(
+    node: &ClusterNode,
+    addr: &str,
+    digest: &Digest,
+) -> Result<BlobResponse, PeerFailure> {
+    let mut client = node
+        .peers
+        .blobs(addr)
+        .map_err(|e| PeerFailure::Retry(e.to_string()))?;
+    let request = FetchRequest {
+        digest: digest.to_string(),
+        offset: 0,
+    };
+    let mut stream = client.fetch(request).await.map_err(classify)?.into_inner();
+    let head = stream
+        .message()
+        .await
+        .map_err(classify)?
+        .ok_or_else(|| PeerFailure::Retry("empty stream".into()))?;
+    let peer = addr.to_string();
+    let body = stream.map(move |chunk| {
+        chunk.map(|c| c.data).map_err(|status| {
+            UpstreamError::Failed(format!(
+                "peer {peer} stopped streaming: {}",
+                status.message()
+            ))
+        })
+    });
+    let body = futures::stream::iter([Ok(head.data)]).chain(body);
+    Ok(BlobResponse {
+        size: head.size,
+        stream: body.boxed(),
+    })
+}
+
+fn classify(status: tonic::Status) -> PeerFailure {
+    let refused = |code: OciCode, http: StatusCode| {
+        PeerFailure::Refused(ApiError::new(code, status.message().to_string()).with_status(http))
+    };
+    match status.code() {
+        tonic::Code::NotFound => refused(OciCode::BlobUnknown, StatusCode::NOT_FOUND),
+        tonic::Code::PermissionDenied => refused(OciCode::Denied, StatusCode::FORBIDDEN),
+        tonic::Code::ResourceExhausted => {
+            refused(OciCode::TooManyRequests, StatusCode::TOO_MANY_REQUESTS)
+        }
+        tonic::Code::DeadlineExceeded => refused(OciCode::Unavailable, StatusCode::GATEWAY_TIMEOUT),
+        _ => PeerFailure::Retry(format!("{:?}: {}", status.code(), status.message())),
+    }
+}
+
+/// This node's lease on one digest: renewed every third of its TTL while held, released when
+/// dropped (after the blob is stored, or the fetch failed).
+struct HeldLease {
+    node: Arc<ClusterNode>,
+    digest: String,
+    token: u64,
+    renewer: JoinHandle<()>,
+}
+
+impl HeldLease {
+    fn start(node: Arc<ClusterNode>, digest: String, token: u64) -> HeldLease {
+        let renewer = tokio::spawn({
+            let (node, digest) = (node.clone(), digest.clone());
+            async move {
+                let ttl_ms = node.lease_ttl.as_millis() as u64;
+                loop {
+                    tokio::time::sleep(node.lease_ttl / 3).await;
+                    match node.lease(&digest, LeaseOp::Renew { token, ttl_ms }).await {
+                        Ok(answer) if answer.held => {}
+                        Ok(answer) => {
+                            warn!(
+                                digest,
+                                owner = answer.owner,
+                                "fetch lease lost; finishing the fetch anyway"
+                            );
+                            return;
+                        }
+                        Err(e) => warn!(digest, error = %e, "renewing the fetch lease failed"),
+                    }
+                }
+            }
+        });
+        HeldLease {
+            node,
+            digest,
+            token,
+            renewer,
+        }
+    }
+}
+
+impl FetchLease for HeldLease {}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        self.renewer.abort();
+        let (node, digest, token) = (self.node.clone(), self.digest.clone(), self.token);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                match node.lease(&digest, LeaseOp::Release { token }).await {
+                    Ok(_) => info!(digest, "fetch lease released"),
+                    // It expires by itself within one TTL.
+                    Err(e) => warn!(digest, error = %e, "releasing the fetch lease failed"),
+                }
+            });
+        }
+    }
+}

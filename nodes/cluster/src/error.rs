@@ -1,0 +1,37 @@
+//! What can go wrong in the cluster layer.
+
+use crate::types::NodeId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cluster state in {path}: {source}")]
+    State {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cluster listen address {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("starting Raft: {0}")]
+    Start(String),
+    /// No leader is known, or it could not be reached in time: there is no quorum to ask.
+    #[error("no quorum: {0}")]
+    NoQuorum(String),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("peer {addr}: {message}")]
+    Peer { addr: String, message: String },
+    #[error("node {0} is not a member")]
+    NotMember(NodeId),
+}
+
+impl ClusterError {
+    pub fn peer(addr: &str, message: impl std::fmt::Display) -> ClusterError {
+        ClusterError::Peer {
+            addr: addr.to_string(),
+            message: message.to_string(),
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! The wharf cluster: nodes agree by Raft which of them fetches each cold blob, and stream
+//! its in-flight bytes to each other over gRPC, so the upstream serves every blob once per
+//! cluster however many nodes and clients ask at once.
+//!
+//! Module map: [`types`] (openraft config, lease commands) → [`leases`] (the replicated lease
+//! table, pure) → [`store`] (Raft log, vote and snapshots on local disk) → [`network`]
+//! (outgoing RPCs) and [`server`] (the gRPC endpoint) → [`node`] (one member: leases,
+//! membership, forwarding to the leader) → [`coordinator`] (the edge's
+//! [`FetchCoordinator`](wharf_edge::singleflight::FetchCoordinator)). [`faults`] cuts a node
+//! off for partition tests.
+
+pub mod coordinator;
+pub mod error;
+pub mod faults;
+pub mod leases;
+pub mod network;
+pub mod node;
+pub mod server;
+pub mod store;
+pub mod types;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{BasicNode, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::{info, warn};
+use wharf_core::config::ClusterConfig;
+use wharf_edge::Mirror;
+use wharf_proto::v1::admin_server::AdminServer;
+use wharf_proto::v1::blobs_server::BlobsServer;
+use wharf_proto::v1::leases_server::LeasesServer;
+use wharf_proto::v1::raft_server::RaftServer;
+use wharf_proto::v1::{StatusReply, StatusRequest};
+
+pub use crate::error::ClusterError;
+use crate::faults::Faults;
+use crate::network::Peers;
+use crate::node::ClusterNode;
+use crate::server::Endpoint;
+use crate::store::{LogStore, StateMachine};
+use crate::types::{NodeId, Raft};
+
+/// The lease table is snapshotted, and the log compacted, after this many entries.
+pub const SNAPSHOT_EVERY: u64 = 1000;
+const NODE_FILE: &str = "node.json";
+
+#[derive(Serialize, Deserialize)]
+struct NodeIdentity {
+    id: NodeId,
+}
+
+/// A running cluster member.
+pub struct Cluster {
+    pub node: Arc<ClusterNode>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    stop_server: oneshot::Sender<()>,
+}
+
+impl Cluster {
+    /// Start this node's Raft member and gRPC endpoint on `listener`, bootstrap or join the
+    /// cluster, and make `mirror` coordinate cold fetches through it.
+    pub async fn start(
+        config: &ClusterConfig,
+        data_dir: &Path,
+        listener: TcpListener,
+        mirror: Arc<Mirror>,
+    ) -> Result<Cluster, ClusterError> {
+        let dir = data_dir.join("cluster");
+        let state_error = |source| ClusterError::State {
+            path: dir.clone(),
+            source,
+        };
+        let id = node_identity(&dir).map_err(state_error)?;
+        let log = LogStore::open(&dir).map_err(state_error)?;
+        let state = StateMachine::open(&dir).map_err(state_error)?;
+        let faults = Faults::from_env();
+        let peers = Peers::new(faults.clone());
+        let heartbeat = config.heartbeat_ms.max(10);
+        let raft_config = openraft::Config {
+            cluster_name: "wharf".into(),
+            heartbeat_interval: heartbeat,
+            election_timeout_min: heartbeat * 4,
+            election_timeout_max: heartbeat * 8,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY),
+            max_in_snapshot_log_to_keep: 100,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ClusterError::Start(e.to_string()))?;
+        let raft = Raft::new(id, Arc::new(raft_config), peers.clone(), log, state.clone())
+            .await
+            .map_err(|e| ClusterError::Start(e.to_string()))?;
+        let addr = config.advertised().to_string();
+        let node = Arc::new(ClusterNode::new(
+            id,
+            addr.clone(),
+            raft.clone(),
+            state,
+            peers,
+            Duration::from_secs(config.lease_ttl_secs),
+        ));
+
+        let endpoint = Endpoint {
+            node: node.clone(),
+            mirror: mirror.clone(),
+            faults,
+        };
+        let (stop_server, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
+                .add_service(RaftServer::new(endpoint.clone()))
+                .add_service(AdminServer::new(endpoint.clone()))
+                .add_service(LeasesServer::new(endpoint.clone()))
+                .add_service(BlobsServer::new(endpoint))
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    let _ = stopped.await;
+                }),
+        );
+
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| ClusterError::Start(e.to_string()))?;
+        if !initialized && config.join.is_empty() {
+            info!(node = id, %addr, "bootstrapping a new cluster");
+            let members = BTreeMap::from([(id, BasicNode::new(&addr))]);
+            if let Err(e) = raft.initialize(members).await {
+                warn!(error = %e, "initializing the cluster failed");
+            }
+        } else {
+            // Join (again) through the given members and the ones this node remembers; a
+            // member that already counts us is a no-op, one that removed us adds us back.
+            let mut targets = config.join.clone();
+            for (_, member_addr, _) in node.members() {
+                if member_addr != addr && !targets.contains(&member_addr) {
+                    targets.push(member_addr);
+                }
+            }
+            if !targets.is_empty() {
+                info!(node = id, %addr, through = ?targets, "joining the cluster");
+                tokio::spawn(node.clone().join_through(targets));
+            }
+        }
+        mirror
+            .blobs
+            .set_coordinator(Arc::new(coordinator::Coordinator::new(node.clone())));
+        Ok(Cluster {
+            node,
+            server,
+            stop_server,
+        })
+    }
+
+    /// Leave the membership (so the others need no quorum with this node while it is away),
+    /// then stop Raft and the endpoint.
+    pub async fn shutdown(self) {
+        if let Err(e) = self.node.leave(self.node.id).await {
+            warn!(error = %e, "leaving the cluster failed; the others keep counting this node");
+        }
+        if let Err(e) = self.node.raft.shutdown().await {
+            warn!(error = %e, "raft shutdown");
+        }
+        let _ = self.stop_server.send(());
+        let _ = self.server.await;
+    }
+}
+
+/// This node's id: kept in `dir`, created at random on first start.
+fn node_identity(dir: &Path) -> std::io::Result<NodeId> {
+    use std::hash::{BuildHasher, Hasher};
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(NODE_FILE);
+    if let Some(bytes) = store::read_optional(&path)? {
+        let identity: NodeIdentity =
+            serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
+        return Ok(identity.id);
+    }
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    hasher.write_u32(std::process::id());
+    // Ids stay below 2^53 so JSON tools show them exactly; 0 means "none" on the wire.
+    let id = (hasher.finish() >> 11).max(1);
+    let bytes = serde_json::to_vec(&NodeIdentity { id }).map_err(std::io::Error::other)?;
+    store::write_atomic(&path, &bytes)?;
+    Ok(id)
+}
+
+/// Ask the member at `addr` for its view of the cluster (for `wharf cluster status`).
+pub async fn status(addr: &str) -> Result<StatusReply, ClusterError> {
+    let peers = Peers::new(Faults::default());
+    let mut client = peers.admin(addr).map_err(|e| ClusterError::peer(addr, e))?;
+    let reply = client
+        .status(StatusRequest {})
+        .await
+        .map_err(|s| ClusterError::peer(addr, s.message()))?;
+    Ok(reply.into_inner())
+}

@@ -1,0 +1,183 @@
+//! Outgoing cluster RPCs: one HTTP/2 channel per peer address, shared by Raft replication,
+//! lease forwarding and blob streaming.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::BasicNode;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::transport::{Channel, Endpoint};
+use wharf_proto::v1::RaftMessage;
+use wharf_proto::v1::admin_client::AdminClient;
+use wharf_proto::v1::blobs_client::BlobsClient;
+use wharf_proto::v1::leases_client::LeasesClient;
+use wharf_proto::v1::raft_client::RaftClient;
+
+use crate::faults::Faults;
+use crate::types::{NodeId, TypeConfig};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A dead peer's stream is noticed within about this long even without a TCP reset.
+const KEEPALIVE: Duration = Duration::from_secs(2);
+
+/// Channels to peers, by `host:port`.
+#[derive(Clone, Default)]
+pub struct Peers {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    faults: Faults,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("cluster network cut off (fault injection)")]
+    Isolated,
+    #[error("bad peer address {addr:?}: {source}")]
+    Address {
+        addr: String,
+        source: tonic::transport::Error,
+    },
+}
+
+impl Peers {
+    pub fn new(faults: Faults) -> Peers {
+        Peers {
+            channels: Arc::default(),
+            faults,
+        }
+    }
+
+    /// Whether fault injection cut this node off.
+    pub fn isolated(&self) -> bool {
+        self.faults.isolated()
+    }
+
+    /// A lazily connecting channel to `addr`, reused across calls.
+    pub fn channel(&self, addr: &str) -> Result<Channel, PeerError> {
+        if self.faults.isolated() {
+            return Err(PeerError::Isolated);
+        }
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|source| PeerError::Address {
+                addr: addr.to_string(),
+                source,
+            })?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(KEEPALIVE)
+            .keep_alive_timeout(KEEPALIVE)
+            .keep_alive_while_idle(true);
+        let channel = endpoint.connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    pub fn admin(&self, addr: &str) -> Result<AdminClient<Channel>, PeerError> {
+        Ok(AdminClient::new(self.channel(addr)?))
+    }
+
+    pub fn leases(&self, addr: &str) -> Result<LeasesClient<Channel>, PeerError> {
+        Ok(LeasesClient::new(self.channel(addr)?))
+    }
+
+    pub fn blobs(&self, addr: &str) -> Result<BlobsClient<Channel>, PeerError> {
+        Ok(BlobsClient::new(self.channel(addr)?).max_decoding_message_size(8 * 1024 * 1024))
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Peers {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
+        Connection {
+            peers: self.clone(),
+            target,
+            addr: node.addr.clone(),
+        }
+    }
+}
+
+/// Raft's view of one peer.
+pub struct Connection {
+    peers: Peers,
+    target: NodeId,
+    addr: String,
+}
+
+type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, E>>;
+
+impl Connection {
+    /// Send one openraft message as JSON; decode `Result<Resp, Err>` from the peer.
+    async fn call<Req, Resp, Err>(&self, kind: Kind, request: &Req) -> RpcResult<Resp, Err>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        Err: std::error::Error + DeserializeOwned,
+    {
+        let channel = self
+            .peers
+            .channel(&self.addr)
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let json =
+            serde_json::to_vec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut client = RaftClient::new(channel);
+        let message = RaftMessage { json: json.into() };
+        let reply = match kind {
+            Kind::Append => client.append_entries(message).await,
+            Kind::Vote => client.vote(message).await,
+            Kind::Snapshot => client.install_snapshot(message).await,
+        }
+        .map_err(|status| match status.code() {
+            tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&status)),
+            _ => RPCError::Network(NetworkError::new(&status)),
+        })?;
+        let result: Result<Resp, Err> = serde_json::from_slice(&reply.into_inner().json)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+enum Kind {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
+        self.call(Kind::Append, &rpc).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
+        self.call(Kind::Snapshot, &rpc).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        _option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>, RaftError<NodeId>> {
+        self.call(Kind::Vote, &rpc).await
+    }
+}

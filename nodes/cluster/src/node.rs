@@ -1,0 +1,375 @@
+//! One member of the Raft group: lease commands, membership changes and status, run here
+//! when this node leads and forwarded to the leader otherwise.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers};
+use tracing::{info, warn};
+use wharf_proto::v1::{
+    AcquireRequest, JoinRequest, LeaseReply, LeaveRequest, ReleaseRequest, RenewRequest,
+};
+
+use crate::error::ClusterError;
+use crate::network::Peers;
+use crate::store::StateMachine;
+use crate::types::{LeaseAnswer, LeaseCommand, LeaseOp, NodeId, Raft};
+
+/// A lease command or membership change gets this long before the node concludes there is
+/// no quorum and falls back to fetching alone.
+pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(2);
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub struct ClusterNode {
+    pub id: NodeId,
+    /// Where peers dial this node.
+    pub addr: String,
+    pub raft: Raft,
+    pub state: StateMachine,
+    pub peers: Peers,
+    pub lease_ttl: Duration,
+    fallbacks: AtomicU64,
+    last_fallback: Mutex<Option<Instant>>,
+}
+
+type WriteError = RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>;
+
+/// Where a write went when this node does not lead.
+enum Routed<T> {
+    Done(T),
+    Forward(String),
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl ClusterNode {
+    pub fn new(
+        id: NodeId,
+        addr: String,
+        raft: Raft,
+        state: StateMachine,
+        peers: Peers,
+        lease_ttl: Duration,
+    ) -> ClusterNode {
+        ClusterNode {
+            id,
+            addr,
+            raft,
+            state,
+            peers,
+            lease_ttl,
+            fallbacks: AtomicU64::new(0),
+            last_fallback: Mutex::new(None),
+        }
+    }
+
+    /// Note a cold fetch made without the cluster's agreement.
+    pub fn record_fallback(&self) {
+        self.fallbacks.fetch_add(1, Ordering::Relaxed);
+        *self.last_fallback.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    pub fn fallbacks(&self) -> u64 {
+        self.fallbacks.load(Ordering::Relaxed)
+    }
+
+    /// Whether this node can reach a quorum now, as far as it knows: it has a leader (itself
+    /// with recent acknowledgements from a quorum, or another node), it is not cut off, and no
+    /// fetch fell back in the last few seconds.
+    pub fn has_quorum(&self) -> bool {
+        let metrics = self.raft.metrics().borrow().clone();
+        let recent_fallback = self
+            .last_fallback
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(10));
+        let leader_ok = match metrics.current_leader {
+            Some(leader) if leader == self.id => metrics
+                .millis_since_quorum_ack
+                .is_some_and(|ms| ms < 2 * PROPOSE_TIMEOUT.as_millis() as u64),
+            Some(_) => true,
+            None => false,
+        };
+        leader_ok && !recent_fallback && !self.peers.isolated()
+    }
+
+    /// The leader's address, if a leader is known and it is not this node.
+    pub fn leader_addr(&self) -> Option<String> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader?;
+        if leader == self.id {
+            return None;
+        }
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())
+    }
+
+    fn route<T>(&self, result: Result<T, WriteError>) -> Result<Routed<T>, ClusterError> {
+        match result {
+            Ok(t) => Ok(Routed::Done(t)),
+            Err(e) => match e.forward_to_leader::<BasicNode>() {
+                Some(forward) => match &forward.leader_node {
+                    Some(node) if forward.leader_id != Some(self.id) => {
+                        Ok(Routed::Forward(node.addr.clone()))
+                    }
+                    _ => Err(ClusterError::NoQuorum("no leader known".into())),
+                },
+                None => Err(ClusterError::Raft(e.to_string())),
+            },
+        }
+    }
+
+    /// Commit a lease command if this node leads (stamped with its clock); `Forward` if not.
+    async fn write_here(
+        &self,
+        digest: &str,
+        node: NodeId,
+        op: LeaseOp,
+    ) -> Result<Routed<LeaseAnswer>, ClusterError> {
+        let command = LeaseCommand {
+            digest: digest.to_string(),
+            node,
+            now_ms: now_ms(),
+            op,
+        };
+        let result = self.raft.client_write(command).await.map(|r| r.data);
+        self.route(result)
+    }
+
+    /// A lease command from a peer: only the leader commits it, nobody forwards it further.
+    pub async fn lease_from_peer(
+        &self,
+        digest: &str,
+        node: NodeId,
+        op: LeaseOp,
+    ) -> Result<LeaseAnswer, ClusterError> {
+        match tokio::time::timeout(PROPOSE_TIMEOUT, self.write_here(digest, node, op)).await {
+            Ok(Ok(Routed::Done(answer))) => Ok(answer),
+            Ok(Ok(Routed::Forward(_))) => Err(ClusterError::NoQuorum("not the leader".into())),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ClusterError::NoQuorum("commit timed out".into())),
+        }
+    }
+
+    /// Run a lease command for this node through the leader, wherever it is.
+    pub async fn lease(&self, digest: &str, op: LeaseOp) -> Result<LeaseAnswer, ClusterError> {
+        let attempt = async {
+            match self.write_here(digest, self.id, op.clone()).await? {
+                Routed::Done(answer) => Ok(answer),
+                Routed::Forward(addr) => self.forward_lease(&addr, digest, op).await,
+            }
+        };
+        tokio::time::timeout(PROPOSE_TIMEOUT, attempt)
+            .await
+            .map_err(|_| ClusterError::NoQuorum("lease command timed out".into()))?
+    }
+
+    async fn forward_lease(
+        &self,
+        addr: &str,
+        digest: &str,
+        op: LeaseOp,
+    ) -> Result<LeaseAnswer, ClusterError> {
+        let unreachable =
+            |e: &dyn std::fmt::Display| ClusterError::NoQuorum(format!("leader {addr}: {e}"));
+        let mut client = self.peers.leases(addr).map_err(|e| unreachable(&e))?;
+        let (digest, node_id) = (digest.to_string(), self.id);
+        let reply = match op {
+            LeaseOp::Acquire { addr, .. } => {
+                client
+                    .acquire(AcquireRequest {
+                        digest,
+                        node_id,
+                        addr,
+                    })
+                    .await
+            }
+            LeaseOp::Renew { token, .. } => {
+                client
+                    .renew(RenewRequest {
+                        digest,
+                        node_id,
+                        token,
+                    })
+                    .await
+            }
+            LeaseOp::Release { token } => {
+                client
+                    .release(ReleaseRequest {
+                        digest,
+                        node_id,
+                        token,
+                    })
+                    .await
+            }
+        }
+        .map_err(|status| unreachable(&status.message()))?
+        .into_inner();
+        Ok(answer_from_reply(reply))
+    }
+
+    /// Add `id` at `addr` as a voter (learner first, so it catches up before it counts).
+    pub async fn join(&self, id: NodeId, addr: &str) -> Result<NodeId, ClusterError> {
+        let attempt = async {
+            let membership = self.raft.metrics().borrow().membership_config.clone();
+            let known = membership
+                .membership()
+                .get_node(&id)
+                .map(|n| n.addr.clone());
+            let node = BasicNode::new(addr);
+            let added = match known {
+                Some(old) if old == addr => Ok(None),
+                Some(_) => self
+                    .raft
+                    .change_membership(ChangeMembers::SetNodes(BTreeMap::from([(id, node)])), true)
+                    .await
+                    .map(Some),
+                None => self.raft.add_learner(id, node, true).await.map(Some),
+            };
+            if let Routed::Forward(leader) = self.route(added)? {
+                return self.forward_join(&leader, id, addr).await;
+            }
+            let voters: BTreeSet<NodeId> = self
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .collect();
+            if !voters.contains(&id) {
+                let promoted = self
+                    .raft
+                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), true)
+                    .await;
+                if let Routed::Forward(leader) = self.route(promoted)? {
+                    return self.forward_join(&leader, id, addr).await;
+                }
+            }
+            info!(node = id, addr, "member joined");
+            Ok(self.id)
+        };
+        tokio::time::timeout(MEMBERSHIP_TIMEOUT, attempt)
+            .await
+            .map_err(|_| ClusterError::NoQuorum("join timed out".into()))?
+    }
+
+    async fn forward_join(
+        &self,
+        leader: &str,
+        id: NodeId,
+        addr: &str,
+    ) -> Result<NodeId, ClusterError> {
+        let reply = self
+            .peers
+            .admin(leader)
+            .map_err(|e| ClusterError::peer(leader, e))?
+            .join(JoinRequest {
+                node_id: id,
+                addr: addr.to_string(),
+            })
+            .await
+            .map_err(|s| ClusterError::peer(leader, s.message()))?;
+        Ok(reply.into_inner().leader_id)
+    }
+
+    /// Remove `id` from the membership (voter and learner).
+    pub async fn leave(&self, id: NodeId) -> Result<(), ClusterError> {
+        let attempt = async {
+            let membership = self.raft.metrics().borrow().membership_config.clone();
+            if membership.membership().get_node(&id).is_none() {
+                return Ok(());
+            }
+            let removed = self
+                .raft
+                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                .await;
+            match self.route(removed)? {
+                Routed::Done(_) => {
+                    info!(node = id, "member left");
+                    Ok(())
+                }
+                Routed::Forward(leader) => {
+                    self.peers
+                        .admin(&leader)
+                        .map_err(|e| ClusterError::peer(&leader, e))?
+                        .leave(LeaveRequest { node_id: id })
+                        .await
+                        .map_err(|s| ClusterError::peer(&leader, s.message()))?;
+                    Ok(())
+                }
+            }
+        };
+        tokio::time::timeout(MEMBERSHIP_TIMEOUT, attempt)
+            .await
+            .map_err(|_| ClusterError::NoQuorum("leave timed out".into()))?
+    }
+
+    /// Join through the first of `targets` that answers, retrying until one does.
+    pub async fn join_through(self: Arc<Self>, targets: Vec<String>) {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            for target in targets.iter().filter(|t| **t != self.addr) {
+                let result = match self.peers.admin(target) {
+                    Ok(mut client) => client
+                        .join(JoinRequest {
+                            node_id: self.id,
+                            addr: self.addr.clone(),
+                        })
+                        .await
+                        .map_err(|s| s.message().to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match result {
+                    Ok(_) => {
+                        info!(through = %target, "joined the cluster");
+                        return;
+                    }
+                    Err(e) => warn!(through = %target, error = %e, "joining failed; will retry"),
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Members and whether each votes, from the latest membership this node knows.
+    pub fn members(&self) -> Vec<(NodeId, String, bool)> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership().clone();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, node)| (*id, node.addr.clone(), voters.contains(id)))
+            .collect()
+    }
+}
+
+pub fn answer_from_reply(reply: LeaseReply) -> LeaseAnswer {
+    LeaseAnswer {
+        held: reply.held,
+        owner: reply.owner,
+        owner_addr: reply.owner_addr,
+        token: reply.token,
+    }
+}
+
+pub fn reply_from_answer(answer: LeaseAnswer) -> LeaseReply {
+    LeaseReply {
+        held: answer.held,
+        owner: answer.owner,
+        owner_addr: answer.owner_addr,
+        token: answer.token,
+    }
+}
