@@ -50,6 +50,8 @@ use crate::types::{NodeId, Raft};
 /// The lease table is snapshotted, and the log compacted, after this many entries.
 pub const SNAPSHOT_EVERY: u64 = 1000;
 const NODE_FILE: &str = "node.json";
+/// How long a stopping node waits for its in-flight fetches.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Serialize, Deserialize)]
 struct NodeIdentity {
@@ -59,6 +61,7 @@ struct NodeIdentity {
 /// A running cluster member.
 pub struct Cluster {
     pub node: Arc<ClusterNode>,
+    mirror: Arc<Mirror>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     stop_server: oneshot::Sender<()>,
 }
@@ -155,14 +158,18 @@ impl Cluster {
             .set_coordinator(Arc::new(coordinator::Coordinator::new(node.clone())));
         Ok(Cluster {
             node,
+            mirror,
             server,
             stop_server,
         })
     }
 
-    /// Leave the membership (so the others need no quorum with this node while it is away),
-    /// then stop Raft and the endpoint.
+    /// Finish the fetches peers may be streaming from this node, leave the membership (so the
+    /// others need no quorum with this node while it is away), then stop Raft and the endpoint.
     pub async fn shutdown(self) {
+        if !self.mirror.blobs.drain_downloads(DRAIN_TIMEOUT).await {
+            warn!("downloads still under way at shutdown; peers streaming them will retry");
+        }
         if let Err(e) = self.node.leave(self.node.id).await {
             warn!(error = %e, "leaving the cluster failed; the others keep counting this node");
         }

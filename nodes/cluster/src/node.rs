@@ -20,7 +20,8 @@ use crate::types::{LeaseAnswer, LeaseCommand, LeaseOp, NodeId, Raft};
 
 /// A lease command or membership change gets this long before the node concludes there is
 /// no quorum and falls back to fetching alone.
-pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(2);
+pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(3);
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub struct ClusterNode {
@@ -162,17 +163,28 @@ impl ClusterNode {
         }
     }
 
-    /// Run a lease command for this node through the leader, wherever it is.
+    /// Run a lease command for this node through the leader, wherever it is. Retried until
+    /// [`PROPOSE_TIMEOUT`], which rides out an election; the last error after that.
     pub async fn lease(&self, digest: &str, op: LeaseOp) -> Result<LeaseAnswer, ClusterError> {
-        let attempt = async {
-            match self.write_here(digest, self.id, op.clone()).await? {
-                Routed::Done(answer) => Ok(answer),
-                Routed::Forward(addr) => self.forward_lease(&addr, digest, op).await,
+        let deadline = tokio::time::Instant::now() + PROPOSE_TIMEOUT;
+        let mut last_error = ClusterError::NoQuorum("lease command timed out".into());
+        loop {
+            let attempt = async {
+                match self.write_here(digest, self.id, op.clone()).await? {
+                    Routed::Done(answer) => Ok(answer),
+                    Routed::Forward(addr) => self.forward_lease(&addr, digest, op.clone()).await,
+                }
+            };
+            match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Ok(answer)) => return Ok(answer),
+                Ok(Err(e)) => last_error = e,
+                Err(_) => return Err(last_error),
             }
-        };
-        tokio::time::timeout(PROPOSE_TIMEOUT, attempt)
-            .await
-            .map_err(|_| ClusterError::NoQuorum("lease command timed out".into()))?
+            if tokio::time::Instant::now() + RETRY_PAUSE >= deadline {
+                return Err(last_error);
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
     }
 
     async fn forward_lease(

@@ -87,6 +87,19 @@ impl BlobService {
         })
     }
 
+    /// Wait, up to `timeout`, until no download is under way: a node leaving a cluster
+    /// finishes the fetches other nodes are streaming from it. True when idle.
+    pub async fn drain_downloads(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.downloads.in_flight() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        true
+    }
+
     /// Coordinate cold fetches with a cluster from now on. Only the first call counts.
     pub fn set_coordinator(&self, coordinator: Arc<dyn FetchCoordinator>) {
         let _ = self.coordinator.set(coordinator);

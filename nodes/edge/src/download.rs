@@ -153,6 +153,11 @@ impl Downloads {
         })
     }
 
+    /// How many downloads are under way.
+    pub fn in_flight(&self) -> usize {
+        self.active.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// The download of `digest` if one is under way.
     pub fn find(&self, digest: &Digest) -> Option<Arc<Download>> {
         let active = self.active.lock().unwrap_or_else(|p| p.into_inner());

@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use wharf_core::config::Config;
 
+mod status;
+
 #[derive(Parser)]
 #[command(
     name = "wharf",
@@ -25,6 +27,22 @@ struct Cli {
 enum Command {
     /// Serve the registry v2 read API as a mirror of the configured upstreams.
     Serve(ServeArgs),
+    /// Inspect a running cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Members, leader, term, log positions and fetch leases, as one member sees them.
+    Status {
+        /// Any member's cluster address (its --cluster-listen / --cluster-advertise).
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:5001")]
+        node: String,
+        /// Print the raw status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -48,6 +66,16 @@ struct ServeArgs {
     /// Path-style S3 addressing, for S3-compatible servers (Garage, MinIO, Ceph, moto).
     #[arg(long)]
     s3_path_style: bool,
+    /// Join a cluster: this node's gRPC endpoint (HOST:PORT). Without --join, and with no
+    /// earlier cluster state in --data-dir, the node bootstraps a new cluster.
+    #[arg(long, value_name = "HOST:PORT")]
+    cluster_listen: Option<String>,
+    /// The address other members dial, when --cluster-listen is a wildcard [default: listen].
+    #[arg(long, value_name = "HOST:PORT")]
+    cluster_advertise: Option<String>,
+    /// A member to join the cluster through (repeatable; any member will do).
+    #[arg(long, value_name = "HOST:PORT")]
+    join: Vec<String>,
 }
 
 impl ServeArgs {
@@ -74,6 +102,15 @@ impl ServeArgs {
         if self.s3_path_style {
             config.s3.path_style = true;
         }
+        if let Some(listen) = &self.cluster_listen {
+            config.cluster.listen.clone_from(listen);
+        }
+        if let Some(advertise) = &self.cluster_advertise {
+            config.cluster.advertise.clone_from(advertise);
+        }
+        if !self.join.is_empty() {
+            config.cluster.join.clone_from(&self.join);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -88,7 +125,22 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
+        Command::Cluster(ClusterCommand::Status { node, json }) => {
+            cluster_status(&node, json).await
+        }
     }
+}
+
+async fn cluster_status(node: &str, json: bool) -> anyhow::Result<()> {
+    let status = wharf_cluster::status(node)
+        .await
+        .with_context(|| format!("asking {node} for the cluster status"))?;
+    if json {
+        println!("{}", status::to_json(&status));
+    } else {
+        print!("{}", status::to_text(&status));
+    }
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -99,6 +151,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
+    let cluster = if config.cluster.enabled() {
+        let cluster_listener = tokio::net::TcpListener::bind(&config.cluster.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.cluster.listen))?;
+        let cluster = wharf_cluster::Cluster::start(
+            &config.cluster,
+            &config.data_dir,
+            cluster_listener,
+            mirror.clone(),
+        )
+        .await
+        .context("starting the cluster member")?;
+        tracing::info!(node = cluster.node.id, cluster_listen = %config.cluster.listen, advertise = %config.cluster.advertised(), "cluster member started");
+        Some(cluster)
+    } else {
+        None
+    };
     let upstreams: Vec<String> = config
         .upstreams
         .iter()
@@ -118,6 +187,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "wharf serving"
     );
     wharf_edge::serve(listener, mirror, shutdown_signal()).await?;
+    if let Some(cluster) = cluster {
+        cluster.shutdown().await;
+    }
     tracing::info!("wharf stopped");
     Ok(())
 }

@@ -9,8 +9,11 @@
 //! - [`proxy`]: an HTTP proxy that corrupts blob bodies on demand.
 //! - [`s3`]: a real S3-compatible server process (moto) on loopback.
 //! - [`wan`]: a bandwidth- and latency-shaped TCP link between a mirror and its upstream.
+//! - [`cluster`]: a wharf cluster of real processes over one bucket, with kill, restart and
+//!   partition controls.
 #![allow(clippy::unwrap_used)]
 
+pub mod cluster;
 pub mod image;
 pub mod proxy;
 pub mod push;

@@ -1,0 +1,345 @@
+//! The cluster as operators run it: three `wharf` processes on loopback over one real S3
+//! server (moto) and a real upstream (docker-registry), with members killed, restarted and
+//! partitioned while clients pull.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use wharf_testkit::cluster::WharfCluster;
+use wharf_testkit::image::random_bytes;
+use wharf_testkit::push::{PushAuth, Pusher};
+use wharf_testkit::registry::{Registry, RegistryOptions};
+use wharf_testkit::s3::S3Server;
+use wharf_testkit::wan::{LinkShape, WanLink};
+use wharf_testkit::{sha256, wait_until};
+
+const MIB: usize = 1024 * 1024;
+const REPO: &str = "team/cluster";
+
+struct Blob {
+    data: Bytes,
+    digest: String,
+}
+
+struct Setup {
+    registry: Registry,
+    _s3: S3Server,
+    cluster: WharfCluster,
+    _link: Option<WanLink>,
+}
+
+fn blob(len: usize, seed: u64) -> Blob {
+    let data = random_bytes(len, seed);
+    let digest = sha256(&data);
+    Blob { data, digest }
+}
+
+/// A registry holding `blobs`, a moto bucket, and three members; `link` shapes the upstream.
+async fn setup(blobs: &[&Blob], link: Option<LinkShape>) -> Setup {
+    let registry = Registry::start(RegistryOptions::default()).await.unwrap();
+    let pusher = Pusher::new(&registry.url(), PushAuth::None);
+    for b in blobs {
+        pusher
+            .push_blob(REPO, b.data.clone(), &b.digest)
+            .await
+            .unwrap();
+    }
+    let link = match link {
+        Some(shape) => Some(WanLink::start(registry.host(), shape).await.unwrap()),
+        None => None,
+    };
+    let upstream = link.as_ref().map_or_else(|| registry.url(), |l| l.url());
+    let s3 = S3Server::start().await.unwrap();
+    s3.create_bucket("cluster").await.unwrap();
+    let binary = Path::new(env!("CARGO_BIN_EXE_wharf"));
+    let cluster = WharfCluster::start(binary, 3, &upstream, &s3, "cluster")
+        .await
+        .unwrap();
+    Setup {
+        registry,
+        _s3: s3,
+        cluster,
+        _link: link,
+    }
+}
+
+fn blob_url(base: &str, digest: &str) -> String {
+    format!("{base}/v2/{REPO}/blobs/{digest}")
+}
+
+/// GET a blob and check its digest; the error says how it failed.
+async fn pull(http: &reqwest::Client, base: &str, digest: &str) -> Result<(), String> {
+    let response = http
+        .get(blob_url(base, digest))
+        .send()
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("status {}", response.status()));
+    }
+    let body = response.bytes().await.map_err(|e| format!("body: {e}"))?;
+    if sha256(&body) != digest {
+        return Err("wrong bytes".into());
+    }
+    Ok(())
+}
+
+/// Upstream GETs of `digest`, once the registry's access log stops changing.
+async fn upstream_gets(registry: &Registry, digest: &str) -> usize {
+    let path = format!("/v2/{REPO}/blobs/{digest}");
+    let mut last = usize::MAX;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = registry.count_requests("GET", &path);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// `n` clients spread over the running members pull `digest` at once; every one must succeed.
+async fn herd(cluster: &WharfCluster, n: usize, digest: &str) {
+    let members: Vec<String> = cluster
+        .running()
+        .map(|i| cluster.members[i].url())
+        .collect();
+    let clients: Vec<_> = (0..n)
+        .map(|i| {
+            let base = members[i % members.len()].clone();
+            let digest = digest.to_string();
+            tokio::spawn(async move { pull(&reqwest::Client::new(), &base, &digest).await })
+        })
+        .collect();
+    for (i, client) in clients.into_iter().enumerate() {
+        let result = client.await.unwrap();
+        assert!(result.is_ok(), "client {i}: {result:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_herd_over_three_nodes_fetches_each_blob_once() {
+    let big = blob(64 * MIB, 401);
+    let s = setup(&[&big], None).await;
+    let status = s.cluster.status(1).unwrap();
+    assert_eq!(status["members"].as_array().unwrap().len(), 3, "{status}");
+
+    herd(&s.cluster, 16, &big.digest).await;
+    assert_eq!(
+        upstream_gets(&s.registry, &big.digest).await,
+        1,
+        "one upstream GET for 16 clients on 3 nodes"
+    );
+    // The lease was given back, and every node now serves it from S3.
+    let released = wait_until(Duration::from_secs(10), || async {
+        s.cluster
+            .status(0)
+            .is_some_and(|s| s["leases"].as_array().is_some_and(|l| l.is_empty()))
+    })
+    .await;
+    assert!(released, "{:?}", s.cluster.status(0));
+    herd(&s.cluster, 3, &big.digest).await;
+    assert_eq!(upstream_gets(&s.registry, &big.digest).await, 1);
+}
+
+#[tokio::test]
+async fn killing_the_lease_owner_mid_transfer_costs_at_most_one_more_fetch() {
+    let big = blob(64 * MIB, 402);
+    // 16 MB/s: the transfer takes about four seconds, time to kill its owner halfway.
+    let shape = LinkShape {
+        bytes_per_sec: 16_000_000,
+        rtt: Duration::from_millis(2),
+    };
+    let mut s = setup(&[&big], Some(shape)).await;
+    let members: Vec<String> = s.cluster.members.iter().map(|m| m.url()).collect();
+    let clients: Vec<_> = (0..6)
+        .map(|i| {
+            let (members, digest) = (members.clone(), big.digest.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let mut errors = Vec::new();
+                // First on its own node, then retried on the others, as a load balancer would.
+                for attempt in 0..6 {
+                    let base = &members[(i + attempt) % members.len()];
+                    match pull(&http, base, &digest).await {
+                        Ok(()) => return Ok(errors),
+                        Err(e) => errors.push(e),
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(errors)
+            })
+        })
+        .collect();
+    let owner_id = {
+        let mut owner = None;
+        let found = wait_until(Duration::from_secs(20), || {
+            let status = s.cluster.status(0);
+            owner = status.and_then(|s| s["leases"][0]["owner"].as_u64());
+            async move { owner.is_some() }
+        })
+        .await;
+        assert!(found, "a lease was taken");
+        owner.unwrap()
+    };
+    let owner = s.cluster.index_of(owner_id).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.cluster.kill(owner);
+
+    let mut retried = 0;
+    for (i, client) in clients.into_iter().enumerate() {
+        match client.await.unwrap() {
+            Ok(errors) => retried += usize::from(!errors.is_empty()),
+            Err(errors) => panic!("client {i} never got the blob: {errors:?}"),
+        }
+    }
+    assert!(retried > 0, "the kill interrupted someone");
+    let gets = upstream_gets(&s.registry, &big.digest).await;
+    assert!((1..=2).contains(&gets), "upstream served it {gets} times");
+}
+
+#[tokio::test]
+async fn killing_the_raft_leader_elects_another_and_pulls_go_on() {
+    let fresh = blob(16 * MIB, 403);
+    let mut s = setup(&[&fresh], None).await;
+    let leader = s.cluster.leader().expect("a leader");
+    let old_id = s.cluster.node_id(leader).unwrap();
+    s.cluster.kill(leader);
+    let elected = wait_until(Duration::from_secs(20), || async {
+        s.cluster
+            .leader()
+            .is_some_and(|l| s.cluster.node_id(l).is_some_and(|id| id != old_id))
+    })
+    .await;
+    assert!(elected, "no new leader: {:?}", s.cluster.statuses());
+    herd(&s.cluster, 8, &fresh.digest).await;
+    assert_eq!(upstream_gets(&s.registry, &fresh.digest).await, 1);
+}
+
+#[tokio::test]
+async fn a_partitioned_node_serves_cached_content_falls_back_for_cold_and_rejoins() {
+    let cached = blob(4 * MIB, 404);
+    let cold = blob(4 * MIB, 405);
+    let majority_cold = blob(4 * MIB, 406);
+    let after = blob(16 * MIB, 407);
+    let s = setup(&[&cached, &cold, &majority_cold, &after], None).await;
+    let http = reqwest::Client::new();
+    let cut = 2;
+    let cut_url = s.cluster.members[cut].url();
+    pull(&http, &s.cluster.members[0].url(), &cached.digest)
+        .await
+        .unwrap();
+
+    s.cluster.partition(cut).unwrap();
+    pull(&http, &cut_url, &cached.digest).await.unwrap();
+    pull(&http, &cut_url, &cold.digest).await.unwrap();
+    let health = s.cluster.health(cut).await.unwrap();
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["cluster"]["ok"], false, "{health}");
+    assert!(
+        health["cluster"]["fallbacks"].as_u64().unwrap() >= 1,
+        "{health}"
+    );
+    // The majority keeps its quorum and its singleflight.
+    let majority: Vec<String> = (0..2).map(|i| s.cluster.members[i].url()).collect();
+    let both = futures::future::join_all(
+        majority
+            .iter()
+            .map(|base| pull(&http, base, &majority_cold.digest)),
+    )
+    .await;
+    assert!(both.iter().all(Result::is_ok), "{both:?}");
+    assert_eq!(upstream_gets(&s.registry, &majority_cold.digest).await, 1);
+
+    s.cluster.heal(cut).unwrap();
+    let rejoined = wait_until(Duration::from_secs(30), || async {
+        s.cluster
+            .health(cut)
+            .await
+            .is_some_and(|h| h["cluster"]["ok"] == true)
+    })
+    .await;
+    assert!(
+        rejoined,
+        "{:?} {:?}",
+        s.cluster.health(cut).await,
+        s.cluster.statuses()
+    );
+    herd(&s.cluster, 9, &after.digest).await;
+    assert_eq!(upstream_gets(&s.registry, &after.digest).await, 1);
+}
+
+#[tokio::test]
+async fn a_rolling_restart_under_steady_load_fails_no_pull() {
+    let pool: Vec<Blob> = (0..48).map(|i| blob(2 * MIB, 500 + i)).collect();
+    let refs: Vec<&Blob> = pool.iter().collect();
+    let mut s = setup(&refs, None).await;
+    let members: Vec<String> = s.cluster.members.iter().map(|m| m.url()).collect();
+    let digests: Vec<String> = pool.iter().map(|b| b.digest.clone()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (pulled, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let load: Vec<_> = (0..3)
+        .map(|worker| {
+            let (members, digests) = (members.clone(), digests.clone());
+            let (stop, pulled, failed) = (stop.clone(), pulled.clone(), failed.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::builder()
+                    .pool_max_idle_per_host(0)
+                    .build()
+                    .unwrap();
+                let mut n = worker;
+                let mut failures = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    // Cold for the first pass over the pool, warm after; the node rotates.
+                    let digest = &digests[n % digests.len()];
+                    n += 3;
+                    let mut outcome = Err("no member reachable".to_string());
+                    for offset in 0..members.len() {
+                        let base = &members[(n + offset) % members.len()];
+                        outcome = pull(&http, base, digest).await;
+                        // A stopped member refuses connections: the balancer tries the next.
+                        match &outcome {
+                            Err(e) if e.starts_with("send:") => continue,
+                            _ => break,
+                        }
+                    }
+                    match outcome {
+                        Ok(()) => pulled.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            failures.push(e);
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                }
+                failures
+            })
+        })
+        .collect();
+
+    for i in 0..3 {
+        s.cluster.stop(i).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        s.cluster.restart(i).await.unwrap();
+        s.cluster.wait_members(3).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut failures = Vec::new();
+    for worker in load {
+        failures.extend(worker.await.unwrap());
+    }
+    assert!(failures.is_empty(), "failed pulls: {failures:?}");
+    assert!(pulled.load(Ordering::Relaxed) >= 30, "steady load ran");
+    assert_eq!(failed.load(Ordering::Relaxed), 0);
+    for digest in &digests {
+        let gets = s
+            .registry
+            .count_requests("GET", &format!("/v2/{REPO}/blobs/{digest}"));
+        assert!(gets <= 1, "{digest} fetched {gets} times");
+    }
+}

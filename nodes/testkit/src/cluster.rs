@@ -1,0 +1,265 @@
+//! A wharf cluster of real processes on loopback, sharing one S3 bucket: start, stop, kill,
+//! restart and partition members, and read each member's `wharf cluster status`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::s3::S3Server;
+use crate::{free_port, wait_until};
+
+/// One member: its ports, data directory and process (when running).
+pub struct Member {
+    pub http_port: u16,
+    pub cluster_port: u16,
+    pub data_dir: PathBuf,
+    fault_file: PathBuf,
+    log: PathBuf,
+    process: Option<Child>,
+    /// Flags the member was first started with (`--join` for all but the first).
+    join: Vec<String>,
+}
+
+impl Member {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn cluster_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.cluster_port)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.process.is_some()
+    }
+}
+
+pub struct WharfCluster {
+    binary: PathBuf,
+    upstream: String,
+    bucket: String,
+    s3_env: Vec<(&'static str, String)>,
+    pub members: Vec<Member>,
+    /// Holds data directories and logs.
+    dir: tempfile::TempDir,
+}
+
+impl WharfCluster {
+    /// Start `n` members of the `wharf` at `binary`, mirroring `upstream` into `bucket` on
+    /// `s3`, and wait until all are voters with one leader.
+    pub async fn start(
+        binary: &Path,
+        n: usize,
+        upstream: &str,
+        s3: &S3Server,
+        bucket: &str,
+    ) -> anyhow::Result<WharfCluster> {
+        let dir = tempfile::tempdir()?;
+        let mut cluster = WharfCluster {
+            binary: binary.to_path_buf(),
+            upstream: upstream.to_string(),
+            bucket: bucket.to_string(),
+            s3_env: s3.env(),
+            members: Vec::new(),
+            dir,
+        };
+        for i in 0..n {
+            let join = match cluster.members.first() {
+                Some(first) => vec![first.cluster_addr()],
+                None => Vec::new(),
+            };
+            cluster.members.push(Member {
+                http_port: free_port(),
+                cluster_port: free_port(),
+                data_dir: cluster.dir.path().join(format!("node{i}")),
+                fault_file: cluster.dir.path().join(format!("node{i}.partitioned")),
+                log: cluster.dir.path().join(format!("node{i}.log")),
+                process: None,
+                join,
+            });
+            cluster.launch(i)?;
+            // The first member bootstraps before the others ask to join it.
+            cluster.wait_http(i).await?;
+        }
+        cluster.wait_members(n).await?;
+        Ok(cluster)
+    }
+
+    fn launch(&mut self, i: usize) -> anyhow::Result<()> {
+        let member = &self.members[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&member.log)?;
+        let mut command = Command::new(&self.binary);
+        command
+            .args(["serve", "--listen"])
+            .arg(format!("127.0.0.1:{}", member.http_port))
+            .args(["--upstream", &self.upstream, "--data-dir"])
+            .arg(&member.data_dir)
+            .args([
+                "--storage",
+                &format!("s3://{}", self.bucket),
+                "--s3-path-style",
+            ])
+            .args(["--cluster-listen", &member.cluster_addr()]);
+        for join in &member.join {
+            command.args(["--join", join]);
+        }
+        let child = command
+            .envs(self.s3_env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("WHARF_CLUSTER_FAULT_FILE", &member.fault_file)
+            .env(
+                "WHARF_LOG",
+                std::env::var("WHARF_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting wharf")?;
+        self.members[i].process = Some(child);
+        Ok(())
+    }
+
+    async fn wait_http(&self, i: usize) -> anyhow::Result<()> {
+        let url = format!("{}/v2/", self.members[i].url());
+        let up = wait_until(Duration::from_secs(30), || {
+            let request = reqwest::get(url.clone());
+            async move { request.await.is_ok_and(|r| r.status().is_success()) }
+        })
+        .await;
+        anyhow::ensure!(up, "member {i} did not start; log:\n{}", self.log(i));
+        Ok(())
+    }
+
+    /// Wait until a running member sees `n` voters and a leader.
+    pub async fn wait_members(&self, n: usize) -> anyhow::Result<()> {
+        let ok = wait_until(Duration::from_secs(30), || async {
+            self.running().all(|i| {
+                self.status(i).is_some_and(|s| {
+                    s["leader_id"].is_u64()
+                        && s["members"]
+                            .as_array()
+                            .is_some_and(|m| m.iter().filter(|m| m["voter"] == true).count() == n)
+                })
+            })
+        })
+        .await;
+        anyhow::ensure!(
+            ok,
+            "cluster did not settle on {n} voters: {:?}",
+            self.statuses()
+        );
+        Ok(())
+    }
+
+    /// Indexes of running members.
+    pub fn running(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.members.len()).filter(|i| self.members[*i].is_running())
+    }
+
+    /// `wharf cluster status --json` of member `i`, if it answers.
+    pub fn status(&self, i: usize) -> Option<serde_json::Value> {
+        let out = Command::new(&self.binary)
+            .args(["cluster", "status", "--json", "--node"])
+            .arg(self.members[i].cluster_addr())
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    pub fn statuses(&self) -> Vec<Option<serde_json::Value>> {
+        (0..self.members.len()).map(|i| self.status(i)).collect()
+    }
+
+    /// Member `i`'s node id.
+    pub fn node_id(&self, i: usize) -> Option<u64> {
+        self.status(i)?["node_id"].as_u64()
+    }
+
+    /// The index of the member whose node id is `id`.
+    pub fn index_of(&self, id: u64) -> Option<usize> {
+        self.running().find(|i| self.node_id(*i) == Some(id))
+    }
+
+    /// The index of the leader, as the running members agree.
+    pub fn leader(&self) -> Option<usize> {
+        let id = self
+            .running()
+            .find_map(|i| self.status(i)?["leader_id"].as_u64())?;
+        self.index_of(id)
+    }
+
+    /// SIGKILL member `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM member `i` (graceful: drain, leave) and wait for it to exit.
+    pub async fn stop(&mut self, i: usize) -> anyhow::Result<()> {
+        if let Some(mut child) = self.members[i].process.take() {
+            Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()?;
+            let exited = wait_until(Duration::from_secs(90), || {
+                let done = child.try_wait().ok().flatten().is_some();
+                async move { done }
+            })
+            .await;
+            if !exited {
+                let _ = child.kill();
+                let _ = child.wait();
+                anyhow::bail!("member {i} did not stop on SIGTERM; log:\n{}", self.log(i));
+            }
+        }
+        Ok(())
+    }
+
+    /// Start member `i` again with its data directory and first flags.
+    pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        self.launch(i)?;
+        self.wait_http(i).await
+    }
+
+    /// Cut member `i` off from the other members (fault injection at the transport seam).
+    pub fn partition(&self, i: usize) -> anyhow::Result<()> {
+        std::fs::write(&self.members[i].fault_file, b"partitioned")?;
+        Ok(())
+    }
+
+    pub fn heal(&self, i: usize) -> anyhow::Result<()> {
+        std::fs::remove_file(&self.members[i].fault_file)?;
+        Ok(())
+    }
+
+    /// `/health` of member `i`.
+    pub async fn health(&self, i: usize) -> Option<serde_json::Value> {
+        let r = reqwest::get(format!("{}/health", self.members[i].url()))
+            .await
+            .ok()?;
+        r.json().await.ok()
+    }
+
+    /// The tail of member `i`'s log, for failure messages.
+    pub fn log(&self, i: usize) -> String {
+        let text = std::fs::read_to_string(&self.members[i].log).unwrap_or_default();
+        let start = text.len().saturating_sub(4000);
+        text.get(start..).unwrap_or_default().to_string()
+    }
+}
+
+impl Drop for WharfCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
