@@ -49,6 +49,11 @@ impl FetchCoordinator for Coordinator {
         let key = digest.to_string();
         // A dead holder's lease expires within one TTL; past that, stop waiting for it.
         let give_up = Instant::now() + self.node.lease_ttl * 2 + Duration::from_secs(1);
+        if self.node.fell_back_recently() && !self.node.leader_reachable() {
+            // Still without a quorum: don't make every cold request wait to find out again.
+            self.node.record_fallback();
+            return Claim::Fetch(None);
+        }
         loop {
             let op = LeaseOp::Acquire {
                 addr: self.node.addr.clone(),

@@ -20,7 +20,11 @@ use crate::types::{LeaseAnswer, LeaseCommand, LeaseOp, NodeId, Raft};
 
 /// A lease command or membership change gets this long before the node concludes there is
 /// no quorum and falls back to fetching alone.
-pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Long enough to ride out an election (4–8 heartbeats, twice over).
+pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// After a fallback, health says "no quorum" this long, and further cold fetches fall back at
+/// once while no leader is reachable, rather than each waiting [`PROPOSE_TIMEOUT`].
+const FALLBACK_MEMORY: Duration = Duration::from_secs(10);
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -82,24 +86,31 @@ impl ClusterNode {
         self.fallbacks.load(Ordering::Relaxed)
     }
 
-    /// Whether this node can reach a quorum now, as far as it knows: it has a leader (itself
-    /// with recent acknowledgements from a quorum, or another node), it is not cut off, and no
-    /// fetch fell back in the last few seconds.
-    pub fn has_quorum(&self) -> bool {
+    /// Whether this node knows a leader it can reach: another node, or itself with recent
+    /// acknowledgements from a quorum; never while cut off.
+    pub fn leader_reachable(&self) -> bool {
         let metrics = self.raft.metrics().borrow().clone();
-        let recent_fallback = self
-            .last_fallback
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(10));
         let leader_ok = match metrics.current_leader {
             Some(leader) if leader == self.id => metrics
                 .millis_since_quorum_ack
-                .is_some_and(|ms| ms < 2 * PROPOSE_TIMEOUT.as_millis() as u64),
+                .is_some_and(|ms| ms < PROPOSE_TIMEOUT.as_millis() as u64),
             Some(_) => true,
             None => false,
         };
-        leader_ok && !recent_fallback && !self.peers.isolated()
+        leader_ok && !self.peers.isolated()
+    }
+
+    /// Whether a cold fetch fell back (no quorum) in the last few seconds.
+    pub fn fell_back_recently(&self) -> bool {
+        self.last_fallback
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() < FALLBACK_MEMORY)
+    }
+
+    /// Whether the cluster coordinates this node's fetches now, as far as it knows.
+    pub fn has_quorum(&self) -> bool {
+        self.leader_reachable() && !self.fell_back_recently()
     }
 
     /// The leader's address, if a leader is known and it is not this node.

@@ -199,7 +199,11 @@ async fn killing_the_lease_owner_mid_transfer_costs_at_most_one_more_fetch() {
     }
     assert!(retried > 0, "the kill interrupted someone");
     let gets = upstream_gets(&s.registry, &big.digest).await;
-    assert!((1..=2).contains(&gets), "upstream served it {gets} times");
+    let logs: Vec<String> = s.cluster.running().map(|i| s.cluster.log(i)).collect();
+    assert!(
+        (1..=2).contains(&gets),
+        "upstream served it {gets} times; logs: {logs:#?}"
+    );
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! restart and partition members, and read each member's `wharf cluster status`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -115,7 +115,7 @@ impl WharfCluster {
                 "WHARF_LOG",
                 std::env::var("WHARF_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
-            .stdout(Stdio::null())
+            .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .context("starting wharf")?;
@@ -251,8 +251,12 @@ impl WharfCluster {
     /// The tail of member `i`'s log, for failure messages.
     pub fn log(&self, i: usize) -> String {
         let text = std::fs::read_to_string(&self.members[i].log).unwrap_or_default();
-        let start = text.len().saturating_sub(4000);
-        text.get(start..).unwrap_or_default().to_string()
+        let wanted: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("WARN") && !l.contains("openraft"))
+            .collect();
+        let start = wanted.len().saturating_sub(40);
+        wanted[start..].join("\n")
     }
 }
 
