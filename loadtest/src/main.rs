@@ -6,7 +6,9 @@
 //! Every loop is bounded in count and time; nothing leaves 127.0.0.1.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cluster;
 mod mirrors;
+mod plot;
 mod scenarios;
 
 use std::path::PathBuf;
@@ -46,9 +48,15 @@ pub struct Args {
     /// Emulated link: added round-trip time, ms.
     #[arg(long, default_value_t = 20)]
     wan_rtt_ms: u64,
+    /// Skip the cluster herd (3 wharf nodes beside 3 distribution proxies; needs S3).
+    #[arg(long)]
+    no_cluster: bool,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write an SVG chart of the herd completion times across the link to this file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -59,8 +67,16 @@ async fn main() -> anyhow::Result<()> {
         "{} not found: run `cargo build --release` first",
         args.wharf_bin.display()
     );
-    let results = scenarios::run_all(&args).await?;
+    let (results, series) = scenarios::run_all(&args).await?;
     println!("\n{}", scenarios::markdown(&results));
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "{} clients × one cold 64 MiB blob, upstream across a {} MB/s, {} ms link",
+            args.herd_clients, args.wan_mb_per_s, args.wan_rtt_ms
+        );
+        std::fs::write(path, plot::cdf_svg(&title, &series))?;
+        eprintln!("latency chart written to {}", path.display());
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&results)?)?;
         eprintln!("results written to {}", path.display());

@@ -15,6 +15,7 @@ use wharf_testkit::wan::{LinkShape, WanLink};
 
 use crate::Args;
 use crate::mirrors::Mirror;
+use crate::plot::Series;
 
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 
@@ -47,7 +48,8 @@ struct Seeds {
 /// One mirror's measurements, in table order.
 type Measured = Vec<(String, String, f64, Better)>;
 
-pub async fn run_all(args: &Args) -> anyhow::Result<Vec<Figure>> {
+/// Every scenario's figures, and the herd completion times across the link for the plot.
+pub async fn run_all(args: &Args) -> anyhow::Result<(Vec<Figure>, Vec<Series>)> {
     eprintln!("starting the upstream (distribution) and seeding it...");
     let upstream = Registry::start(RegistryOptions::default()).await?;
     let pusher = Pusher::new(&upstream.url(), PushAuth::None);
@@ -85,6 +87,7 @@ pub async fn run_all(args: &Args) -> anyhow::Result<Vec<Figure>> {
         Some(server)
     };
     let mut measured = Vec::new();
+    let mut series = Vec::new();
     for which in ["wharf", "wharf-s3", "distribution"] {
         if which == "wharf-s3" && s3.is_none() {
             continue;
@@ -101,14 +104,16 @@ pub async fn run_all(args: &Args) -> anyhow::Result<Vec<Figure>> {
             }
             let mirror = start_mirror(args, which, &link.url(), s3.as_ref(), bucket).await?;
             eprintln!("== {} across the WAN link", mirror.name());
-            figures.extend(measure_wan(args, &mirror, &upstream, &seeds).await?);
+            let (wan_figures, samples) = measure_wan(args, &mirror, &upstream, &seeds).await?;
+            figures.extend(wan_figures);
+            series.push(Series::new(format!("{}, one node", mirror.name()), samples));
         }
         measured.push(figures);
     }
     let wharf = &measured[0];
     let distribution = &measured[measured.len() - 1];
     let wharf_s3 = (measured.len() == 3).then(|| &measured[1]);
-    Ok(wharf
+    let mut figures: Vec<Figure> = wharf
         .iter()
         .zip(distribution)
         .enumerate()
@@ -120,7 +125,22 @@ pub async fn run_all(args: &Args) -> anyhow::Result<Vec<Figure>> {
             distribution: d.2,
             better: w.3,
         })
-        .collect())
+        .collect();
+    if let (Some(server), false) = (&s3, args.no_cluster) {
+        let (upstream_url, link_name) = match &link {
+            Some(l) => (
+                l.url(),
+                format!("{} MB/s, {} ms link", args.wan_mb_per_s, args.wan_rtt_ms),
+            ),
+            None => (upstream.url(), "loopback".to_string()),
+        };
+        let (cluster_figures, cluster_series) =
+            crate::cluster::cluster_herd(args, &upstream, &upstream_url, &link_name, server)
+                .await?;
+        figures.extend(cluster_figures);
+        series.extend(cluster_series);
+    }
+    Ok((figures, series))
 }
 
 async fn start_mirror(
@@ -339,7 +359,7 @@ async fn measure_wan(
     mirror: &Mirror,
     upstream: &Registry,
     seeds: &Seeds,
-) -> anyhow::Result<Measured> {
+) -> anyhow::Result<(Measured, Vec<f64>)> {
     let link = format!("{} MB/s, {} ms link", args.wan_mb_per_s, args.wan_rtt_ms);
     let url = mirror.url();
     let http = reqwest::Client::new();
@@ -372,8 +392,11 @@ async fn measure_wan(
         })
         .collect();
     let mut done = Histogram::<u64>::new(3)?;
+    let mut samples = Vec::new();
     for c in clients {
-        done.record(c.await??.as_millis() as u64)?;
+        let elapsed = c.await??;
+        done.record(elapsed.as_millis() as u64)?;
+        samples.push(elapsed.as_secs_f64());
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let gets = upstream.count_requests("GET", &path) - before;
@@ -382,7 +405,7 @@ async fn measure_wan(
         ms(done.value_at_quantile(0.5))
     );
     let herd = format!("herd {}×64 MiB, {link}", args.herd_clients);
-    Ok(vec![
+    let figures = vec![
         (
             format!("cold pull of a 256 MiB image, {link}"),
             "MB/s".into(),
@@ -407,7 +430,8 @@ async fn measure_wan(
             gets as f64,
             Better::Lower,
         ),
-    ])
+    ];
+    Ok((figures, samples))
 }
 
 fn image_layer(image: &Image) -> String {
@@ -418,7 +442,7 @@ fn ms(v: u64) -> f64 {
     v as f64 / 1000.0
 }
 
-async fn get_ok(http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+pub async fn get_ok(http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
     let response = http.get(url).header("accept", ACCEPT).send().await?;
     anyhow::ensure!(
         response.status().is_success(),

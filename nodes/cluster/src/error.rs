@@ -19,6 +19,9 @@ pub enum ClusterError {
     /// No leader is known, or it could not be reached in time: there is no quorum to ask.
     #[error("no quorum: {0}")]
     NoQuorum(String),
+    /// Another membership change is being committed; try again shortly.
+    #[error("membership change in progress: {0}")]
+    Busy(String),
     #[error("raft: {0}")]
     Raft(String),
     #[error("peer {addr}: {message}")]

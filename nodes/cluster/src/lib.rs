@@ -52,6 +52,9 @@ pub const SNAPSHOT_EVERY: u64 = 1000;
 const NODE_FILE: &str = "node.json";
 /// How long a stopping node waits for its in-flight fetches.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a stopping node tries to leave (the last members of a cluster stopping together
+/// cannot: no quorum is left to commit it, and they stay members for their restart).
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Serialize, Deserialize)]
 struct NodeIdentity {
@@ -170,7 +173,7 @@ impl Cluster {
         if !self.mirror.blobs.drain_downloads(DRAIN_TIMEOUT).await {
             warn!("downloads still under way at shutdown; peers streaming them will retry");
         }
-        if let Err(e) = self.node.leave(self.node.id).await {
+        if let Err(e) = self.node.leave(self.node.id, LEAVE_TIMEOUT).await {
             warn!(error = %e, "leaving the cluster failed; the others keep counting this node");
         }
         if let Err(e) = self.node.raft.shutdown().await {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers};
 use tracing::{info, warn};
 use wharf_proto::v1::{
@@ -130,6 +130,9 @@ impl ClusterNode {
     fn route<T>(&self, result: Result<T, WriteError>) -> Result<Routed<T>, ClusterError> {
         match result {
             Ok(t) => Ok(Routed::Done(t)),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                ChangeMembershipError::InProgress(e),
+            ))) => Err(ClusterError::Busy(e.to_string())),
             Err(e) => match e.forward_to_leader::<BasicNode>() {
                 Some(forward) => match &forward.leader_node {
                     Some(node) if forward.leader_id != Some(self.id) => {
@@ -307,36 +310,48 @@ impl ClusterNode {
         Ok(reply.into_inner().leader_id)
     }
 
-    /// Remove `id` from the membership (voter and learner).
-    pub async fn leave(&self, id: NodeId) -> Result<(), ClusterError> {
-        let attempt = async {
-            let membership = self.raft.metrics().borrow().membership_config.clone();
-            if membership.membership().get_node(&id).is_none() {
-                return Ok(());
-            }
-            let removed = self
-                .raft
-                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
-                .await;
-            match self.route(removed)? {
-                Routed::Done(_) => {
-                    info!(node = id, "member left");
-                    Ok(())
+    /// Remove `id` from the membership (voter and learner), waiting out other membership
+    /// changes (several nodes leaving at once) for up to `timeout`.
+    pub async fn leave(&self, id: NodeId, timeout: Duration) -> Result<(), ClusterError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.leave_once(id)).await {
+                Ok(Err(ClusterError::Busy(_))) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(RETRY_PAUSE * 2).await;
                 }
-                Routed::Forward(leader) => {
-                    self.peers
-                        .admin(&leader)
-                        .map_err(|e| ClusterError::peer(&leader, e))?
-                        .leave(LeaveRequest { node_id: id })
-                        .await
-                        .map_err(|s| ClusterError::peer(&leader, s.message()))?;
-                    Ok(())
-                }
+                Ok(result) => return result,
+                Err(_) => return Err(ClusterError::NoQuorum("leave timed out".into())),
             }
-        };
-        tokio::time::timeout(MEMBERSHIP_TIMEOUT, attempt)
-            .await
-            .map_err(|_| ClusterError::NoQuorum("leave timed out".into()))?
+        }
+    }
+
+    pub async fn leave_once(&self, id: NodeId) -> Result<(), ClusterError> {
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        if membership.membership().get_node(&id).is_none() {
+            return Ok(());
+        }
+        let removed = self
+            .raft
+            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+            .await;
+        match self.route(removed)? {
+            Routed::Done(_) => {
+                info!(node = id, "member left");
+                Ok(())
+            }
+            Routed::Forward(leader) => {
+                self.peers
+                    .admin(&leader)
+                    .map_err(|e| ClusterError::peer(&leader, e))?
+                    .leave(LeaveRequest { node_id: id })
+                    .await
+                    .map_err(|s| match s.code() {
+                        tonic::Code::Aborted => ClusterError::Busy(s.message().to_string()),
+                        _ => ClusterError::peer(&leader, s.message()),
+                    })?;
+                Ok(())
+            }
+        }
     }
 
     /// Join through the first of `targets` that answers, retrying until one does.

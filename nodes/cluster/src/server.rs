@@ -44,6 +44,7 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Response<RaftMessage>, Statu
 fn status_of(e: ClusterError) -> Status {
     match e {
         ClusterError::NoQuorum(m) => Status::unavailable(m),
+        ClusterError::Busy(m) => Status::aborted(m),
         ClusterError::NotMember(id) => Status::failed_precondition(format!("{id} is not a member")),
         other => Status::internal(other.to_string()),
     }
@@ -108,7 +109,7 @@ impl Admin for Endpoint {
     async fn leave(&self, request: Request<LeaveRequest>) -> Result<Response<LeaveReply>, Status> {
         self.faults.check()?;
         self.node
-            .leave(request.into_inner().node_id)
+            .leave_once(request.into_inner().node_id)
             .await
             .map_err(status_of)?;
         Ok(Response::new(LeaveReply {}))

@@ -82,6 +82,7 @@ async fn serve_with_flags_and_credentials_from_the_environment() {
             password: password.into(),
         },
         proxy: None,
+        root_dir: None,
     })
     .await
     .unwrap();

@@ -38,6 +38,8 @@ pub struct RegistryOptions {
     pub auth: RegistryAuth,
     /// Run as a pull-through cache (distribution's `proxy:` mode) of this upstream.
     pub proxy: Option<ProxyMode>,
+    /// Storage root, when several registries share one (default: a private directory).
+    pub root_dir: Option<PathBuf>,
 }
 
 impl Default for RegistryOptions {
@@ -45,6 +47,7 @@ impl Default for RegistryOptions {
         RegistryOptions {
             auth: RegistryAuth::None,
             proxy: None,
+            root_dir: None,
         }
     }
 }
@@ -198,7 +201,11 @@ http:
   addr: 127.0.0.1:{port}
   secret: wharf-test-secret
 "#,
-        root = dir.join("data").display()
+        root = options
+            .root_dir
+            .clone()
+            .unwrap_or_else(|| dir.join("data"))
+            .display()
     );
     match &options.auth {
         RegistryAuth::None => {}

@@ -42,6 +42,7 @@ async fn basic_auth_upstream() {
             password: password.clone(),
         },
         proxy: None,
+        root_dir: None,
     })
     .await
     .unwrap();
@@ -90,6 +91,7 @@ async fn token_auth_upstream_with_cached_tokens() {
             cert_pem: issuer.cert_pem.clone(),
         },
         proxy: None,
+        root_dir: None,
     })
     .await
     .unwrap();
