@@ -3,9 +3,8 @@
 //! spread over its three nodes.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use hdrhistogram::Histogram;
 use wharf_testkit::cluster::WharfCluster;
 use wharf_testkit::image::random_bytes;
 use wharf_testkit::push::{PushAuth, Pusher};
@@ -14,7 +13,7 @@ use wharf_testkit::s3::S3Server;
 
 use crate::Args;
 use crate::plot::Series;
-use crate::scenarios::{Better, Figure, get_ok};
+use crate::scenarios::{Better, Figure, herd_times};
 
 const REPO: &str = "bench/cluster-herd";
 const BLOB_MIB: usize = 64;
@@ -102,23 +101,7 @@ async fn herd(
 ) -> anyhow::Result<Herd> {
     let path = format!("/v2/{REPO}/blobs/{digest}");
     let before = upstream.count_requests("GET", &path);
-    let clients: Vec<_> = (0..args.herd_clients)
-        .map(|i| {
-            let url = format!("{}{path}", urls[i % urls.len()]);
-            tokio::spawn(async move {
-                let t0 = Instant::now();
-                get_ok(&reqwest::Client::new(), &url).await?;
-                anyhow::Ok(t0.elapsed())
-            })
-        })
-        .collect();
-    let mut done = Histogram::<u64>::new(3)?;
-    let mut samples = Vec::new();
-    for c in clients {
-        let elapsed = c.await??;
-        done.record(elapsed.as_millis() as u64)?;
-        samples.push(elapsed.as_secs_f64());
-    }
+    let (done, samples) = herd_times(urls, &path, args.herd_clients).await?;
     // distribution logs a request when it ends, and copies to storage in the background.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let gets = (upstream.count_requests("GET", &path) - before) as f64;

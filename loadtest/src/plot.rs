@@ -21,23 +21,25 @@ const COLOURS: [&str; 6] = [
     "#1b7837", "#2166ac", "#b2182b", "#e08214", "#762a83", "#4d4d4d",
 ];
 const W: f64 = 760.0;
-const H: f64 = 420.0;
+const PLOT_HEIGHT: f64 = 270.0;
 const LEFT: f64 = 60.0;
-const RIGHT: f64 = 20.0;
+const RIGHT: f64 = 40.0;
 const TOP: f64 = 40.0;
-const BOTTOM: f64 = 110.0;
 
 /// Charts with a shared time axis: the empirical CDF of each series, as stairs.
 pub fn cdf_svg(title: &str, series: &[Series]) -> String {
+    // Room below the plot for the axis title and one legend line per series.
+    let bottom = 60.0 + 16.0 * series.len() as f64;
+    let h = TOP + PLOT_HEIGHT + bottom;
     let max = series
         .iter()
         .flat_map(|s| s.samples.last())
         .fold(0.0f64, |a, b| a.max(*b))
         .max(0.001);
     let x = |t: f64| LEFT + t / max * (W - LEFT - RIGHT);
-    let y = |q: f64| TOP + (1.0 - q) * (H - TOP - BOTTOM);
+    let y = |q: f64| TOP + (1.0 - q) * PLOT_HEIGHT;
     let mut svg = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{h}" font-family="sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="white"/>
 <text x="{}" y="22" text-anchor="middle" font-size="14">{}</text>
 "#,
@@ -62,8 +64,8 @@ pub fn cdf_svg(title: &str, series: &[Series]) -> String {
         svg.push_str(&format!(
             r##"<line x1="{x:.1}" x2="{x:.1}" y1="{TOP}" y2="{}" stroke="#eee"/><text x="{x:.1}" y="{}" text-anchor="middle">{t:.2} s</text>
 "##,
-            H - BOTTOM,
-            H - BOTTOM + 16.0,
+            (TOP + PLOT_HEIGHT),
+            (TOP + PLOT_HEIGHT) + 16.0,
             x = x(t)
         ));
     }
@@ -71,7 +73,7 @@ pub fn cdf_svg(title: &str, series: &[Series]) -> String {
         r#"<text x="{}" y="{}" text-anchor="middle">time to complete (s); y: share of clients done</text>
 "#,
         W / 2.0,
-        H - BOTTOM + 34.0
+        (TOP + PLOT_HEIGHT) + 34.0
     ));
     for (i, s) in series.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
@@ -91,9 +93,9 @@ pub fn cdf_svg(title: &str, series: &[Series]) -> String {
 <rect x="{LEFT}" y="{ly:.1}" width="14" height="4" fill="{colour}"/><text x="{:.1}" y="{:.1}">{}</text>
 "#,
             LEFT + 20.0,
-            H - BOTTOM + 54.0 + 16.0 * i as f64,
+            (TOP + PLOT_HEIGHT) + 54.0 + 16.0 * i as f64,
             escape(&s.label),
-            ly = H - BOTTOM + 48.0 + 16.0 * i as f64,
+            ly = (TOP + PLOT_HEIGHT) + 48.0 + 16.0 * i as f64,
         ));
     }
     svg.push_str("</svg>\n");

@@ -381,23 +381,7 @@ async fn measure_wan(
     let layer = &image_layer(&seeds.wan_herd);
     let path = format!("/v2/bench/wan-herd/blobs/{layer}");
     let before = upstream.count_requests("GET", &path);
-    let clients: Vec<_> = (0..args.herd_clients)
-        .map(|_| {
-            let url = format!("{url}{path}");
-            tokio::spawn(async move {
-                let t0 = Instant::now();
-                get_ok(&reqwest::Client::new(), &url).await?;
-                anyhow::Ok(t0.elapsed())
-            })
-        })
-        .collect();
-    let mut done = Histogram::<u64>::new(3)?;
-    let mut samples = Vec::new();
-    for c in clients {
-        let elapsed = c.await??;
-        done.record(elapsed.as_millis() as u64)?;
-        samples.push(elapsed.as_secs_f64());
-    }
+    let (done, samples) = herd_times(&[url], &path, args.herd_clients).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let gets = upstream.count_requests("GET", &path) - before;
     eprintln!(
@@ -432,6 +416,33 @@ async fn measure_wan(
         ),
     ];
     Ok((figures, samples))
+}
+
+/// `clients` clients spread over `bases` GET `path` at once: their completion times, as a
+/// histogram (ms) and in seconds.
+pub async fn herd_times(
+    bases: &[String],
+    path: &str,
+    clients: usize,
+) -> anyhow::Result<(Histogram<u64>, Vec<f64>)> {
+    let tasks: Vec<_> = (0..clients)
+        .map(|i| {
+            let url = format!("{}{path}", bases[i % bases.len()]);
+            tokio::spawn(async move {
+                let t0 = Instant::now();
+                get_ok(&reqwest::Client::new(), &url).await?;
+                anyhow::Ok(t0.elapsed())
+            })
+        })
+        .collect();
+    let mut done = Histogram::<u64>::new(3)?;
+    let mut samples = Vec::new();
+    for task in tasks {
+        let elapsed = task.await??;
+        done.record(elapsed.as_millis() as u64)?;
+        samples.push(elapsed.as_secs_f64());
+    }
+    Ok((done, samples))
 }
 
 fn image_layer(image: &Image) -> String {
