@@ -48,6 +48,10 @@ pub struct Args {
     /// Emulated link: added round-trip time, ms.
     #[arg(long, default_value_t = 20)]
     wan_rtt_ms: u64,
+    /// Injected errors: a second link cuts a connection every this many MiB it carries
+    /// (0: skip that scenario).
+    #[arg(long, default_value_t = 64)]
+    wan_cut_mib: u64,
     /// Skip the cluster herd (3 wharf nodes beside 3 distribution proxies; needs S3).
     #[arg(long)]
     no_cluster: bool,

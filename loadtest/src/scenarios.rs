@@ -75,8 +75,20 @@ pub async fn run_all(args: &Args) -> anyhow::Result<(Vec<Figure>, Vec<Series>)> 
         let shape = LinkShape {
             bytes_per_sec: args.wan_mb_per_s * 1_000_000,
             rtt: Duration::from_millis(args.wan_rtt_ms),
+            cut_every: None,
         };
         Some(WanLink::start(upstream.host(), shape).await?)
+    };
+    // The same link, but cutting a connection every `wan_cut_mib` it carries (injected errors).
+    let cut_link = match &link {
+        Some(link) if args.wan_cut_mib > 0 => {
+            let shape = LinkShape {
+                cut_every: Some(args.wan_cut_mib * 1024 * 1024),
+                ..link.shape
+            };
+            Some(WanLink::start(upstream.host(), shape).await?)
+        }
+        _ => None,
     };
 
     let s3 = if args.no_s3 {
@@ -107,6 +119,15 @@ pub async fn run_all(args: &Args) -> anyhow::Result<(Vec<Figure>, Vec<Series>)> 
             let (wan_figures, samples) = measure_wan(args, &mirror, &upstream, &seeds).await?;
             figures.extend(wan_figures);
             series.push(Series::new(format!("{}, one node", mirror.name()), samples));
+        }
+        if let Some(link) = &cut_link {
+            let bucket = "bench-cut";
+            if let (Some(server), "wharf-s3") = (&s3, which) {
+                server.create_bucket(bucket).await?;
+            }
+            let mirror = start_mirror(args, which, &link.url(), s3.as_ref(), bucket).await?;
+            eprintln!("== {} across the link that cuts connections", mirror.name());
+            figures.extend(measure_cuts(args, &mirror, &seeds).await?);
         }
         measured.push(figures);
     }
@@ -443,6 +464,78 @@ pub async fn herd_times(
         samples.push(elapsed.as_secs_f64());
     }
     Ok((done, samples))
+}
+
+/// Cold pull across a link that cuts connections mid-response, by a client that retries a
+/// failed blob GET up to five times (as `docker pull` does): failed GETs the client saw, MB/s.
+async fn measure_cuts(args: &Args, mirror: &Mirror, seeds: &Seeds) -> anyhow::Result<Measured> {
+    let url = mirror.url();
+    let http = reqwest::Client::new();
+    let image = &seeds.wan_image;
+    let bytes: usize =
+        image.manifest.body.len() + image.blobs().iter().map(|b| b.data.len()).sum::<usize>();
+    let started = Instant::now();
+    get_ok(&http, &format!("{url}/v2/bench/wan-image/manifests/v1")).await?;
+    let mut failed = 0;
+    let mut complete = true;
+    for blob in image.blobs() {
+        let blob_url = format!("{url}/v2/bench/wan-image/blobs/{}", blob.digest);
+        let mut succeeded = false;
+        for _ in 0..5 {
+            match get_verified(&http, &blob_url, &blob.digest).await {
+                Ok(()) => {
+                    succeeded = true;
+                    break;
+                }
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("  client GET failed: {e:#}");
+                }
+            }
+        }
+        complete &= succeeded;
+    }
+    // A pull that never completed has no rate.
+    let rate = if complete {
+        bytes as f64 / 1e6 / started.elapsed().as_secs_f64()
+    } else {
+        0.0
+    };
+    eprintln!(
+        "  cold pull across the cutting link: complete {complete}, {rate:.1} MB/s, {failed} failed client GETs"
+    );
+    let name = format!(
+        "cold pull of a 256 MiB image, {} MB/s link cutting a connection every {} MiB",
+        args.wan_mb_per_s, args.wan_cut_mib
+    );
+    Ok(vec![
+        (
+            format!("{name}: failed client GETs"),
+            "count".into(),
+            f64::from(failed),
+            Better::Lower,
+        ),
+        (
+            format!("{name}: rate (0 = never completed in 5 attempts a blob)"),
+            "MB/s".into(),
+            rate,
+            Better::Higher,
+        ),
+    ])
+}
+
+/// GET a blob and check its digest.
+async fn get_verified(http: &reqwest::Client, url: &str, digest: &str) -> anyhow::Result<()> {
+    let response = http.get(url).send().await?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "GET {url}: {}",
+        response.status()
+    );
+    let body = response.bytes().await?;
+    let got = wharf_testkit::sha256(&body);
+    anyhow::ensure!(got == digest, "GET {url}: body digest {got}");
+    Ok(())
 }
 
 fn image_layer(image: &Image) -> String {

@@ -17,7 +17,7 @@ use wharf_core::{ByteRange, Digest, OciCode, RepoName};
 use wharf_storage::{BlobStore, ObjectKey};
 use wharf_upstream::{BlobResponse, UpstreamClient};
 
-use crate::download::{Downloads, Fetched, tail};
+use crate::download::{Downloads, Fetched, Resume, tail};
 use crate::error::ApiError;
 use crate::evict::Evictor;
 use crate::singleflight::{Claim, FetchCoordinator};
@@ -60,6 +60,31 @@ pub struct PeerStream {
     /// Full size, when known.
     pub size: Option<u64>,
     pub body: BoxStream<'static, Result<Bytes, std::io::Error>>,
+}
+
+/// Resume an upstream blob download with a range request from where it broke off.
+fn resume_upstream(
+    upstream: Arc<UpstreamClient>,
+    repo: RepoName,
+    digest: Digest,
+    stats: Arc<Stats>,
+) -> Resume {
+    Box::new(move |offset| {
+        let (upstream, repo, digest, stats) = (
+            upstream.clone(),
+            repo.clone(),
+            digest.clone(),
+            stats.clone(),
+        );
+        Box::pin(async move {
+            stats.upstream_resumes.fetch_add(1, Ordering::Relaxed);
+            upstream
+                .get_blob_from(&repo, &digest, offset)
+                .await
+                .map(|response| response.stream)
+                .map_err(|e| ApiError::from_upstream(upstream.name(), e, OciCode::BlobUnknown))
+        })
+    })
 }
 
 impl BlobService {
@@ -248,6 +273,7 @@ impl BlobService {
                                 response: response?,
                                 store: !store.shared(),
                                 lease: None,
+                                resume: None,
                             });
                         }
                     },
@@ -269,6 +295,7 @@ impl BlobService {
                         response,
                         store: false,
                         lease,
+                        resume: None,
                     });
                 }
                 stats.upstream_blob_fetches.fetch_add(1, Ordering::Relaxed);
@@ -279,6 +306,7 @@ impl BlobService {
                     response,
                     store: true,
                     lease,
+                    resume: Some(resume_upstream(upstream, repo, digest, stats)),
                 })
             }
         };

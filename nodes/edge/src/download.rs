@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use moka::future::Cache;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
@@ -73,7 +74,20 @@ pub struct Fetched {
     pub store: bool,
     /// The cluster's lease, held until the blob is stored (or the download failed).
     pub lease: Option<Box<dyn FetchLease>>,
+    /// Asks the source again for the bytes from an offset when the body breaks off.
+    pub resume: Option<Resume>,
 }
+
+/// The rest of a blob from an offset, from the same source.
+pub type Resume = Box<
+    dyn Fn(u64) -> BoxFuture<'static, Result<BoxStream<'static, UpstreamBody>, ApiError>>
+        + Send
+        + Sync,
+>;
+type UpstreamBody = Result<Bytes, wharf_upstream::UpstreamError>;
+
+/// A download resumes at most this often before it fails.
+const MAX_RESUMES: u32 = 3;
 
 impl Fetched {
     /// Fetched by this node for its store, with no cluster lease.
@@ -82,6 +96,7 @@ impl Fetched {
             response,
             store: true,
             lease: None,
+            resume: None,
         }
     }
 }
@@ -228,6 +243,7 @@ impl Leader {
                 response,
                 store,
                 lease: held,
+                resume,
             }) => {
                 lease = held;
                 self.tx.send_modify(|p| {
@@ -241,7 +257,7 @@ impl Leader {
                     let (store, key) = (self.store.clone(), ObjectKey::Blob(digest.clone()));
                     tokio::spawn(async move { store.put_stream(&key, body).await })
                 });
-                self.spool(response)
+                self.spool(response, resume)
                     .await
                     .map(|size| (size, store, uploader))
             }
@@ -292,7 +308,7 @@ impl Leader {
     }
 
     /// Stream the body into the spool file; the verified size, or why it is not to be trusted.
-    async fn spool(&self, response: BlobResponse) -> Result<u64, ApiError> {
+    async fn spool(&self, response: BlobResponse, resume: Option<Resume>) -> Result<u64, ApiError> {
         let digest = &self.download.digest;
         let path = &self.download.spool_path;
         let spool_error = |e: std::io::Error| {
@@ -305,17 +321,35 @@ impl Leader {
         let mut batch = BytesMut::with_capacity(WRITE_BATCH);
         let mut written = 0u64;
         let mut last_flush = Instant::now();
+        let mut resumes = 0;
         loop {
             let chunk = stream.next().await;
             let finished = chunk.is_none();
             if let Some(chunk) = chunk {
-                let chunk = chunk.map_err(|e| {
-                    ApiError::from_upstream(
-                        &self.upstream_name,
-                        e,
-                        wharf_core::OciCode::BlobUnknown,
-                    )
-                })?;
+                let chunk = match chunk {
+                    Ok(chunk) => chunk,
+                    Err(e) => {
+                        // The body broke off: continue from the next byte, where possible.
+                        let offset = written + batch.len() as u64;
+                        let upstream_error = || {
+                            ApiError::from_upstream(
+                                &self.upstream_name,
+                                e.clone(),
+                                wharf_core::OciCode::BlobUnknown,
+                            )
+                        };
+                        let Some(resume) = resume.as_ref().filter(|_| resumes < MAX_RESUMES) else {
+                            return Err(upstream_error());
+                        };
+                        resumes += 1;
+                        warn!(%digest, offset, error = %e, attempt = resumes, "blob download broke off; resuming");
+                        stream = resume(offset).await.map_err(|resumed| {
+                            warn!(%digest, error = %resumed.message, "resuming failed");
+                            upstream_error()
+                        })?;
+                        continue;
+                    }
+                };
                 let total = written + batch.len() as u64 + chunk.len() as u64;
                 if response.size.is_some_and(|size| total > size) {
                     return Err(self.mismatch("more bytes than its Content-Length"));
@@ -618,6 +652,45 @@ mod tests {
         assert!(result.is_err(), "a corrupt body must end in an error");
         assert_eq!(stats.digest_mismatches.load(Ordering::Relaxed), 1);
         assert_eq!(store.stat(&ObjectKey::Blob(digest)).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_breaks_off_is_resumed_from_the_next_byte() {
+        let (_dir, downloads, store, _stats) = setup().await;
+        let data = blob(500_000);
+        let digest = Digest::sha256_of(&data);
+        let first: Vec<Result<Bytes, wharf_upstream::UpstreamError>> = vec![
+            Ok(Bytes::copy_from_slice(&data[..123_456])),
+            Err(wharf_upstream::UpstreamError::Failed(
+                "connection reset".into(),
+            )),
+        ];
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let resume: Resume = {
+            let (data, asked) = (data.clone(), asked.clone());
+            Box::new(move |offset| {
+                asked.lock().unwrap().push(offset);
+                let rest = Bytes::copy_from_slice(&data[offset as usize..]);
+                Box::pin(async move { Ok(body_stream(vec![rest], Duration::ZERO)) })
+            })
+        };
+        let (download, _) = downloads.join_or_start(&digest, "up".into(), async move {
+            Ok(Fetched {
+                response: BlobResponse {
+                    size: Some(500_000),
+                    stream: futures::stream::iter(first).boxed(),
+                },
+                store: true,
+                lease: None,
+                resume: Some(resume),
+            })
+        });
+        let body: Vec<Bytes> = tail(download, None, store.clone())
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(body.concat(), data);
+        assert_eq!(*asked.lock().unwrap(), vec![123_456]);
     }
 
     #[tokio::test]

@@ -8,6 +8,8 @@ pub struct Stats {
     pub coalesced_blob_requests: AtomicU64,
     /// Cold blobs streamed from the cluster peer that fetched them.
     pub peer_blob_fetches: AtomicU64,
+    /// Blob downloads continued with a range request after the upstream's body broke off.
+    pub upstream_resumes: AtomicU64,
     pub blob_cache_hits: AtomicU64,
     pub digest_mismatches: AtomicU64,
     pub upstream_manifest_fetches: AtomicU64,

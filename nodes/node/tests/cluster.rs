@@ -153,6 +153,7 @@ async fn killing_the_lease_owner_mid_transfer_costs_at_most_one_more_fetch() {
     let shape = LinkShape {
         bytes_per_sec: 16_000_000,
         rtt: Duration::from_millis(2),
+        cut_every: None,
     };
     let mut s = setup(&[&big], Some(shape)).await;
     let members: Vec<String> = s.cluster.members.iter().map(|m| m.url()).collect();

@@ -18,6 +18,9 @@ pub struct LinkShape {
     pub bytes_per_sec: u64,
     /// Added round-trip time; half of it is added in each direction.
     pub rtt: Duration,
+    /// Injected errors: the connection carrying the byte at each multiple of this many bytes
+    /// towards the client (counted over the whole link) is cut there, mid-response.
+    pub cut_every: Option<u64>,
 }
 
 pub struct WanLink {
@@ -27,18 +30,25 @@ pub struct WanLink {
 
 /// Serialises the link: each chunk waits for its turn on the wire.
 struct Pacer {
-    next_free: Mutex<Instant>,
+    next_free: Mutex<(Instant, u64)>,
     bytes_per_sec: u64,
+    cut_every: Option<u64>,
 }
 
 impl Pacer {
-    /// When a chunk of `n` bytes, ready at `ready`, has finished crossing the link.
-    fn reserve(&self, ready: Instant, n: usize) -> Instant {
-        let mut next = self.next_free.lock().unwrap_or_else(|p| p.into_inner());
-        let start = (*next).max(ready);
+    /// When a chunk of `n` bytes, ready at `ready`, has finished crossing the link; `None`
+    /// when the link cuts the connection at this chunk.
+    fn reserve(&self, ready: Instant, n: usize) -> Option<Instant> {
+        let mut state = self.next_free.lock().unwrap_or_else(|p| p.into_inner());
+        let (next, carried) = *state;
+        let now_carried = carried + n as u64;
+        let cut = self
+            .cut_every
+            .is_some_and(|every| every > 0 && carried / every != now_carried / every);
+        let start = next.max(ready);
         let done = start + Duration::from_secs_f64(n as f64 / self.bytes_per_sec as f64);
-        *next = done;
-        done
+        *state = (done, now_carried);
+        (!cut).then_some(done)
     }
 }
 
@@ -48,8 +58,9 @@ impl WanLink {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let pacer = Arc::new(Pacer {
-            next_free: Mutex::new(Instant::now()),
+            next_free: Mutex::new((Instant::now(), 0)),
             bytes_per_sec: shape.bytes_per_sec,
+            cut_every: shape.cut_every,
         });
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
@@ -91,7 +102,10 @@ async fn pipe(
                     buf.truncate(n);
                     let ready = Instant::now() + delay;
                     let due = match &pacer {
-                        Some(p) => p.reserve(ready, n),
+                        Some(p) => match p.reserve(ready, n) {
+                            Some(due) => due,
+                            None => break, // injected error: cut mid-response
+                        },
                         None => ready,
                     };
                     if tx.send((due, buf)).await.is_err() {

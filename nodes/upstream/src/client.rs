@@ -173,6 +173,34 @@ impl UpstreamClient {
         Ok(BlobResponse { size, stream })
     }
 
+    /// The blob from byte `offset` on (`Range: bytes=offset-`), to resume a download that
+    /// broke off. An upstream that ignores the range (answers 200) is an error: the caller
+    /// then fails the download as it would have without resuming.
+    pub async fn get_blob_from(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<BlobResponse, UpstreamError> {
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        let range = format!("bytes={offset}-");
+        let response = self
+            .send_with(Method::GET, &path, repo, None, Some(&range))
+            .await?;
+        if response.status() != StatusCode::PARTIAL_CONTENT {
+            return Err(UpstreamError::Failed(format!(
+                "upstream answered a resumed blob download with {} instead of 206",
+                response.status()
+            )));
+        }
+        let size = response.content_length();
+        let stream = response
+            .bytes_stream()
+            .map_err(|e| UpstreamError::from_reqwest(&e))
+            .boxed();
+        Ok(BlobResponse { size, stream })
+    }
+
     /// The blob's size, without downloading it.
     pub async fn head_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64, UpstreamError> {
         let path = format!("/v2/{repo}/blobs/{digest}");
@@ -237,6 +265,17 @@ impl UpstreamClient {
         repo: &RepoName,
         accept: Option<&str>,
     ) -> Result<reqwest::Response, UpstreamError> {
+        self.send_with(method, path, repo, accept, None).await
+    }
+
+    async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        repo: &RepoName,
+        accept: Option<&str>,
+        range: Option<&str>,
+    ) -> Result<reqwest::Response, UpstreamError> {
         self.check_cooldown()?;
         let scope = format!("repository:{repo}:pull");
         let url = format!("{}{}", self.base, path);
@@ -246,6 +285,9 @@ impl UpstreamClient {
             let mut request = self.http.request(method.clone(), &url);
             if let Some(accept) = accept {
                 request = request.header(header::ACCEPT, accept);
+            }
+            if let Some(range) = range {
+                request = request.header(header::RANGE, range);
             }
             if let Some(auth) = self.authorization(&scope) {
                 request = request.header(header::AUTHORIZATION, auth);

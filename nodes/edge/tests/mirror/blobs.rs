@@ -174,6 +174,7 @@ async fn joining_a_download_refused_for_another_repository_still_succeeds() {
     let shape = wharf_testkit::wan::LinkShape {
         bytes_per_sec: 1_000_000_000,
         rtt: Duration::from_millis(400),
+        cut_every: None,
     };
     let link = wharf_testkit::wan::WanLink::start(registry.host(), shape)
         .await
@@ -201,4 +202,44 @@ async fn joining_a_download_refused_for_another_repository_still_succeeds() {
         1,
         "the second request joined the first download"
     );
+}
+
+#[tokio::test]
+async fn a_download_cut_mid_body_resumes_with_a_range_request() {
+    let registry = Registry::start(RegistryOptions::default()).await.unwrap();
+    let data = wharf_testkit::image::random_bytes(20 * 1024 * 1024, 77);
+    let digest = wharf_testkit::sha256(&data);
+    Pusher::new(&registry.url(), PushAuth::None)
+        .push_blob("test/cut", data.clone(), &digest)
+        .await
+        .unwrap();
+    // The link cuts the connection every 8 MiB it carries: twice during this blob.
+    let shape = wharf_testkit::wan::LinkShape {
+        bytes_per_sec: 1_000_000_000,
+        rtt: Duration::from_millis(1),
+        cut_every: Some(8 * 1024 * 1024),
+    };
+    let link = wharf_testkit::wan::WanLink::start(registry.host(), shape)
+        .await
+        .unwrap();
+    let wharf = Wharf::start(test_config(vec![upstream("docker.io", &link.url(), true)])).await;
+    let url = format!("{}/v2/test/cut/blobs/{digest}", wharf.url);
+    let response = reqwest::get(&url).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        hash_body(response).await.unwrap(),
+        (digest.clone(), 20 * 1024 * 1024)
+    );
+    let resumes = wharf.mirror.stats.upstream_resumes.load(Ordering::Relaxed);
+    assert_eq!(resumes, 2, "resumed after each cut");
+    let path = format!("/v2/test/cut/blobs/{digest}");
+    assert_eq!(
+        registry.count_requests("GET", &path),
+        3,
+        "one GET and two range GETs"
+    );
+    // Stored whole and verified: served from the cache now.
+    let again = reqwest::get(&url).await.unwrap();
+    assert_eq!(hash_body(again).await.unwrap().0, digest);
+    assert_eq!(registry.count_requests("GET", &path), 3);
 }
