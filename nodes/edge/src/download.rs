@@ -86,7 +86,7 @@ pub type Resume = Box<
 >;
 type UpstreamBody = Result<Bytes, wharf_upstream::UpstreamError>;
 
-/// A download resumes at most this often before it fails.
+/// A download resumes at most this often in a row without receiving a byte, then fails.
 const MAX_RESUMES: u32 = 3;
 
 impl Fetched {
@@ -321,7 +321,7 @@ impl Leader {
         let mut batch = BytesMut::with_capacity(WRITE_BATCH);
         let mut written = 0u64;
         let mut last_flush = Instant::now();
-        let mut resumes = 0;
+        let (mut resumes, mut resumed_at) = (0, 0u64);
         loop {
             let chunk = stream.next().await;
             let finished = chunk.is_none();
@@ -338,10 +338,15 @@ impl Leader {
                                 wharf_core::OciCode::BlobUnknown,
                             )
                         };
+                        if offset > resumed_at {
+                            // Bytes came since the last break: a flaky link, not a dead one.
+                            resumes = 0;
+                        }
                         let Some(resume) = resume.as_ref().filter(|_| resumes < MAX_RESUMES) else {
                             return Err(upstream_error());
                         };
                         resumes += 1;
+                        resumed_at = offset;
                         warn!(%digest, offset, error = %e, attempt = resumes, "blob download broke off; resuming");
                         stream = resume(offset).await.map_err(|resumed| {
                             warn!(%digest, error = %resumed.message, "resuming failed");
@@ -691,6 +696,67 @@ mod tests {
             .unwrap();
         assert_eq!(body.concat(), data);
         assert_eq!(*asked.lock().unwrap(), vec![123_456]);
+    }
+
+    #[tokio::test]
+    async fn breaks_with_progress_keep_resuming_and_breaks_without_fail() {
+        let (_dir, downloads, store, _stats) = setup().await;
+        let data = blob(100_000);
+        let digest = Digest::sha256_of(&data);
+        let broken = |part: Bytes, more: bool| -> BoxStream<'static, UpstreamBody> {
+            let mut items = vec![Ok(part)];
+            if more {
+                items.push(Err(wharf_upstream::UpstreamError::Failed("reset".into())));
+            }
+            futures::stream::iter(items).boxed()
+        };
+        // Ten breaks, each after 10,000 more bytes: more than MAX_RESUMES, all with progress.
+        let resume: Resume = {
+            let data = data.clone();
+            Box::new(move |offset| {
+                let (from, to) = (offset as usize, (offset as usize + 10_000).min(data.len()));
+                let stream = broken(Bytes::copy_from_slice(&data[from..to]), to < data.len());
+                Box::pin(async move { Ok(stream) })
+            })
+        };
+        let first = broken(Bytes::copy_from_slice(&data[..10_000]), true);
+        let (download, _) = downloads.join_or_start(&digest, "up".into(), async move {
+            Ok(Fetched {
+                response: BlobResponse {
+                    size: Some(100_000),
+                    stream: first,
+                },
+                store: true,
+                lease: None,
+                resume: Some(resume),
+            })
+        });
+        let body: Vec<Bytes> = tail(download, None, store.clone())
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(body.concat(), data);
+
+        // A source that breaks before sending anything, every time, fails the download.
+        let stuck = Digest::sha256_of(b"stuck");
+        let resume: Resume = Box::new(move |_| {
+            let stream = broken(Bytes::new(), true);
+            Box::pin(async move { Ok(stream) })
+        });
+        let first = broken(Bytes::from_static(b"st"), true);
+        let (download, _) = downloads.join_or_start(&stuck, "up".into(), async move {
+            Ok(Fetched {
+                response: BlobResponse {
+                    size: Some(5),
+                    stream: first,
+                },
+                store: true,
+                lease: None,
+                resume: Some(resume),
+            })
+        });
+        let result: Result<Vec<Bytes>, _> = tail(download, None, store).try_collect().await;
+        assert!(result.is_err(), "no progress: the download fails");
     }
 
     #[tokio::test]
