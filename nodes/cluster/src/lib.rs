@@ -209,6 +209,18 @@ fn node_identity(dir: &Path) -> std::io::Result<NodeId> {
     Ok(id)
 }
 
+/// Remove node `id` from the membership through the member at `addr` (for a node lost for
+/// good: until removed it counts towards the quorum).
+pub async fn remove(addr: &str, id: NodeId) -> Result<(), ClusterError> {
+    let peers = Peers::new(Faults::default());
+    let mut client = peers.admin(addr).map_err(|e| ClusterError::peer(addr, e))?;
+    client
+        .leave(wharf_proto::v1::LeaveRequest { node_id: id })
+        .await
+        .map_err(|s| ClusterError::peer(addr, s.message()))?;
+    Ok(())
+}
+
 /// Ask the member at `addr` for its view of the cluster (for `wharf cluster status`).
 pub async fn status(addr: &str) -> Result<StatusReply, ClusterError> {
     let peers = Peers::new(Faults::default());

@@ -43,6 +43,15 @@ enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Remove a member lost for good (it counts towards the quorum until removed). A stopped
+    /// node leaves by itself; a removed node that comes back rejoins.
+    Remove {
+        /// Any live member's cluster address.
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:5001")]
+        node: String,
+        /// The node id to remove (from `wharf cluster status`).
+        id: u64,
+    },
 }
 
 #[derive(clap::Args)]
@@ -127,6 +136,13 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::Cluster(ClusterCommand::Status { node, json }) => {
             cluster_status(&node, json).await
+        }
+        Command::Cluster(ClusterCommand::Remove { node, id }) => {
+            wharf_cluster::remove(&node, id)
+                .await
+                .with_context(|| format!("removing node {id} through {node}"))?;
+            println!("node {id} removed");
+            Ok(())
         }
     }
 }

@@ -223,6 +223,21 @@ async fn killing_the_raft_leader_elects_another_and_pulls_go_on() {
     assert!(elected, "no new leader: {:?}", s.cluster.statuses());
     herd(&s.cluster, 8, &fresh.digest).await;
     assert_eq!(upstream_gets(&s.registry, &fresh.digest).await, 1);
+
+    // An operator removes the dead member; the two left are the whole cluster.
+    let survivor = s.cluster.running().next().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["cluster", "remove", "--node"])
+        .arg(s.cluster.members[survivor].cluster_addr())
+        .arg(old_id.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.cluster.wait_members(2).await.unwrap();
 }
 
 #[tokio::test]
