@@ -110,22 +110,14 @@ pub async fn run_all(args: &Args) -> anyhow::Result<(Vec<Figure>, Vec<Series>)> 
         drop(mirror);
         if let Some(link) = &link {
             // A second, empty instance whose upstream is across the emulated WAN.
-            let bucket = "bench-wan";
-            if let (Some(server), "wharf-s3") = (&s3, which) {
-                server.create_bucket(bucket).await?;
-            }
-            let mirror = start_mirror(args, which, &link.url(), s3.as_ref(), bucket).await?;
+            let mirror = fresh_mirror(args, which, &link.url(), s3.as_ref(), "bench-wan").await?;
             eprintln!("== {} across the WAN link", mirror.name());
             let (wan_figures, samples) = measure_wan(args, &mirror, &upstream, &seeds).await?;
             figures.extend(wan_figures);
             series.push(Series::new(format!("{}, one node", mirror.name()), samples));
         }
         if let Some(link) = &cut_link {
-            let bucket = "bench-cut";
-            if let (Some(server), "wharf-s3") = (&s3, which) {
-                server.create_bucket(bucket).await?;
-            }
-            let mirror = start_mirror(args, which, &link.url(), s3.as_ref(), bucket).await?;
+            let mirror = fresh_mirror(args, which, &link.url(), s3.as_ref(), "bench-cut").await?;
             eprintln!("== {} across the link that cuts connections", mirror.name());
             figures.extend(measure_cuts(args, &mirror, &seeds).await?);
         }
@@ -162,6 +154,20 @@ pub async fn run_all(args: &Args) -> anyhow::Result<(Vec<Figure>, Vec<Series>)> 
         series.extend(cluster_series);
     }
     Ok((figures, series))
+}
+
+/// An empty instance of `which` (its own bucket on S3) mirroring `upstream_url`.
+async fn fresh_mirror(
+    args: &Args,
+    which: &str,
+    upstream_url: &str,
+    s3: Option<&S3Server>,
+    bucket: &str,
+) -> anyhow::Result<Mirror> {
+    if let (Some(server), "wharf-s3") = (s3, which) {
+        server.create_bucket(bucket).await?;
+    }
+    start_mirror(args, which, upstream_url, s3, bucket).await
 }
 
 async fn start_mirror(

@@ -165,12 +165,7 @@ impl UpstreamClient {
     ) -> Result<BlobResponse, UpstreamError> {
         let path = format!("/v2/{repo}/blobs/{digest}");
         let response = self.send(Method::GET, &path, repo, None).await?;
-        let size = response.content_length();
-        let stream = response
-            .bytes_stream()
-            .map_err(|e| UpstreamError::from_reqwest(&e))
-            .boxed();
-        Ok(BlobResponse { size, stream })
+        Ok(blob_response(response))
     }
 
     /// The blob from byte `offset` on (`Range: bytes=offset-`), to resume a download that
@@ -193,12 +188,7 @@ impl UpstreamClient {
                 response.status()
             )));
         }
-        let size = response.content_length();
-        let stream = response
-            .bytes_stream()
-            .map_err(|e| UpstreamError::from_reqwest(&e))
-            .boxed();
-        Ok(BlobResponse { size, stream })
+        Ok(blob_response(response))
     }
 
     /// The blob's size, without downloading it.
@@ -482,6 +472,16 @@ fn first_error(body: &[u8]) -> (Option<OciCode>, Option<String>) {
         },
         Err(_) => (None, None),
     }
+}
+
+/// A blob body as it streams, with its `Content-Length`.
+fn blob_response(response: reqwest::Response) -> BlobResponse {
+    let size = response.content_length();
+    let stream = response
+        .bytes_stream()
+        .map_err(|e| UpstreamError::from_reqwest(&e))
+        .boxed();
+    BlobResponse { size, stream }
 }
 
 #[cfg(test)]
