@@ -1,17 +1,10 @@
 //! What can go wrong in the cluster layer.
 
-use crate::types::NodeId;
-
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error("cluster state in {path}: {source}")]
     State {
         path: std::path::PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cluster listen address {addr}: {source}")]
-    Listen {
-        addr: String,
         source: std::io::Error,
     },
     #[error("starting Raft: {0}")]
@@ -26,8 +19,6 @@ pub enum ClusterError {
     Raft(String),
     #[error("peer {addr}: {message}")]
     Peer { addr: String, message: String },
-    #[error("node {0} is not a member")]
-    NotMember(NodeId),
 }
 
 impl ClusterError {

@@ -113,20 +113,6 @@ impl ClusterNode {
         self.leader_reachable() && !self.fell_back_recently()
     }
 
-    /// The leader's address, if a leader is known and it is not this node.
-    pub fn leader_addr(&self) -> Option<String> {
-        let metrics = self.raft.metrics().borrow().clone();
-        let leader = metrics.current_leader?;
-        if leader == self.id {
-            return None;
-        }
-        metrics
-            .membership_config
-            .membership()
-            .get_node(&leader)
-            .map(|n| n.addr.clone())
-    }
-
     fn route<T>(&self, result: Result<T, WriteError>) -> Result<Routed<T>, ClusterError> {
         match result {
             Ok(t) => Ok(Routed::Done(t)),

@@ -45,7 +45,6 @@ fn status_of(e: ClusterError) -> Status {
     match e {
         ClusterError::NoQuorum(m) => Status::unavailable(m),
         ClusterError::Busy(m) => Status::aborted(m),
-        ClusterError::NotMember(id) => Status::failed_precondition(format!("{id} is not a member")),
         other => Status::internal(other.to_string()),
     }
 }

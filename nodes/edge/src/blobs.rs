@@ -62,6 +62,22 @@ pub struct PeerStream {
     pub body: BoxStream<'static, Result<Bytes, std::io::Error>>,
 }
 
+/// The bytes from `offset` to the end of a blob of `size`; `None` for all of it.
+fn from_offset(offset: u64, size: Option<u64>) -> Result<Option<ByteRange>, ApiError> {
+    match size {
+        _ if offset == 0 => Ok(None),
+        Some(size) if offset < size => Ok(Some(ByteRange {
+            start: offset,
+            end: size - 1,
+        })),
+        Some(_) => Err(ApiError::new(OciCode::RangeInvalid, "offset past the end")),
+        None => Err(ApiError::new(
+            OciCode::RangeInvalid,
+            "offset into a blob of unknown size",
+        )),
+    }
+}
+
 /// Resume an upstream blob download with a range request from where it broke off.
 fn resume_upstream(
     upstream: Arc<UpstreamClient>,
@@ -143,24 +159,7 @@ impl BlobService {
     ) -> Result<Option<PeerStream>, ApiError> {
         if let Some(download) = self.downloads.find(digest) {
             let size = download.started().await?;
-            let range = match size {
-                Some(size) if offset > 0 => {
-                    if offset >= size {
-                        return Err(ApiError::new(OciCode::RangeInvalid, "offset past the end"));
-                    }
-                    Some(ByteRange {
-                        start: offset,
-                        end: size - 1,
-                    })
-                }
-                _ if offset > 0 => {
-                    return Err(ApiError::new(
-                        OciCode::RangeInvalid,
-                        "offset into a blob of unknown size",
-                    ));
-                }
-                _ => None,
-            };
+            let range = from_offset(offset, size)?;
             let body = tail(download, range, self.store.clone());
             return Ok(Some(PeerStream { size, body }));
         }
@@ -173,13 +172,7 @@ impl BlobService {
         else {
             return Ok(None);
         };
-        if offset >= size && size > 0 {
-            return Err(ApiError::new(OciCode::RangeInvalid, "offset past the end"));
-        }
-        let range = (offset > 0).then(|| ByteRange {
-            start: offset,
-            end: size - 1,
-        });
+        let range = from_offset(offset, Some(size))?;
         match self.store.read(&key, range).await {
             Ok(Some(reader)) => Ok(Some(PeerStream {
                 size: Some(size),
