@@ -6,6 +6,7 @@
 //! content they have verified, so every object under a final key is trusted when read back.
 
 pub mod contract;
+pub mod file_read;
 pub mod fs;
 pub mod key;
 pub mod mem;

@@ -9,7 +9,6 @@
 //! open it too late read the stored object instead.
 
 use std::collections::HashMap;
-use std::io::SeekFrom;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,11 +19,11 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use moka::future::Cache;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 use wharf_core::{ByteRange, Digest, DigestHasher};
-use wharf_storage::{BlobStore, ObjectKey};
+use wharf_storage::{BlobStore, ObjectKey, file_read};
 use wharf_upstream::BlobResponse;
 
 use crate::error::ApiError;
@@ -34,7 +33,6 @@ use crate::stats::Stats;
 /// Spool writes are batched to about this size, or flushed after [`FLUSH_INTERVAL`].
 const WRITE_BATCH: usize = 256 * 1024;
 const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
-const READ_CHUNK: u64 = 256 * 1024;
 
 #[derive(Debug, Clone)]
 pub enum Phase {
@@ -441,7 +439,7 @@ struct TailReader {
     download: Arc<Download>,
     progress: watch::Receiver<Progress>,
     store: Arc<dyn BlobStore>,
-    file: Option<tokio::fs::File>,
+    file: Option<Arc<std::fs::File>>,
     pos: u64,
     end_exclusive: Option<u64>,
     /// Set when the spool file was already moved into the store.
@@ -491,30 +489,30 @@ impl TailReader {
     }
 
     async fn read(&mut self, limit: u64) -> Result<Bytes, std::io::Error> {
-        if self.file.is_none() {
-            match tokio::fs::File::open(&self.download.spool_path).await {
-                Ok(mut file) => {
-                    file.seek(SeekFrom::Start(self.pos)).await?;
-                    self.file = Some(file);
+        let file = match &self.file {
+            Some(file) => Arc::clone(file),
+            None => {
+                let path = self.download.spool_path.clone();
+                match tokio::task::spawn_blocking(move || std::fs::File::open(path))
+                    .await
+                    .map_err(std::io::Error::other)?
+                {
+                    Ok(file) => Arc::clone(self.file.insert(Arc::new(file))),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return self.switch_to_store().await;
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return self.switch_to_store().await;
-                }
-                Err(e) => return Err(e),
             }
-        }
-        let Some(file) = self.file.as_mut() else {
-            return Err(std::io::Error::other("spool file not open"));
         };
-        let want = (limit - self.pos).min(READ_CHUNK) as usize;
-        let mut buf = BytesMut::zeroed(want);
-        let n = file.read(&mut buf).await?;
-        if n == 0 {
+        let want = usize::try_from(limit - self.pos)
+            .map_or(file_read::CHUNK, |left| left.min(file_read::CHUNK));
+        let chunk = file_read::read_at(&file, self.pos, want).await?;
+        if chunk.is_empty() {
             return Err(std::io::Error::other("spool file shorter than announced"));
         }
-        buf.truncate(n);
-        self.pos += n as u64;
-        Ok(buf.freeze())
+        self.pos += chunk.len() as u64;
+        Ok(chunk)
     }
 
     /// The spool file was renamed into the store between our progress check and opening it.
