@@ -34,11 +34,11 @@ static IDLE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 /// The bytes of `file` from `start` for `len` bytes, in chunks of at most [`CHUNK`]. A file
 /// shorter than announced ends the stream with `UnexpectedEof`.
 pub fn chunks(
-    file: File,
+    file: Arc<File>,
     start: u64,
     len: u64,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
-    let state = (Arc::new(file), start, start.saturating_add(len));
+    let state = (file, start, start.saturating_add(len));
     futures::stream::try_unfold(state, |(file, pos, end)| async move {
         if pos >= end {
             return Ok(None);
@@ -88,6 +88,27 @@ pub async fn read_at(file: &Arc<File>, offset: u64, max: usize) -> io::Result<By
     })
     .await
     .map_err(io::Error::other)?
+}
+
+/// Whether the first and last byte of `len` bytes at `offset` are in the page cache: a cheap
+/// guess that sending them will not wait for the disk (readahead fills a range in order).
+/// False when the kernel cannot tell (no `RWF_NOWAIT`).
+pub fn is_cached(file: &File, offset: u64, len: u64) -> bool {
+    if len == 0 || NOWAIT_UNSUPPORTED.load(Ordering::Relaxed) {
+        return false;
+    }
+    let mut byte = [0u8; 1];
+    [offset, offset + (len - 1)].into_iter().all(|at| {
+        matches!(
+            rustix::io::preadv2(
+                file,
+                &mut [IoSliceMut::new(&mut byte)],
+                at,
+                ReadWriteFlags::NOWAIT,
+            ),
+            Ok(1)
+        )
+    })
 }
 
 /// A [`CHUNK`]-sized buffer that goes back to the pool when the last `Bytes` of it is dropped.
@@ -157,7 +178,7 @@ mod tests {
             (7, 0),
         ] {
             let (_tmp, file) = file_with(&content);
-            let got: Vec<Bytes> = chunks(file, start as u64, len as u64)
+            let got: Vec<Bytes> = chunks(Arc::new(file), start as u64, len as u64)
                 .try_collect()
                 .await
                 .expect("read");
@@ -170,7 +191,7 @@ mod tests {
     async fn a_file_shorter_than_announced_is_an_error_not_a_short_body() {
         let content = pattern(1000);
         let (_tmp, file) = file_with(&content);
-        let got: Result<Vec<Bytes>, _> = chunks(file, 0, 2000).try_collect().await;
+        let got: Result<Vec<Bytes>, _> = chunks(Arc::new(file), 0, 2000).try_collect().await;
         let err = got.expect_err("short file must fail");
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
@@ -180,12 +201,12 @@ mod tests {
         let content = pattern(4 * CHUNK);
         let (_tmp, file) = file_with(&content);
         // Hold every chunk: each must own its buffer while later reads reuse the pool.
-        let held: Vec<Bytes> = chunks(file, 0, content.len() as u64)
+        let held: Vec<Bytes> = chunks(Arc::new(file), 0, content.len() as u64)
             .try_collect()
             .await
             .expect("read");
         let (_tmp2, other) = file_with(&vec![0xee; 2 * CHUNK]);
-        let _reused: Vec<Bytes> = chunks(other, 0, 2 * CHUNK as u64)
+        let _reused: Vec<Bytes> = chunks(Arc::new(other), 0, 2 * CHUNK as u64)
             .try_collect()
             .await
             .expect("read");

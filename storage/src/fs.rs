@@ -2,6 +2,7 @@
 //! renamed into place, so a crash never leaves a partial object under a final name.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
@@ -10,7 +11,9 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::io::AsyncWriteExt;
 use wharf_core::ByteRange;
 
-use crate::{BlobStore, ByteSource, ObjectInfo, ObjectKey, ObjectReader, StoreError, file_read};
+use crate::{
+    BlobStore, ByteSource, FileSpan, ObjectInfo, ObjectKey, ObjectReader, StoreError, file_read,
+};
 
 pub struct FsStore {
     root: PathBuf,
@@ -110,11 +113,16 @@ impl BlobStore for FsStore {
             Some(r) => (r.start, r.len()),
             None => (0, size),
         };
+        let file = Arc::new(file);
         let name = key.to_string();
-        let stream = file_read::chunks(file, start, len)
+        let stream = file_read::chunks(Arc::clone(&file), start, len)
             .map_err(move |e| StoreError::io(&name, e))
             .boxed();
-        Ok(Some(ObjectReader { size, stream }))
+        Ok(Some(ObjectReader {
+            size,
+            stream,
+            file: Some(FileSpan { file, start, len }),
+        }))
     }
 
     async fn read_small(&self, key: &ObjectKey) -> Result<Option<Bytes>, StoreError> {

@@ -13,6 +13,7 @@ pub mod mem;
 pub mod s3;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -53,6 +54,17 @@ impl StoreError {
 pub struct ObjectReader {
     pub size: u64,
     pub stream: BoxStream<'static, Result<Bytes, StoreError>>,
+    /// The same bytes as a range of an open local file, when the backend keeps objects as
+    /// files: the edge can then send them with `sendfile` instead of reading `stream`.
+    pub file: Option<FileSpan>,
+}
+
+/// A byte range of an open, immutable local file.
+#[derive(Clone, Debug)]
+pub struct FileSpan {
+    pub file: Arc<std::fs::File>,
+    pub start: u64,
+    pub len: u64,
 }
 
 /// Where cached content lives. Implementations must make every put atomic: a reader sees the

@@ -51,6 +51,7 @@ impl BlobStore for MemStore {
             ObjectReader {
                 size,
                 stream: futures::stream::once(async move { Ok(part) }).boxed(),
+                file: None,
             }
         }))
     }

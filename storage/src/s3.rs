@@ -302,6 +302,7 @@ impl BlobStore for S3Store {
         Ok(Some(ObjectReader {
             size,
             stream: byte_stream(output.body, object),
+            file: None,
         }))
     }
 

@@ -1,11 +1,12 @@
 //! HTTP handlers of the OCI distribution v2 read API.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -13,9 +14,10 @@ use tower_http::trace::TraceLayer;
 use wharf_core::{ByteRange, Digest, OciCode, Reference, RepoName, media};
 
 use crate::Mirror;
-use crate::blobs::BlobReply;
+use crate::blobs::{BlobBody, BlobReply};
 use crate::error::ApiError;
 use crate::route::Route;
+use crate::sendfile::SendfileConn;
 
 /// The v2 API router; every request runs in its own tracing span.
 pub fn router(mirror: Arc<Mirror>) -> Router {
@@ -105,7 +107,15 @@ async fn handle(mirror: &Arc<Mirror>, request: Request) -> Result<Response, ApiE
         Route::Manifest { name, reference } => {
             manifest(mirror, &query, name, reference, headers, head).await
         }
-        Route::Blob { name, digest } => blob(mirror, &query, name, digest, headers, head).await,
+        Route::Blob { name, digest } => {
+            // sendfile only where hyper writes the body bytes straight to the socket: HTTP/1.
+            let sendfile = request
+                .extensions()
+                .get::<ConnectInfo<SendfileConn>>()
+                .filter(|_| !head && request.version() <= Version::HTTP_11)
+                .map(|info| &info.0);
+            blob(mirror, &query, name, digest, headers, head, sendfile).await
+        }
         Route::TagsList { name } => tags_list(mirror, &query, name).await,
     }
 }
@@ -224,6 +234,7 @@ async fn blob(
     digest: Digest,
     headers: &HeaderMap,
     head: bool,
+    sendfile: Option<&SendfileConn>,
 ) -> Result<Response, ApiError> {
     let (upstream, repo) = upstream_repo(mirror, query, name)?;
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
@@ -266,9 +277,21 @@ async fn blob(
         }
         BlobReply::Found { size, range, body } => (size, range, body),
     };
-    let mut response = match body {
-        Some(stream) => Body::from_stream(stream).into_response(),
-        None => Body::empty().into_response(),
+    let mut response = match (body, sendfile) {
+        (
+            Some(BlobBody {
+                file: Some(span), ..
+            }),
+            Some(conn),
+        ) => {
+            let stats = Arc::clone(&mirror.stats);
+            conn.body(span, move |n| {
+                stats.sendfile_bytes.fetch_add(n, Ordering::Relaxed);
+            })
+            .into_response()
+        }
+        (Some(body), _) => Body::from_stream(body.stream).into_response(),
+        (None, _) => Body::empty().into_response(),
     };
     let h = response.headers_mut();
     h.insert(

@@ -14,7 +14,7 @@ use tracing::warn;
 use wharf_core::config::EvictionConfig;
 use wharf_core::range::{RangeRequest, resolve};
 use wharf_core::{ByteRange, Digest, OciCode, RepoName};
-use wharf_storage::{BlobStore, ObjectKey};
+use wharf_storage::{BlobStore, FileSpan, ObjectKey};
 use wharf_upstream::{BlobResponse, UpstreamClient};
 
 use crate::download::{Downloads, Fetched, Resume, tail};
@@ -33,7 +33,7 @@ pub enum BlobReply {
         size: Option<u64>,
         range: Option<ByteRange>,
         /// `None` for `HEAD`.
-        body: Option<BoxStream<'static, Result<Bytes, std::io::Error>>>,
+        body: Option<BlobBody>,
     },
     RangeNotSatisfiable {
         size: u64,
@@ -42,6 +42,13 @@ pub enum BlobReply {
     Redirect {
         location: String,
     },
+}
+
+/// A blob's bytes: always as a stream, and as a local file range when the store keeps files.
+pub struct BlobBody {
+    pub stream: BoxStream<'static, Result<Bytes, std::io::Error>>,
+    /// For `sendfile`: the same bytes as `stream`, unread.
+    pub file: Option<FileSpan>,
 }
 
 pub struct BlobService {
@@ -240,7 +247,10 @@ impl BlobService {
         Ok(BlobReply::Found {
             size,
             range,
-            body: Some(tail(download, range, self.store.clone())),
+            body: Some(BlobBody {
+                stream: tail(download, range, self.store.clone()),
+                file: None,
+            }),
         })
     }
 
@@ -363,7 +373,10 @@ impl BlobService {
             Ok(Some(reader)) => Ok(Some(BlobReply::Found {
                 size: Some(size),
                 range,
-                body: Some(reader.stream.map_err(std::io::Error::other).boxed()),
+                body: Some(BlobBody {
+                    stream: reader.stream.map_err(std::io::Error::other).boxed(),
+                    file: reader.file,
+                }),
             })),
             Ok(None) => {
                 // Deleted behind the index's back: forget it and refetch.

@@ -15,6 +15,7 @@ pub mod evict;
 pub mod health;
 pub mod manifests;
 pub mod route;
+pub mod sendfile;
 pub mod singleflight;
 pub mod stats;
 pub mod tags_list;
@@ -137,15 +138,8 @@ pub async fn serve(
     mirror: Arc<Mirror>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // Without TCP_NODELAY a response's small last write (the byte held back until a blob
-    // verifies, a short manifest) waits for the client's delayed ACK: ~40 ms per request.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, api::router(mirror))
+    let app = api::router(mirror).into_make_service_with_connect_info::<sendfile::SendfileConn>();
+    axum::serve(sendfile::SendfileListener::new(listener), app)
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -11,6 +11,8 @@ pub struct Stats {
     /// Blob downloads continued with a range request after the upstream's body broke off.
     pub upstream_resumes: AtomicU64,
     pub blob_cache_hits: AtomicU64,
+    /// Cached blob bytes sent with `sendfile`, page cache to socket without a copy.
+    pub sendfile_bytes: AtomicU64,
     pub digest_mismatches: AtomicU64,
     pub upstream_manifest_fetches: AtomicU64,
     pub tag_revalidations: AtomicU64,

@@ -243,3 +243,93 @@ async fn a_download_cut_mid_body_resumes_with_a_range_request() {
     assert_eq!(hash_body(again).await.unwrap().0, digest);
     assert_eq!(registry.count_requests("GET", &path), 3);
 }
+
+/// Warm blobs on HTTP/1.1 go from the page cache to the socket with sendfile; every byte must
+/// be right across full and range GETs, interleaved with manifests and HEADs on one keep-alive
+/// connection (the spans of one response must never leak into the next).
+#[tokio::test]
+async fn warm_blobs_are_sent_with_sendfile_and_every_byte_is_right() {
+    const LAYER: usize = 5 * 1024 * 1024 + 4321;
+    let registry = Registry::start(RegistryOptions::default()).await.unwrap();
+    let image = big_image(7, LAYER);
+    Pusher::new(&registry.url(), PushAuth::None)
+        .push_image("test/big", "v1", &image)
+        .await
+        .unwrap();
+    let wharf = Wharf::mirroring(&registry).await;
+    let layer = &image.layers[0];
+    let blob = format!("{}/v2/test/big/blobs/{}", wharf.url, layer.digest);
+    let config = format!("{}/v2/test/big/blobs/{}", wharf.url, image.config.digest);
+    let manifest = format!("{}/v2/test/big/manifests/v1", wharf.url);
+    let http = reqwest::Client::builder()
+        .http1_only()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    // Cold: through the download, not sendfile.
+    for url in [&blob, &config] {
+        let response = http.get(url).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.bytes().await.unwrap();
+    }
+    let sent_before = wharf_edge::stats::Stats::get(&wharf.mirror.stats.sendfile_bytes);
+
+    let data = &layer.data;
+    let mut warm_bytes = 0u64;
+    for round in 0..3 {
+        let full = http.get(&blob).send().await.unwrap();
+        assert_eq!(full.status(), StatusCode::OK);
+        let (digest, len) = hash_body(full).await.unwrap();
+        assert_eq!(
+            (digest.as_str(), len),
+            (layer.digest.as_str(), LAYER as u64)
+        );
+        warm_bytes += LAYER as u64;
+
+        let (start, end) = (1_000_000 + round * 77, 3_500_000 + round);
+        let part = http
+            .get(&blob)
+            .header("range", format!("bytes={start}-{end}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(part.bytes().await.unwrap(), data.slice(start..=end));
+        warm_bytes += (end - start + 1) as u64;
+
+        let m = http.get(&manifest).send().await.unwrap();
+        assert_eq!(m.status(), StatusCode::OK);
+        assert_eq!(m.bytes().await.unwrap(), image.manifest.body);
+
+        let head = http.head(&blob).send().await.unwrap();
+        assert_eq!(head.headers()["content-length"], LAYER.to_string().as_str());
+
+        let tail = http
+            .get(&blob)
+            .header("range", "bytes=-5")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(tail.bytes().await.unwrap(), data.slice(LAYER - 5..));
+        warm_bytes += 5;
+
+        let c = http.get(&config).send().await.unwrap();
+        assert_eq!(c.bytes().await.unwrap(), image.config.data);
+        warm_bytes += image.config.data.len() as u64;
+    }
+    // Just written, so in the page cache: every warm byte went by sendfile.
+    let sent = wharf_edge::stats::Stats::get(&wharf.mirror.stats.sendfile_bytes) - sent_before;
+    assert_eq!(sent, warm_bytes);
+
+    // HTTP/2 clients get the same bytes through the ordinary path.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let response = h2.get(&blob).send().await.unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    let (digest, _) = hash_body(response).await.unwrap();
+    assert_eq!(digest, layer.digest);
+    let after_h2 = wharf_edge::stats::Stats::get(&wharf.mirror.stats.sendfile_bytes);
+    assert_eq!(after_h2 - sent_before, warm_bytes);
+}

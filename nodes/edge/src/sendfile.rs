@@ -1,0 +1,281 @@
+//! Zero-copy sending of local-disk blobs on HTTP/1.1: `sendfile(2)` from the page cache to the
+//! socket, so wharf's CPU per GB served is the kernel's TCP work and no copy.
+//!
+//! hyper owns the connection and writes response bodies from memory. So a file-backed body
+//! yields *placeholders*: `Bytes` that point into [`PLACEHOLDER`], a static region nothing
+//! else uses, and that each stand for one [`FileSpan`]. The body queues the spans on its
+//! connection ([`SendfileConn`], given to handlers as axum `ConnectInfo`) in the order it
+//! yields them. hyper queues body buffers and writes them in order with vectored writes (its
+//! documented queue strategy, chosen because [`SendfileStream`] says it writes vectored), and
+//! when the connection sees a write that starts at a placeholder, it sends the next queued
+//! span's bytes with `sendfile` instead. Every write is checked against the span it stands for;
+//! a mismatch fails the connection rather than send wrong bytes.
+//!
+//! Spans whose bytes are not in the page cache are sent as ordinary read chunks instead, so a
+//! runtime thread never waits for the disk in `sendfile` (except for pages evicted between the
+//! check and the send). HTTP/2 connections, `HEAD` and the S3 store use the ordinary path.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, ready};
+
+use axum::body::Body;
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, Listener};
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use wharf_storage::FileSpan;
+use wharf_storage::file_read::{self, CHUNK};
+
+/// Stands for file bytes in hyper's write queue; never read, so it stays untouched `.bss`.
+static PLACEHOLDER: [u8; CHUNK] = [0; CHUNK];
+
+/// One placeholder's worth of a file: at most [`CHUNK`] bytes.
+#[derive(Debug)]
+struct Span {
+    file: Arc<std::fs::File>,
+    offset: u64,
+    len: usize,
+}
+
+/// The spans a connection's current response has yielded and not yet sent, oldest first. Weak:
+/// a span whose placeholder hyper dropped unsent (an aborted response) disappears by itself.
+type SpanQueue = Arc<Mutex<VecDeque<Weak<Span>>>>;
+
+/// A connection that can send file spans; handlers see it as `ConnectInfo<SendfileConn>`.
+#[derive(Clone, Debug, Default)]
+pub struct SendfileConn {
+    spans: SpanQueue,
+}
+
+impl Connected<IncomingStream<'_, SendfileListener>> for SendfileConn {
+    fn connect_info(stream: IncomingStream<'_, SendfileListener>) -> Self {
+        SendfileConn {
+            spans: Arc::clone(&stream.io().spans),
+        }
+    }
+}
+
+impl SendfileConn {
+    /// The response body for `span` on this connection: placeholders for what is in the page
+    /// cache, read chunks for the rest. `sent` counts the bytes that went by `sendfile`.
+    pub fn body(&self, span: FileSpan, sent: impl Fn(u64) + Send + Sync + 'static) -> Body {
+        let queue = Arc::clone(&self.spans);
+        let end = span.start.saturating_add(span.len);
+        let state = (span.file, span.start);
+        let chunks = futures::stream::try_unfold(state, move |(file, pos)| {
+            let len = end.saturating_sub(pos).min(CHUNK as u64);
+            let cached = (len > 0 && file_read::is_cached(&file, pos, len)).then(|| {
+                sent(len);
+                placeholder(&queue, Arc::clone(&file), pos, len as usize)
+            });
+            async move {
+                if len == 0 {
+                    return Ok(None);
+                }
+                let chunk = match cached {
+                    Some(placeholder) => placeholder,
+                    None => file_read::read_at(&file, pos, len as usize).await?,
+                };
+                if chunk.is_empty() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "blob file shorter than its size",
+                    ));
+                }
+                let next = pos + chunk.len() as u64;
+                Ok::<_, io::Error>(Some((chunk, (file, next))))
+            }
+        });
+        Body::from_stream(chunks)
+    }
+}
+
+/// Queue a span and return the placeholder that stands for it.
+fn placeholder(queue: &SpanQueue, file: Arc<std::fs::File>, offset: u64, len: usize) -> Bytes {
+    let span = Arc::new(Span { file, offset, len });
+    if let Ok(mut queue) = queue.lock() {
+        queue.push_back(Arc::downgrade(&span));
+    }
+    Bytes::from_owner(Placeholder(span))
+}
+
+/// Owns its span: the span lives exactly as long as hyper holds the placeholder.
+struct Placeholder(Arc<Span>);
+
+impl AsRef<[u8]> for Placeholder {
+    fn as_ref(&self) -> &[u8] {
+        &PLACEHOLDER[..self.0.len]
+    }
+}
+
+/// Where `buf` starts inside [`PLACEHOLDER`], if it is a placeholder.
+fn placeholder_offset(buf: &[u8]) -> Option<usize> {
+    let base = PLACEHOLDER.as_ptr() as usize;
+    let at = (buf.as_ptr() as usize).checked_sub(base)?;
+    (!buf.is_empty() && at < CHUNK).then_some(at)
+}
+
+/// Accepts TCP connections as [`SendfileStream`]s, with `TCP_NODELAY`.
+pub struct SendfileListener {
+    tcp: TcpListener,
+}
+
+impl SendfileListener {
+    pub fn new(tcp: TcpListener) -> SendfileListener {
+        SendfileListener { tcp }
+    }
+}
+
+impl Listener for SendfileListener {
+    type Io = SendfileStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (SendfileStream, SocketAddr) {
+        let (tcp, addr) = Listener::accept(&mut self.tcp).await;
+        // Without TCP_NODELAY a response's small last write (the byte held back until a blob
+        // verifies, a short manifest) waits for the client's delayed ACK: ~40 ms per request.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+        let stream = SendfileStream {
+            tcp,
+            spans: SpanQueue::default(),
+            sending: None,
+        };
+        (stream, addr)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// A TCP connection that sends placeholders' file spans with `sendfile`.
+pub struct SendfileStream {
+    tcp: TcpStream,
+    spans: SpanQueue,
+    /// The span being sent and how many of its bytes went out.
+    sending: Option<(Arc<Span>, usize)>,
+}
+
+impl SendfileStream {
+    /// Send (part of) the span `buf` stands for; `at` is `buf`'s offset in [`PLACEHOLDER`].
+    fn poll_send_span(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        at: usize,
+    ) -> Poll<io::Result<usize>> {
+        if self.sending.is_none() {
+            self.sending = self.next_span().map(|span| (span, 0));
+        }
+        let Some((span, sent)) = &self.sending else {
+            return Poll::Ready(Err(mismatch("a placeholder with no file span queued")));
+        };
+        // hyper resumes a placeholder exactly where the last write stopped, and never passes
+        // more of it than the span holds.
+        if at != *sent || buf.len() > span.len - sent {
+            return Poll::Ready(Err(mismatch(
+                "a placeholder that does not match its file span",
+            )));
+        }
+        let (span, sent) = (Arc::clone(span), *sent);
+        loop {
+            ready!(self.tcp.poll_write_ready(cx))?;
+            let mut offset = span.offset + sent as u64;
+            let written = self.tcp.try_io(Interest::WRITABLE, || {
+                rustix::fs::sendfile(&self.tcp, &*span.file, Some(&mut offset), buf.len())
+                    .map_err(io::Error::from)
+            });
+            match written {
+                Ok(0) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "blob file shorter than its size",
+                    )));
+                }
+                Ok(n) => {
+                    self.sending = (sent + n < span.len).then(|| (span, sent + n));
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// The oldest queued span whose placeholder is still alive.
+    fn next_span(&self) -> Option<Arc<Span>> {
+        let mut queue = self.spans.lock().ok()?;
+        while let Some(weak) = queue.pop_front() {
+            if let Some(span) = weak.upgrade() {
+                return Some(span);
+            }
+        }
+        None
+    }
+}
+
+fn mismatch(what: &str) -> io::Error {
+    tracing::error!("sendfile: {what}; closing the connection");
+    io::Error::other(format!("sendfile: {what}"))
+}
+
+impl AsyncRead for SendfileStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SendfileStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+    }
+
+    /// Writes either the ordinary buffers before the first placeholder, or (from) one
+    /// placeholder's span; hyper calls again for the rest.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let first_placeholder = bufs.iter().position(|b| placeholder_offset(b).is_some());
+        match first_placeholder {
+            Some(0) => {
+                let buf: &[u8] = &bufs[0];
+                let at = placeholder_offset(buf).unwrap_or_default();
+                this.poll_send_span(cx, buf, at)
+            }
+            Some(n) => Pin::new(&mut this.tcp).poll_write_vectored(cx, &bufs[..n]),
+            None => Pin::new(&mut this.tcp).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        // Also what makes hyper queue body buffers instead of copying them into one buffer,
+        // which placeholders depend on.
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
