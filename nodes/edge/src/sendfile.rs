@@ -142,12 +142,7 @@ impl Listener for SendfileListener {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
-        let stream = SendfileStream {
-            tcp,
-            spans: SpanQueue::default(),
-            sending: None,
-        };
-        (stream, addr)
+        (SendfileStream::new(tcp), addr)
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -164,6 +159,14 @@ pub struct SendfileStream {
 }
 
 impl SendfileStream {
+    fn new(tcp: TcpStream) -> SendfileStream {
+        SendfileStream {
+            tcp,
+            spans: SpanQueue::default(),
+            sending: None,
+        }
+    }
+
     /// Send (part of) the span `buf` stands for; `at` is `buf`'s offset in [`PLACEHOLDER`].
     fn poll_send_span(
         &mut self,
@@ -277,5 +280,83 @@ impl AsyncWrite for SendfileStream {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A connected pair: wharf's side as a `SendfileStream`, and the client's.
+    async fn pair() -> (SendfileStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr"));
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let (server, _) = accepted.expect("accept");
+        (SendfileStream::new(server), client.expect("connect"))
+    }
+
+    fn file_of(content: &[u8]) -> (tempfile::NamedTempFile, Arc<std::fs::File>) {
+        let mut tmp = tempfile::NamedTempFile::new().expect("temp file");
+        tmp.write_all(content).expect("write");
+        let file = std::fs::File::open(tmp.path()).expect("open");
+        (tmp, Arc::new(file))
+    }
+
+    #[tokio::test]
+    async fn ordinary_bytes_and_placeholders_arrive_in_order() {
+        let (mut server, mut client) = pair().await;
+        let (_tmp, file) = file_of(b"0123456789");
+        let conn = SendfileConn {
+            spans: Arc::clone(&server.spans),
+        };
+        let first = placeholder(&conn.spans, Arc::clone(&file), 2, 5);
+        let second = placeholder(&conn.spans, file, 0, 2);
+        for part in [&b"head:"[..], &first, &b"|"[..], &second] {
+            server.write_all(part).await.expect("write");
+        }
+        drop(server);
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.expect("read");
+        assert_eq!(got, b"head:23456|01");
+    }
+
+    #[tokio::test]
+    async fn a_placeholder_without_its_span_fails_instead_of_sending_zeros() {
+        let (mut server, _client) = pair().await;
+        let err = server
+            .write_all(&PLACEHOLDER[..4])
+            .await
+            .expect_err("no span queued");
+        assert!(err.to_string().contains("sendfile"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_placeholder_longer_than_its_span_fails() {
+        let (mut server, _client) = pair().await;
+        let (_tmp, file) = file_of(b"0123456789");
+        let _held = placeholder(&server.spans, file, 0, 3);
+        let err = server
+            .write_all(&PLACEHOLDER[..8])
+            .await
+            .expect_err("span is 3 bytes");
+        assert!(err.to_string().contains("does not match"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_span_whose_placeholder_was_dropped_unsent_is_skipped() {
+        let (mut server, mut client) = pair().await;
+        let (_tmp, file) = file_of(b"abcdef");
+        drop(placeholder(&server.spans, Arc::clone(&file), 0, 3));
+        let kept = placeholder(&server.spans, file, 3, 3);
+        server.write_all(&kept).await.expect("write");
+        drop(server);
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.expect("read");
+        assert_eq!(got, b"def");
     }
 }
