@@ -4,7 +4,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use wharf_testkit::image::big_image;
 use wharf_testkit::proxy::CorruptingProxy;
 use wharf_testkit::push::{PushAuth, Pusher};
 use wharf_testkit::registry::{Registry, RegistryOptions};
@@ -16,12 +15,7 @@ const BIG: usize = 100 * 1024 * 1024 + 12_345;
 
 #[tokio::test]
 async fn sixteen_concurrent_clients_cause_one_upstream_get() {
-    let registry = Registry::start(RegistryOptions::default()).await.unwrap();
-    let image = big_image(1, BIG);
-    Pusher::new(&registry.url(), PushAuth::None)
-        .push_image("test/big", "v1", &image)
-        .await
-        .unwrap();
+    let (registry, image) = big_image_registry(1, BIG).await;
     let wharf = Wharf::mirroring(&registry).await;
     let layer = &image.layers[0];
     let url = format!("{}/v2/test/big/blobs/{}", wharf.url, layer.digest);
@@ -250,12 +244,7 @@ async fn a_download_cut_mid_body_resumes_with_a_range_request() {
 #[tokio::test]
 async fn warm_blobs_are_sent_with_sendfile_and_every_byte_is_right() {
     const LAYER: usize = 5 * 1024 * 1024 + 4321;
-    let registry = Registry::start(RegistryOptions::default()).await.unwrap();
-    let image = big_image(7, LAYER);
-    Pusher::new(&registry.url(), PushAuth::None)
-        .push_image("test/big", "v1", &image)
-        .await
-        .unwrap();
+    let (registry, image) = big_image_registry(7, LAYER).await;
     let wharf = Wharf::mirroring(&registry).await;
     let layer = &image.layers[0];
     let blob = format!("{}/v2/test/big/blobs/{}", wharf.url, layer.digest);

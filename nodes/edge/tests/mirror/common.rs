@@ -107,6 +107,17 @@ impl Wharf {
     }
 }
 
+/// A fresh upstream holding `test/big:v1`, one layer of `layer_len` random bytes from `seed`.
+pub async fn big_image_registry(seed: u64, layer_len: usize) -> (Registry, Image) {
+    let registry = Registry::start(RegistryOptions::default()).await.unwrap();
+    let image = image::big_image(seed, layer_len);
+    Pusher::new(&registry.url(), PushAuth::None)
+        .push_image("test/big", "v1", &image)
+        .await
+        .unwrap();
+    (registry, image)
+}
+
 /// What [`seed`] pushed.
 pub struct Seeds {
     pub docker: Image,

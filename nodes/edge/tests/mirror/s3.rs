@@ -157,12 +157,7 @@ async fn two_nodes_share_one_bucket_and_survive_the_upstream() {
 
 #[tokio::test]
 async fn digest_mismatch_aborts_the_streamed_upload() {
-    let registry = Registry::start(RegistryOptions::default()).await.unwrap();
-    let image = big_image(11, 3 * PART_SIZE + 1000);
-    Pusher::new(&registry.url(), PushAuth::None)
-        .push_image("test/big", "v1", &image)
-        .await
-        .unwrap();
+    let (registry, image) = big_image_registry(11, 3 * PART_SIZE + 1000).await;
     let proxy = CorruptingProxy::start(&registry.url()).await.unwrap();
     let s3 = s3_with_bucket("verify").await;
     let wharf = Wharf::on_s3(
@@ -270,12 +265,7 @@ async fn s3_outage_passes_content_through_and_recovers() {
 
 #[tokio::test]
 async fn s3_stopped_mid_upload_leaves_no_object_and_the_client_its_bytes() {
-    let registry = Registry::start(RegistryOptions::default()).await.unwrap();
-    let image = big_image(12, 60 * 1024 * 1024);
-    Pusher::new(&registry.url(), PushAuth::None)
-        .push_image("test/big", "v1", &image)
-        .await
-        .unwrap();
+    let (registry, image) = big_image_registry(12, 60 * 1024 * 1024).await;
     let mut s3 = s3_with_bucket("midway").await;
     let wharf = Wharf::on_s3(
         test_config(vec![upstream("docker.io", &registry.url(), true)]),
