@@ -43,8 +43,7 @@ pub fn chunks(
         if pos >= end {
             return Ok(None);
         }
-        let want = usize::try_from(end - pos).map_or(CHUNK, |left| left.min(CHUNK));
-        let chunk = read_at(&file, pos, want).await?;
+        let chunk = read_at(&file, pos, end - pos).await?;
         if chunk.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -57,9 +56,9 @@ pub fn chunks(
 }
 
 /// Up to `max` bytes (at most [`CHUNK`]) of `file` at `offset`; empty at the end of the file.
-pub async fn read_at(file: &Arc<File>, offset: u64, max: usize) -> io::Result<Bytes> {
+pub async fn read_at(file: &Arc<File>, offset: u64, max: u64) -> io::Result<Bytes> {
     let mut buf = PooledBuf::take();
-    let max = max.min(CHUNK);
+    let max = usize::try_from(max).map_or(CHUNK, |max| max.min(CHUNK));
     if !NOWAIT_UNSUPPORTED.load(Ordering::Relaxed) {
         let cached = rustix::io::preadv2(
             &**file,

@@ -505,9 +505,7 @@ impl TailReader {
                 }
             }
         };
-        let want = usize::try_from(limit - self.pos)
-            .map_or(file_read::CHUNK, |left| left.min(file_read::CHUNK));
-        let chunk = file_read::read_at(&file, self.pos, want).await?;
+        let chunk = file_read::read_at(&file, self.pos, limit - self.pos).await?;
         if chunk.is_empty() {
             return Err(std::io::Error::other("spool file shorter than announced"));
         }

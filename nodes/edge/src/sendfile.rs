@@ -62,7 +62,7 @@ impl Connected<IncomingStream<'_, SendfileListener>> for SendfileConn {
 
 impl SendfileConn {
     /// The response body for `span` on this connection: placeholders for what is in the page
-    /// cache, read chunks for the rest. `sent` counts the bytes that went by `sendfile`.
+    /// cache, read chunks for the rest. `sent` is told the size of each span left to `sendfile`.
     pub fn body(&self, span: FileSpan, sent: impl Fn(u64) + Send + Sync + 'static) -> Body {
         let queue = Arc::clone(&self.spans);
         let end = span.start.saturating_add(span.len);
@@ -79,7 +79,7 @@ impl SendfileConn {
                 }
                 let chunk = match cached {
                     Some(placeholder) => placeholder,
-                    None => file_read::read_at(&file, pos, len as usize).await?,
+                    None => file_read::read_at(&file, pos, len).await?,
                 };
                 if chunk.is_empty() {
                     return Err(io::Error::new(
