@@ -261,6 +261,15 @@ async fn warm_blobs_are_sent_with_sendfile_and_every_byte_is_right() {
         assert_eq!(response.status(), StatusCode::OK);
         response.bytes().await.unwrap();
     }
+    // A client has its last byte before the download is in the store; until then later
+    // requests still read the download's spool.
+    let dir = wharf.data_dir.path().to_path_buf();
+    let stored = wait_until(Duration::from_secs(5), || {
+        let dir = dir.clone();
+        async move { stored_files(&dir, "blobs") == 2 }
+    })
+    .await;
+    assert!(stored, "both blobs are stored");
     let sent_before = wharf_edge::stats::Stats::get(&wharf.mirror.stats.sendfile_bytes);
 
     let data = &layer.data;
