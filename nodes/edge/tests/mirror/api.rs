@@ -302,9 +302,14 @@ async fn blob_ranges_cold_and_warm() {
     let full = http.get(&url).send().await.unwrap();
     assert_eq!(full.bytes().await.unwrap(), layer.data);
     // The one cold range request fetched the blob once; everything else was served from cache.
+    let stats = &wharf.mirror.stats;
     assert_eq!(
         registry.count_requests("GET", &format!("/v2/test/oci/blobs/{}", layer.digest)),
-        1
+        1,
+        "downloads {}, range resumes {}; upstream log: {:?}",
+        wharf_edge::stats::Stats::get(&stats.upstream_blob_fetches),
+        wharf_edge::stats::Stats::get(&stats.upstream_resumes),
+        registry.access_log(),
     );
 }
 
