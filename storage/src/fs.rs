@@ -22,10 +22,16 @@ pub struct FsStore {
 }
 
 impl FsStore {
-    /// Open (creating) a store rooted at `root`.
+    /// Open (creating) a store rooted at `root`. `.tmp` is emptied: what a crash left there
+    /// was never placed under a final name.
     pub async fn open(root: impl Into<PathBuf>) -> Result<FsStore, StoreError> {
         let root = root.into();
         let tmp = root.join(".tmp");
+        if tokio::fs::try_exists(&tmp).await.unwrap_or(false) {
+            tokio::fs::remove_dir_all(&tmp)
+                .await
+                .map_err(|e| StoreError::io(tmp.display(), e))?;
+        }
         tokio::fs::create_dir_all(&tmp)
             .await
             .map_err(|e| StoreError::io(tmp.display(), e))?;
@@ -61,9 +67,15 @@ impl FsStore {
             // The spool may sit on another filesystem: copy beside the target, then rename.
             Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
                 let tmp = self.temp_name();
-                tokio::fs::copy(from, &tmp)
-                    .await
-                    .map_err(|e| StoreError::io(key, e))?;
+                let (source, copy) = (from.to_path_buf(), tmp.clone());
+                // Copied and made durable before it gets its final name.
+                tokio::task::spawn_blocking(move || {
+                    std::fs::copy(&source, &copy)?;
+                    std::fs::File::open(&copy)?.sync_all()
+                })
+                .await
+                .map_err(|e| StoreError::io(key, std::io::Error::other(e)))?
+                .map_err(|e| StoreError::io(key, e))?;
                 tokio::fs::rename(&tmp, &dest)
                     .await
                     .map_err(|e| StoreError::io(key, e))?;
@@ -230,5 +242,15 @@ mod tests {
             .await
             .unwrap();
         assert!(tmp.next_entry().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn leftovers_in_tmp_are_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        std::fs::create_dir_all(root.join(".tmp")).unwrap();
+        std::fs::write(root.join(".tmp/123-0"), b"half an object").unwrap();
+        let _store = FsStore::open(&root).await.unwrap();
+        assert_eq!(std::fs::read_dir(root.join(".tmp")).unwrap().count(), 0);
     }
 }

@@ -46,8 +46,48 @@ pub struct Config {
     pub eviction: EvictionConfig,
     pub upstream_client: UpstreamClientConfig,
     pub cluster: ClusterConfig,
+    pub limits: LimitsConfig,
     #[serde(rename = "upstream")]
     pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// What clients can make one node do at once: every queue and connection count has a bound.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Upstream blob downloads under way at once on this node (S3 uploads run alongside them).
+    pub max_downloads: usize,
+    /// Requests for cold blobs waiting for a download slot, at most; beyond it, `503` at once.
+    pub download_queue: usize,
+    /// Seconds a request waits for a download slot before `503` with `Retry-After`.
+    pub queue_timeout_secs: u64,
+    /// Seconds an upstream's "no such content" (404) is remembered; 0 turns it off.
+    pub negative_ttl_secs: u64,
+    /// Largest blob fetched, in MiB: a bigger `Content-Length` is refused, a body without one
+    /// is cut off there. 0: no limit.
+    pub max_blob_mib: u64,
+    /// Client connections open at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Seconds a client may take to send a request's headers (and an idle keep-alive
+    /// connection may wait for its next request).
+    pub header_read_timeout_secs: u64,
+    /// Seconds a response may make no progress because its client does not read.
+    pub send_timeout_secs: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_downloads: 64,
+            download_queue: 1024,
+            queue_timeout_secs: 30,
+            negative_ttl_secs: 10,
+            max_blob_mib: 100 * 1024,
+            max_connections: 16_384,
+            header_read_timeout_secs: 10,
+            send_timeout_secs: 60,
+        }
+    }
 }
 
 /// Clustering: nodes agree by Raft which of them fetches each cold blob.
@@ -205,6 +245,7 @@ impl Default for Config {
             eviction: EvictionConfig::default(),
             upstream_client: UpstreamClientConfig::default(),
             cluster: ClusterConfig::default(),
+            limits: LimitsConfig::default(),
             upstreams: vec![UpstreamConfig::new(DOCKER_HUB_NAME, DOCKER_HUB_URL, true)],
         }
     }
@@ -386,7 +427,7 @@ impl Config {
         }
         if self.cluster.enabled() {
             let advertised = self.cluster.advertised();
-            if advertised.starts_with("0.0.0.0") || advertised.starts_with("[::]") {
+            if is_wildcard(advertised) {
                 return invalid(
                     "cluster.advertise is needed when cluster.listen is a wildcard address".into(),
                 );
@@ -396,6 +437,17 @@ impl Config {
                     "cluster.lease_ttl_secs and cluster.heartbeat_ms must be positive".into(),
                 );
             }
+        }
+        let l = &self.limits;
+        if l.max_downloads == 0
+            || l.max_connections == 0
+            || l.header_read_timeout_secs == 0
+            || l.send_timeout_secs == 0
+        {
+            return invalid(
+                "limits.max_downloads, max_connections, header_read_timeout_secs and send_timeout_secs must be positive"
+                    .into(),
+            );
         }
         if self.eviction.interval_secs == 0 {
             return invalid("eviction.interval_secs must be at least 1".into());
@@ -436,6 +488,21 @@ impl Config {
             return invalid(format!("listen {:?} is not an address:port", self.listen));
         }
         Ok(())
+    }
+}
+
+/// Whether `host:port` names no particular address (`0.0.0.0`, `[::]`, `0`, ...): peers
+/// cannot dial it.
+fn is_wildcard(addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return true;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_unspecified(),
+        // `0` (and `0.0`...) is what inet_aton reads as 0.0.0.0.
+        Err(_) => host.bytes().all(|b| b == b'0' || b == b'.'),
     }
 }
 
@@ -513,6 +580,31 @@ mod distribution {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn wildcard_cluster_addresses_need_an_advertised_one() {
+        for wildcard in [
+            "0.0.0.0:6000",
+            "[::]:6000",
+            "0:6000",
+            ":6000",
+            "[0:0::0]:6000",
+        ] {
+            let mut c = Config::default();
+            c.cluster.listen = wildcard.into();
+            assert!(
+                c.validate().is_err(),
+                "{wildcard} accepted without advertise"
+            );
+            c.cluster.advertise = "10.0.0.1:6000".into();
+            assert!(c.validate().is_ok(), "{wildcard} with advertise");
+        }
+        for dialable in ["10.0.0.1:6000", "[::1]:6000", "wharf-0.wharf:6000"] {
+            let mut c = Config::default();
+            c.cluster.listen = dialable.into();
+            assert!(c.validate().is_ok(), "{dialable}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -334,7 +334,7 @@ async fn tags_list(
     let (upstream, repo) = upstream_repo(mirror, query, name)?;
     let list = mirror
         .tags_lists
-        .get(upstream, &repo, query.passthrough.clone())
+        .get(upstream, &repo, &query.passthrough)
         .await?;
     let mut response = Body::from(list.body).into_response();
     let h = response.headers_mut();

@@ -17,10 +17,12 @@ use wharf_core::{ByteRange, Digest, OciCode, RepoName};
 use wharf_storage::{BlobStore, FileSpan, ObjectKey};
 use wharf_upstream::{BlobResponse, UpstreamClient};
 
-use crate::download::{Downloads, Fetched, Resume, tail};
+use crate::download::{Download, Downloads, Fetched, Origin, Resume, tail};
 use crate::error::ApiError;
 use crate::evict::Evictor;
+use crate::negative::NegativeCache;
 use crate::singleflight::{Claim, FetchCoordinator};
+use crate::slots::DownloadSlots;
 use crate::stats::Stats;
 
 /// Memory for the blob-size index, by weight: about 150 bytes an entry, so some 400k blobs.
@@ -58,8 +60,17 @@ pub struct BlobService {
     downloads: Downloads,
     stats: Arc<Stats>,
     evictor: Arc<Evictor>,
+    negative: Arc<NegativeCache>,
     /// The cluster, once it is up; a single node has none.
     coordinator: OnceLock<Arc<dyn FetchCoordinator>>,
+}
+
+/// How much blob work clients can start on this node.
+pub struct BlobLimits {
+    pub slots: Arc<DownloadSlots>,
+    pub negative: Arc<NegativeCache>,
+    /// Largest blob fetched, in bytes.
+    pub max_blob: Option<u64>,
 }
 
 /// A blob's bytes for another node, from an offset.
@@ -117,13 +128,21 @@ impl BlobService {
         spool_dir: PathBuf,
         stats: Arc<Stats>,
         eviction: EvictionConfig,
+        limits: BlobLimits,
     ) -> std::io::Result<BlobService> {
         let index = Cache::builder()
             .max_capacity(INDEX_BYTES)
             .weigher(|d: &Digest, _: &u64| u32::try_from(d.hex().len() + 88).unwrap_or(u32::MAX))
             .build();
-        let downloads =
-            Downloads::open(spool_dir, store.clone(), index.clone(), stats.clone()).await?;
+        let downloads = Downloads::open(
+            spool_dir,
+            store.clone(),
+            index.clone(),
+            stats.clone(),
+            limits.slots,
+            limits.max_blob,
+        )
+        .await?;
         let evictor = Arc::new(Evictor::new(store.clone(), index.clone(), eviction));
         Ok(BlobService {
             store,
@@ -131,6 +150,7 @@ impl BlobService {
             downloads,
             stats,
             evictor,
+            negative: limits.negative,
             coordinator: OnceLock::new(),
         })
     }
@@ -171,12 +191,7 @@ impl BlobService {
             return Ok(Some(PeerStream { size, body }));
         }
         let key = ObjectKey::Blob(digest.clone());
-        let Some(size) = self
-            .store
-            .stat(&key)
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?
-        else {
+        let Some(size) = self.store.stat(&key).await.map_err(ApiError::from)? else {
             return Ok(None);
         };
         let range = from_offset(offset, Some(size))?;
@@ -186,7 +201,7 @@ impl BlobService {
                 body: reader.stream.map_err(std::io::Error::other).boxed(),
             })),
             Ok(None) => Ok(None),
-            Err(e) => Err(ApiError::internal(e.to_string())),
+            Err(e) => Err(ApiError::from(e)),
         }
     }
 
@@ -204,37 +219,58 @@ impl BlobService {
         head: bool,
         redirect: Option<Duration>,
     ) -> Result<BlobReply, ApiError> {
-        if !head {
-            self.evictor.touch(digest);
-        }
         if let Some(expires) = redirect.filter(|_| !head)
             && let Some(location) = self.presigned(digest, expires).await
         {
+            self.evictor.touch(digest);
             self.stats.blob_cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(BlobReply::Redirect { location });
         }
         if let Some(reply) = self.stored(digest, range_header, head).await? {
+            if !head {
+                self.evictor.touch(digest);
+            }
             self.stats.blob_cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(reply);
         }
-        if head {
-            return self.head_uncached(upstream, repo, digest).await;
+        let what = digest.to_string();
+        if let Some(missing) = self.negative.get(upstream.name(), repo, &what).await {
+            return Err(missing);
         }
-        let (mut download, started) = self.start_or_join(upstream, repo, digest);
+        if head {
+            let reply = self.head_uncached(upstream, repo, digest).await;
+            if let Err(e) = &reply {
+                self.negative
+                    .remember(upstream.name(), repo, &what, e)
+                    .await;
+            }
+            return reply;
+        }
+        let (mut download, started) = self.download_for(upstream, repo, digest).await?;
         if !started {
             self.stats
                 .coalesced_blob_requests
                 .fetch_add(1, Ordering::Relaxed);
         }
-        let size = match download.started().await {
-            Ok(size) => size,
-            // We joined a download started for another repository, which the upstream refused
-            // there: the blob may still exist under ours, so ask once for it ourselves.
-            Err(e) if !started && e.status == http::StatusCode::NOT_FOUND => {
-                download = self.start_or_join(upstream, repo, digest).0;
-                download.started().await?
+        let result = match download.started().await {
+            // We joined a download started for another repository or upstream, which failed
+            // there: that says nothing of ours, so ask once for it ourselves.
+            Err(_) if !started && !self.is_for(&download, upstream, repo) => {
+                download = self.download_for(upstream, repo, digest).await?.0;
+                download.started().await
             }
-            Err(e) => return Err(e),
+            other => other,
+        };
+        let size = match result {
+            Ok(size) => size,
+            Err(e) => {
+                if self.is_for(&download, upstream, repo) {
+                    self.negative
+                        .remember(upstream.name(), repo, &what, &e)
+                        .await;
+                }
+                return Err(e);
+            }
         };
         let range = match size {
             Some(size) => match resolve(range_header, size) {
@@ -254,13 +290,34 @@ impl BlobService {
         })
     }
 
+    fn is_for(&self, download: &Download, upstream: &UpstreamClient, repo: &RepoName) -> bool {
+        let origin = download.origin();
+        origin.upstream == upstream.name() && origin.repo == *repo
+    }
+
+    /// Join the download of `digest`, or start one from `repo` once a download slot is free;
+    /// true when started here.
+    async fn download_for(
+        &self,
+        upstream: &Arc<UpstreamClient>,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<(Arc<Download>, bool), ApiError> {
+        if let Some(download) = self.downloads.join(digest) {
+            return Ok((download, false));
+        }
+        let slot = self.downloads.slots().acquire().await?;
+        Ok(self.start_or_join(upstream, repo, digest, slot))
+    }
+
     /// Join the download of `digest`, or start one from `repo`; true when started here.
     fn start_or_join(
         &self,
         upstream: &Arc<UpstreamClient>,
         repo: &RepoName,
         digest: &Digest,
-    ) -> (Arc<crate::download::Download>, bool) {
+        slot: tokio::sync::OwnedSemaphorePermit,
+    ) -> (Arc<Download>, bool) {
         let fetch = {
             let (upstream, repo, digest) = (upstream.clone(), repo.clone(), digest.clone());
             let (stats, store) = (self.stats.clone(), self.store.clone());
@@ -313,8 +370,12 @@ impl BlobService {
                 })
             }
         };
+        let origin = Origin {
+            upstream: upstream.name().to_string(),
+            repo: repo.clone(),
+        };
         self.downloads
-            .join_or_start(digest, upstream.name().to_string(), fetch)
+            .join_or_start(digest, origin, Some(slot), fetch)
     }
 
     /// A presigned URL for a stored blob; `None` (serve it ourselves) if not stored or failing.

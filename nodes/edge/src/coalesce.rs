@@ -1,6 +1,7 @@
 //! In-process singleflight: concurrent callers asking for the same key share one execution.
 //! The work runs on its own task, so it completes (and fills the cache) even if the caller
-//! that started it goes away.
+//! that started it goes away. However the task ends (a result, a panic, the runtime shutting
+//! down), a drop guard takes its key out of the registry, so a failure is never remembered.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -42,20 +43,19 @@ where
             match inflight.get(&key) {
                 Some(flight) => (flight.clone(), true),
                 None => {
-                    let registry = Arc::clone(&self.inflight);
-                    let own_key = key.clone();
+                    let guard = Forget {
+                        registry: Arc::clone(&self.inflight),
+                        key: Some(key.clone()),
+                    };
                     let work = work();
                     let task = tokio::spawn(async move {
-                        let result = work.await;
-                        registry
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(&own_key);
-                        result
+                        let _guard = guard;
+                        work.await
                     });
                     let flight = async move {
                         task.await.unwrap_or_else(|e| {
-                            Err(ApiError::internal(format!("coalesced task failed: {e}")))
+                            tracing::error!(error = %e, "coalesced work panicked");
+                            Err(ApiError::internal("internal error"))
                         })
                     }
                     .boxed()
@@ -66,6 +66,23 @@ where
             }
         };
         (flight.await, joined)
+    }
+}
+
+/// Removes a flight's key when its task ends, whether by returning or by unwinding.
+struct Forget<K: Hash + Eq, T> {
+    registry: Arc<Mutex<HashMap<K, Flight<T>>>>,
+    key: Option<K>,
+}
+
+impl<K: Hash + Eq, T> Drop for Forget<K, T> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.registry
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+        }
     }
 }
 
@@ -102,6 +119,26 @@ mod tests {
         // Once finished, the next call runs again.
         let (again, j) = coalescer.run("k", || async { Ok(99) }).await;
         assert_eq!((again.unwrap(), j), (99, false));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_flight_is_forgotten() {
+        let coalescer: Arc<Coalescer<u8, u8>> = Arc::default();
+        let (first, _) = coalescer
+            .run(1, || async {
+                if std::hint::black_box(true) {
+                    panic!("boom");
+                }
+                Ok(0)
+            })
+            .await;
+        assert_eq!(first.unwrap_err().code, wharf_core::OciCode::Unknown);
+        let (again, joined) = coalescer.run(1, || async { Ok(5) }).await;
+        assert_eq!(
+            (again.unwrap(), joined),
+            (5, false),
+            "the key is usable again"
+        );
     }
 
     #[tokio::test]

@@ -9,8 +9,8 @@
 //! open it too late read the stored object instead.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,19 +20,23 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use moka::future::Cache;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tracing::{error, info, warn};
-use wharf_core::{ByteRange, Digest, DigestHasher};
+use wharf_core::{ByteRange, Digest, DigestHasher, RepoName};
 use wharf_storage::{BlobStore, ObjectKey, file_read};
 use wharf_upstream::BlobResponse;
 
 use crate::error::ApiError;
 use crate::singleflight::FetchLease;
+use crate::slots::DownloadSlots;
 use crate::stats::Stats;
 
-/// Spool writes are batched to about this size, or flushed after [`FLUSH_INTERVAL`].
+/// Spool writes are batched to about this size, or flushed every [`FLUSH_INTERVAL`] (also
+/// while the upstream pauses, so waiting readers get every byte received so far).
 const WRITE_BATCH: usize = 256 * 1024;
 const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
+/// A download with no reader for this long gives its slot up when requests wait for one.
+const ABANDON_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub enum Phase {
@@ -99,14 +103,35 @@ impl Fetched {
     }
 }
 
+/// Which upstream and repository a download was started for: an upstream's refusal there
+/// says nothing about another repository or upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub upstream: String,
+    pub repo: RepoName,
+}
+
 /// One in-flight download; readers hold an `Arc` while they stream.
 pub struct Download {
     digest: Digest,
+    origin: Origin,
     spool_path: PathBuf,
     progress: watch::Receiver<Progress>,
+    /// Clients and peers tailing it now (not the store's upload).
+    readers: AtomicUsize,
 }
 
 impl Download {
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    /// Neither failed nor abandoned by its leader: worth joining.
+    fn is_live(&self) -> bool {
+        let failed = matches!(self.progress.borrow().phase, Phase::Failed(_));
+        !failed && self.progress.has_changed().is_ok()
+    }
+
     pub fn progress(&self) -> watch::Receiver<Progress> {
         self.progress.clone()
     }
@@ -129,7 +154,18 @@ impl Download {
 impl Drop for Download {
     fn drop(&mut self) {
         // A verified spool file has been renamed away already; anything left is garbage.
-        let _ = std::fs::remove_file(&self.spool_path);
+        // Unlinking can wait on the disk: not on a runtime thread.
+        let path = std::mem::take(&mut self.spool_path);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn_blocking(move || {
+                    let _ = std::fs::remove_file(path);
+                });
+            }
+            Err(_) => {
+                let _ = std::fs::remove_file(path);
+            }
+        }
     }
 }
 
@@ -142,6 +178,9 @@ pub struct Downloads {
     /// The blob-size index, told of each blob once it is stored.
     index: Cache<Digest, u64>,
     stats: Arc<Stats>,
+    slots: Arc<DownloadSlots>,
+    /// Largest blob accepted, in bytes.
+    max_blob: Option<u64>,
 }
 
 impl Downloads {
@@ -151,6 +190,8 @@ impl Downloads {
         store: Arc<dyn BlobStore>,
         index: Cache<Digest, u64>,
         stats: Arc<Stats>,
+        slots: Arc<DownloadSlots>,
+        max_blob: Option<u64>,
     ) -> std::io::Result<Downloads> {
         if tokio::fs::try_exists(&spool_dir).await? {
             tokio::fs::remove_dir_all(&spool_dir).await?;
@@ -163,7 +204,20 @@ impl Downloads {
             store,
             index,
             stats,
+            slots,
+            max_blob,
         })
+    }
+
+    /// The node's download slots.
+    pub fn slots(&self) -> &Arc<DownloadSlots> {
+        &self.slots
+    }
+
+    /// The live download of `digest` to join, if one is under way.
+    pub fn join(&self, digest: &Digest) -> Option<Arc<Download>> {
+        let active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        active.get(digest).filter(|d| d.is_live()).cloned()
     }
 
     /// How many downloads are under way.
@@ -177,11 +231,13 @@ impl Downloads {
         active.get(digest).cloned()
     }
 
-    /// Join the download of `digest`, or start it with `fetch`. True when this call started it.
+    /// Join the download of `digest`, or start it with `fetch`, holding `slot` until it ends.
+    /// True when this call started it.
     pub fn join_or_start<F>(
         &self,
         digest: &Digest,
-        upstream_name: String,
+        origin: Origin,
+        slot: Option<OwnedSemaphorePermit>,
         fetch: F,
     ) -> (Arc<Download>, bool)
     where
@@ -189,9 +245,9 @@ impl Downloads {
     {
         let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(existing) = active.get(digest) {
-            // A failed download is only still listed until its leader cleans up: start anew.
-            let failed = matches!(existing.progress.borrow().phase, Phase::Failed(_));
-            if !failed {
+            // A failed download is only still listed until its leader cleans up, and one
+            // whose leader is gone will never finish: start anew.
+            if existing.is_live() {
                 return (existing.clone(), false);
             }
         }
@@ -203,8 +259,10 @@ impl Downloads {
         });
         let download = Arc::new(Download {
             digest: digest.clone(),
+            origin,
             spool_path: self.spool_dir.join(format!("{}-{n}", digest.hex())),
             progress: rx,
+            readers: AtomicUsize::new(0),
         });
         active.insert(digest.clone(), download.clone());
         let leader = Leader {
@@ -213,22 +271,49 @@ impl Downloads {
             store: self.store.clone(),
             index: self.index.clone(),
             stats: self.stats.clone(),
-            upstream_name,
             registry: self.active.clone(),
+            slots: self.slots.clone(),
+            max_blob: self.max_blob,
+            _slot: slot,
         };
         tokio::spawn(leader.run(fetch));
         (download, true)
     }
 }
 
+/// The task that fetches one download. However it ends (a result, a panic, a cancelled
+/// runtime), dropping it publishes a final phase and takes the download out of the registry,
+/// so a later request starts afresh instead of joining a download nobody runs.
 struct Leader {
     download: Arc<Download>,
     tx: watch::Sender<Progress>,
     store: Arc<dyn BlobStore>,
     index: Cache<Digest, u64>,
     stats: Arc<Stats>,
-    upstream_name: String,
     registry: Arc<Mutex<HashMap<Digest, Arc<Download>>>>,
+    slots: Arc<DownloadSlots>,
+    max_blob: Option<u64>,
+    /// This download's share of the node's download slots, returned when the leader ends.
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        if !Phase::is_final(&self.tx.borrow()) {
+            error!(digest = %self.download.digest, "blob download stopped without a result");
+            self.tx.send_modify(|p| {
+                p.phase =
+                    Phase::Failed(ApiError::internal("the blob download stopped unexpectedly"));
+            });
+        }
+        let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        if registry
+            .get(&self.download.digest)
+            .is_some_and(|d| Arc::ptr_eq(d, &self.download))
+        {
+            registry.remove(&self.download.digest);
+        }
+    }
 }
 
 impl Leader {
@@ -251,7 +336,7 @@ impl Leader {
                 // A remote store takes the blob while it downloads, tailing the spool like any
                 // reader: it gets the last byte only after verification, and aborts otherwise.
                 let uploader = (store && self.store.streams_writes()).then(|| {
-                    let body = tail(self.download.clone(), None, self.store.clone());
+                    let body = tail_reader(self.download.clone(), None, self.store.clone(), false);
                     let (store, key) = (self.store.clone(), ObjectKey::Blob(digest.clone()));
                     tokio::spawn(async move { store.put_stream(&key, body).await })
                 });
@@ -292,15 +377,8 @@ impl Leader {
             }
         };
         self.tx.send_modify(|p| p.phase = phase);
-        {
-            let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-            if registry
-                .get(&digest)
-                .is_some_and(|d| Arc::ptr_eq(d, &self.download))
-            {
-                registry.remove(&digest);
-            }
-        }
+        // Unregisters the download (see `Drop`).
+        drop(self);
         // Only now, with the blob in the store, may another node take the fetch over.
         drop(lease);
     }
@@ -308,71 +386,64 @@ impl Leader {
     /// Stream the body into the spool file; the verified size, or why it is not to be trusted.
     async fn spool(&self, response: BlobResponse, resume: Option<Resume>) -> Result<u64, ApiError> {
         let digest = &self.download.digest;
-        let path = &self.download.spool_path;
         let spool_error = |e: std::io::Error| {
             error!(%digest, error = %e, "spool write failed");
-            ApiError::internal(format!("writing the download spool failed: {e}"))
+            ApiError::internal("writing the download spool failed")
         };
-        let mut file = tokio::fs::File::create(path).await.map_err(spool_error)?;
-        let mut hasher = DigestHasher::new(digest.algorithm());
-        let mut stream = response.stream;
-        let mut batch = BytesMut::with_capacity(WRITE_BATCH);
-        let mut written = 0u64;
-        let mut last_flush = Instant::now();
-        let (mut resumes, mut resumed_at) = (0, 0u64);
-        loop {
-            let chunk = stream.next().await;
-            let finished = chunk.is_none();
-            if let Some(chunk) = chunk {
-                let chunk = match chunk {
-                    Ok(chunk) => chunk,
-                    Err(e) => {
-                        // The body broke off: continue from the next byte, where possible.
-                        let offset = written + batch.len() as u64;
-                        let upstream_error = || {
-                            ApiError::from_upstream(
-                                &self.upstream_name,
-                                e.clone(),
-                                wharf_core::OciCode::BlobUnknown,
-                            )
-                        };
-                        if offset > resumed_at {
-                            // Bytes came since the last break: a flaky link, not a dead one.
-                            resumes = 0;
-                        }
-                        let Some(resume) = resume.as_ref().filter(|_| resumes < MAX_RESUMES) else {
-                            return Err(upstream_error());
-                        };
-                        resumes += 1;
-                        resumed_at = offset;
-                        warn!(%digest, offset, error = %e, attempt = resumes, "blob download broke off; resuming");
-                        stream = resume(offset).await.map_err(|resumed| {
-                            warn!(%digest, error = %resumed.message, "resuming failed");
-                            upstream_error()
-                        })?;
-                        continue;
-                    }
-                };
-                let total = written + batch.len() as u64 + chunk.len() as u64;
-                if response.size.is_some_and(|size| total > size) {
-                    return Err(self.mismatch("more bytes than its Content-Length"));
-                }
-                hasher.update(&chunk);
-                batch.extend_from_slice(&chunk);
-            }
-            let due = batch.len() >= WRITE_BATCH || last_flush.elapsed() >= FLUSH_INTERVAL;
-            if !batch.is_empty() && (finished || due) {
-                file.write_all(&batch).await.map_err(spool_error)?;
-                file.flush().await.map_err(spool_error)?;
-                written += batch.len() as u64;
-                batch.clear();
-                last_flush = Instant::now();
-                self.tx.send_modify(|p| p.written = written);
-            }
-            if finished {
-                break;
-            }
+        if let (Some(size), Some(max)) = (response.size, self.max_blob)
+            && size > max
+        {
+            return Err(self.too_large(max));
         }
+        let mut spool = SpoolWriter::create(&self.download.spool_path, &self.tx)
+            .await
+            .map_err(spool_error)?;
+        let mut body = ResumingBody {
+            stream: response.stream,
+            resume,
+            resumes: 0,
+            resumed_at: 0,
+        };
+        let mut hasher = DigestHasher::new(digest.algorithm());
+        let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut unread_since: Option<Instant> = None;
+        loop {
+            let next = body.next_chunk(spool.received(), digest);
+            tokio::pin!(next);
+            // Flush what came so far while waiting; see whether anyone still wants it.
+            let chunk = loop {
+                tokio::select! {
+                    chunk = &mut next => break chunk,
+                    _ = tick.tick() => {
+                        spool.flush().await.map_err(spool_error)?;
+                        self.check_wanted(&mut unread_since)?;
+                    }
+                }
+            };
+            let chunk = match chunk {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(ApiError::from_upstream(
+                        &self.download.origin.upstream,
+                        e,
+                        wharf_core::OciCode::BlobUnknown,
+                    ));
+                }
+            };
+            let total = spool.received().saturating_add(chunk.len() as u64);
+            if response.size.is_some_and(|size| total > size) {
+                return Err(self.mismatch("more bytes than its Content-Length"));
+            }
+            if let Some(max) = self.max_blob.filter(|max| total > *max) {
+                return Err(self.too_large(max));
+            }
+            hasher.update(&chunk);
+            spool.push(&chunk).await.map_err(spool_error)?;
+        }
+        spool.flush().await.map_err(spool_error)?;
+        let written = spool.received();
         if response.size.is_some_and(|size| size != written) {
             return Err(self.mismatch("fewer bytes than its Content-Length"));
         }
@@ -380,6 +451,33 @@ impl Leader {
             return Err(self.mismatch("a blob"));
         }
         Ok(written)
+    }
+
+    /// A download nobody reads goes on only while no request waits for its slot.
+    fn check_wanted(&self, unread_since: &mut Option<Instant>) -> Result<(), ApiError> {
+        if self.download.readers.load(Ordering::Acquire) > 0 {
+            *unread_since = None;
+            return Ok(());
+        }
+        let since = *unread_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= ABANDON_GRACE && self.slots.contended() {
+            warn!(digest = %self.download.digest, "no client reads this download and others wait for its slot; giving it up");
+            return Err(ApiError::new(
+                wharf_core::OciCode::Unavailable,
+                "the download was given up: no client was reading it and the node was busy",
+            )
+            .with_status(http::StatusCode::SERVICE_UNAVAILABLE));
+        }
+        Ok(())
+    }
+
+    fn too_large(&self, max: u64) -> ApiError {
+        warn!(digest = %self.download.digest, max, "blob larger than limits.max_blob_mib; not fetched");
+        ApiError::new(
+            wharf_core::OciCode::Unavailable,
+            format!("the blob is larger than this mirror's limit of {max} bytes"),
+        )
+        .with_status(http::StatusCode::BAD_GATEWAY)
     }
 
     /// Make the verified spool file durable and move it into the store.
@@ -408,19 +506,129 @@ impl Leader {
     }
 
     fn mismatch(&self, what: &str) -> ApiError {
+        let upstream = &self.download.origin.upstream;
         self.stats.digest_mismatches.fetch_add(1, Ordering::Relaxed);
-        error!(digest = %self.download.digest, upstream = %self.upstream_name, what, "upstream content failed verification; not cached");
-        ApiError::digest_mismatch(&self.upstream_name, what)
+        error!(digest = %self.download.digest, %upstream, what, "upstream content failed verification; not cached");
+        ApiError::digest_mismatch(upstream, what)
     }
 }
 
-/// Stream `range` (or all) of a download's bytes as they become readable.
+/// The spool file being written: bytes batched, then written and announced to readers.
+struct SpoolWriter<'a> {
+    file: tokio::fs::File,
+    batch: BytesMut,
+    written: u64,
+    progress: &'a watch::Sender<Progress>,
+}
+
+impl<'a> SpoolWriter<'a> {
+    async fn create(
+        path: &Path,
+        progress: &'a watch::Sender<Progress>,
+    ) -> std::io::Result<SpoolWriter<'a>> {
+        Ok(SpoolWriter {
+            file: tokio::fs::File::create(path).await?,
+            batch: BytesMut::with_capacity(WRITE_BATCH),
+            written: 0,
+            progress,
+        })
+    }
+
+    /// Bytes received: written and batched.
+    fn received(&self) -> u64 {
+        self.written + self.batch.len() as u64
+    }
+
+    async fn push(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        self.batch.extend_from_slice(chunk);
+        if self.batch.len() >= WRITE_BATCH {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Write the batch and tell readers it is there.
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.file.write_all(&self.batch).await?;
+        self.file.flush().await?;
+        self.written += self.batch.len() as u64;
+        self.batch.clear();
+        let written = self.written;
+        self.progress.send_modify(|p| p.written = written);
+        Ok(())
+    }
+}
+
+/// An upstream body that, when it breaks off, asks its source for the rest with a range
+/// request, as long as each attempt brings bytes ([`MAX_RESUMES`] breaks in a row without
+/// any fail it).
+struct ResumingBody {
+    stream: BoxStream<'static, UpstreamBody>,
+    resume: Option<Resume>,
+    /// Breaks since bytes last came.
+    resumes: u32,
+    resumed_at: u64,
+}
+
+impl ResumingBody {
+    /// The next chunk; `received` is how many bytes came before it.
+    async fn next_chunk(
+        &mut self,
+        received: u64,
+        digest: &Digest,
+    ) -> Result<Option<Bytes>, wharf_upstream::UpstreamError> {
+        loop {
+            let e = match self.stream.next().await {
+                None => return Ok(None),
+                Some(Ok(chunk)) => return Ok(Some(chunk)),
+                Some(Err(e)) => e,
+            };
+            if received > self.resumed_at {
+                // Bytes came since the last break: a flaky link, not a dead one.
+                self.resumes = 0;
+            }
+            let Some(resume) = self.resume.as_ref().filter(|_| self.resumes < MAX_RESUMES) else {
+                return Err(e);
+            };
+            self.resumes += 1;
+            self.resumed_at = received;
+            warn!(%digest, offset = received, error = %e, attempt = self.resumes, "blob download broke off; resuming");
+            self.stream = match resume(received).await {
+                Ok(stream) => stream,
+                Err(resumed) => {
+                    warn!(%digest, error = %resumed.message, "resuming failed");
+                    return Err(e);
+                }
+            };
+        }
+    }
+}
+
+/// Stream `range` (or all) of a download's bytes as they become readable, for a client.
 pub fn tail(
     download: Arc<Download>,
     range: Option<ByteRange>,
     store: Arc<dyn BlobStore>,
 ) -> BoxStream<'static, Result<Bytes, std::io::Error>> {
+    tail_reader(download, range, store, true)
+}
+
+/// As [`tail`]; `counted`: a client or peer (whose leaving may let the download go), not the
+/// store's own upload.
+fn tail_reader(
+    download: Arc<Download>,
+    range: Option<ByteRange>,
+    store: Arc<dyn BlobStore>,
+    counted: bool,
+) -> BoxStream<'static, Result<Bytes, std::io::Error>> {
+    if counted {
+        download.readers.fetch_add(1, Ordering::AcqRel);
+    }
     let reader = TailReader {
+        counted,
         progress: download.progress(),
         download,
         store,
@@ -436,6 +644,7 @@ pub fn tail(
 }
 
 struct TailReader {
+    counted: bool,
     download: Arc<Download>,
     progress: watch::Receiver<Progress>,
     store: Arc<dyn BlobStore>,
@@ -444,6 +653,14 @@ struct TailReader {
     end_exclusive: Option<u64>,
     /// Set when the spool file was already moved into the store.
     fallback: Option<BoxStream<'static, Result<Bytes, wharf_storage::StoreError>>>,
+}
+
+impl Drop for TailReader {
+    fn drop(&mut self) {
+        if self.counted {
+            self.download.readers.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 impl TailReader {
@@ -574,7 +791,21 @@ mod tests {
         (0..len).map(|i| (i * 7 % 256) as u8).collect()
     }
 
+    fn origin() -> Origin {
+        Origin {
+            upstream: "up".into(),
+            repo: "test/repo".parse().unwrap(),
+        }
+    }
+
     async fn setup() -> (tempfile::TempDir, Downloads, Arc<dyn BlobStore>, Arc<Stats>) {
+        setup_with(DownloadSlots::new(8, 8, Duration::from_secs(5)), None).await
+    }
+
+    async fn setup_with(
+        slots: DownloadSlots,
+        max_blob: Option<u64>,
+    ) -> (tempfile::TempDir, Downloads, Arc<dyn BlobStore>, Arc<Stats>) {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn BlobStore> = Arc::new(MemStore::default());
         let stats: Arc<Stats> = Arc::default();
@@ -583,10 +814,102 @@ mod tests {
             store.clone(),
             Cache::new(100),
             stats.clone(),
+            Arc::new(slots),
+            max_blob,
         )
         .await
         .unwrap();
         (dir, downloads, store, stats)
+    }
+
+    /// `first`, then nothing for a long time: an upstream that pauses mid-body.
+    fn pausing_stream(first: Bytes) -> BoxStream<'static, UpstreamBody> {
+        futures::stream::iter([Ok(first)])
+            .chain(futures::stream::pending())
+            .boxed()
+    }
+
+    #[tokio::test]
+    async fn bytes_before_an_upstream_pause_reach_readers() {
+        let (_dir, downloads, store, _stats) = setup().await;
+        let digest = Digest::sha256_of(b"whatever");
+        let (download, _) = downloads.join_or_start(&digest, origin(), None, async {
+            Ok(Fetched::alone(BlobResponse {
+                size: Some(2000),
+                stream: pausing_stream(Bytes::from(vec![7u8; 1000])),
+            }))
+        });
+        let mut body = tail(download, None, store);
+        let first = tokio::time::timeout(Duration::from_secs(1), body.next())
+            .await
+            .expect("the received bytes are readable while the upstream pauses")
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.len(), 1000);
+    }
+
+    #[tokio::test]
+    async fn an_unread_download_yields_its_slot_to_a_waiting_request() {
+        let slots = DownloadSlots::new(1, 4, Duration::from_secs(10));
+        let (_dir, downloads, _store, _stats) = setup_with(slots, None).await;
+        let slot = downloads.slots().acquire().await.unwrap();
+        let digest = Digest::sha256_of(b"huge");
+        // A huge blob trickling in, which its client gave up on: nobody tails it.
+        let (download, _) = downloads.join_or_start(&digest, origin(), Some(slot), async {
+            Ok(Fetched::alone(BlobResponse {
+                size: Some(1 << 40),
+                stream: pausing_stream(Bytes::from_static(b"x")),
+            }))
+        });
+        let waited = std::time::Instant::now();
+        let next = tokio::time::timeout(Duration::from_secs(8), downloads.slots().acquire())
+            .await
+            .expect("the unread download gives its slot up");
+        assert!(next.is_ok());
+        assert!(waited.elapsed() >= ABANDON_GRACE);
+        assert_eq!(
+            download.started().await.unwrap_err().status,
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "given up"
+        );
+
+        // Read downloads keep their slot, whoever waits.
+        let (read, _) =
+            downloads.join_or_start(&Digest::sha256_of(b"read"), origin(), next.ok(), async {
+                Ok(Fetched::alone(BlobResponse {
+                    size: Some(1 << 40),
+                    stream: pausing_stream(Bytes::from_static(b"x")),
+                }))
+            });
+        let _reader = tail(read.clone(), None, Arc::new(MemStore::default()));
+        let refused =
+            tokio::time::timeout(Duration::from_secs(4), downloads.slots().acquire()).await;
+        assert!(refused.is_err(), "still held after the grace period");
+        assert!(read.is_live());
+    }
+
+    #[tokio::test]
+    async fn blobs_over_the_size_limit_are_refused() {
+        let (_dir, downloads, store, _stats) =
+            setup_with(DownloadSlots::new(8, 8, Duration::from_secs(5)), Some(1000)).await;
+        let data = blob(5000);
+        let digest = Digest::sha256_of(&data);
+        for size in [Some(5000), None] {
+            let data = data.clone();
+            let (download, _) = downloads.join_or_start(&digest, origin(), None, async move {
+                Ok(Fetched::alone(BlobResponse {
+                    size,
+                    stream: body_stream(
+                        data.chunks(100).map(Bytes::copy_from_slice).collect(),
+                        Duration::ZERO,
+                    ),
+                }))
+            });
+            let result: Result<Vec<Bytes>, _> =
+                tail(download, None, store.clone()).try_collect().await;
+            assert!(result.is_err(), "{size:?}");
+        }
+        assert_eq!(store.stat(&ObjectKey::Blob(digest)).await.unwrap(), None);
     }
 
     #[tokio::test]
@@ -598,7 +921,7 @@ mod tests {
         let size = data.len() as u64;
         let start = |d: &Downloads| {
             let chunks = chunks.clone();
-            d.join_or_start(&digest, "up".into(), async move {
+            d.join_or_start(&digest, origin(), None, async move {
                 Ok(Fetched::alone(BlobResponse {
                     size: Some(size),
                     stream: body_stream(chunks, Duration::from_millis(2)),
@@ -643,7 +966,7 @@ mod tests {
         let digest = Digest::sha256_of(&data);
         let mut corrupt = data.clone();
         corrupt[299_999] ^= 0xff;
-        let (download, _) = downloads.join_or_start(&digest, "up".into(), async move {
+        let (download, _) = downloads.join_or_start(&digest, origin(), None, async move {
             Ok(Fetched::alone(BlobResponse {
                 size: Some(300_000),
                 stream: body_stream(vec![Bytes::from(corrupt)], Duration::ZERO),
@@ -675,7 +998,7 @@ mod tests {
                 Box::pin(async move { Ok(body_stream(vec![rest], Duration::ZERO)) })
             })
         };
-        let (download, _) = downloads.join_or_start(&digest, "up".into(), async move {
+        let (download, _) = downloads.join_or_start(&digest, origin(), None, async move {
             Ok(Fetched {
                 response: BlobResponse {
                     size: Some(500_000),
@@ -716,7 +1039,7 @@ mod tests {
             })
         };
         let first = broken(Bytes::copy_from_slice(&data[..10_000]), true);
-        let (download, _) = downloads.join_or_start(&digest, "up".into(), async move {
+        let (download, _) = downloads.join_or_start(&digest, origin(), None, async move {
             Ok(Fetched {
                 response: BlobResponse {
                     size: Some(100_000),
@@ -740,7 +1063,7 @@ mod tests {
             Box::pin(async move { Ok(stream) })
         });
         let first = broken(Bytes::from_static(b"st"), true);
-        let (download, _) = downloads.join_or_start(&stuck, "up".into(), async move {
+        let (download, _) = downloads.join_or_start(&stuck, origin(), None, async move {
             Ok(Fetched {
                 response: BlobResponse {
                     size: Some(5),
@@ -756,10 +1079,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_panicking_leader_fails_its_waiters_and_is_forgotten() {
+        let (_dir, downloads, store, _stats) = setup().await;
+        let data = blob(10_000);
+        let digest = Digest::sha256_of(&data);
+        let (download, _) = downloads.join_or_start(&digest, origin(), None, async {
+            if std::hint::black_box(true) {
+                panic!("leader bug");
+            }
+            Err(ApiError::internal("unreachable"))
+        });
+        assert_eq!(download.started().await.unwrap_err().code, OciCode::Unknown);
+        let size = data.len() as u64;
+        let (again, started) = downloads.join_or_start(&digest, origin(), None, async move {
+            Ok(Fetched::alone(BlobResponse {
+                size: Some(size),
+                stream: body_stream(vec![Bytes::from(data)], Duration::ZERO),
+            }))
+        });
+        assert!(started, "a new download, not the dead one");
+        let body: Vec<Bytes> = tail(again, None, store).try_collect().await.unwrap();
+        assert_eq!(body.concat().len(), 10_000);
+    }
+
+    #[tokio::test]
     async fn upstream_refusal_reaches_every_waiter() {
         let (_dir, downloads, _store, _stats) = setup().await;
         let digest = Digest::sha256_of(b"missing");
-        let (download, _) = downloads.join_or_start(&digest, "up".into(), async {
+        let (download, _) = downloads.join_or_start(&digest, origin(), None, async {
             Err(ApiError::new(OciCode::BlobUnknown, "no such blob"))
         });
         let err = download.started().await.unwrap_err();

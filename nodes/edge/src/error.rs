@@ -92,9 +92,10 @@ impl ApiError {
 }
 
 impl From<StoreError> for ApiError {
+    /// The details (object keys, paths, the backend's words) go to the log, not to clients.
     fn from(e: StoreError) -> ApiError {
         tracing::error!(error = %e, "storage failure");
-        ApiError::internal(format!("cache storage failed: {e}"))
+        ApiError::internal("the mirror's cache storage failed")
     }
 }
 

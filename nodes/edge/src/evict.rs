@@ -22,6 +22,9 @@ use wharf_storage::{BlobStore, ObjectKey, StoreError};
 
 /// Access logs of nodes silent for this long (gone, or restarted under a new id) are removed.
 const STALE_ACCESS_LOG: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Distinct blobs noted between two passes at most (about 100 bytes each); past it, further
+/// blobs count as used when they were written until the next pass.
+pub const MAX_PENDING_ACCESSES: usize = 200_000;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct EvictionReport {
@@ -42,8 +45,12 @@ pub struct Evictor {
     index: Cache<Digest, u64>,
     config: EvictionConfig,
     node: String,
-    /// Everything this node served since it started (digest → seconds), persisted each pass.
-    accessed: Mutex<HashMap<Digest, u64>>,
+    /// Blobs served from the store since the last pass (digest → seconds): the request path's
+    /// only lock here, held for one insert. Bounded by [`MAX_PENDING_ACCESSES`].
+    pending: Mutex<HashMap<Digest, u64>>,
+    /// This node's access record, owned by the passes: pending accesses merged in, pruned to
+    /// the blobs the store still holds, so it never outgrows the store.
+    recorded: tokio::sync::Mutex<HashMap<String, u64>>,
 }
 
 fn now_secs() -> u64 {
@@ -75,7 +82,8 @@ impl Evictor {
             index,
             config,
             node,
-            accessed: Mutex::default(),
+            pending: Mutex::default(),
+            recorded: tokio::sync::Mutex::default(),
         }
     }
 
@@ -83,13 +91,24 @@ impl Evictor {
         self.config.max_size_mib > 0 || self.config.max_idle_secs > 0
     }
 
-    /// Note that a blob was served: one map insert, no I/O.
+    /// Note that a stored blob was served: one map insert, no I/O. Only for hits, so digests
+    /// nobody holds never take room.
     pub fn touch(&self, digest: &Digest) {
         if !self.enabled() {
             return;
         }
-        let mut accessed = self.accessed.lock().unwrap_or_else(|p| p.into_inner());
-        accessed.insert(digest.clone(), now_secs());
+        let now = now_secs();
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(at) = pending.get_mut(digest) {
+            *at = now;
+        } else if pending.len() < MAX_PENDING_ACCESSES {
+            pending.insert(digest.clone(), now);
+        }
+    }
+
+    /// Accesses noted and not yet merged by a pass.
+    pub fn pending_accesses(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Run passes forever, one per interval.
@@ -108,11 +127,25 @@ impl Evictor {
 
     /// One pass: persist this node's access times, then delete what is idle or over quota.
     pub async fn run_once(&self) -> Result<EvictionReport, StoreError> {
-        self.persist_access_log().await?;
+        let mut recorded = self.recorded.lock().await;
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        for (digest, at) in pending {
+            let entry = recorded.entry(digest.to_string()).or_default();
+            *entry = (*entry).max(at);
+        }
+        let listed = self.store.list("blobs/").await?;
+        let held: std::collections::HashSet<String> = listed
+            .iter()
+            .filter_map(|o| ObjectKey::blob_digest(&o.path))
+            .map(|d| d.to_string())
+            .collect();
+        recorded.retain(|digest, _| held.contains(digest));
+        self.persist_access_log(&recorded).await?;
+        drop(recorded);
         let last_access = self.merged_access_logs().await?;
         let now = now_secs();
         let mut blobs: Vec<(Digest, u64, u64, u64)> = Vec::new(); // digest, size, written, last used
-        for object in self.store.list("blobs/").await? {
+        for object in listed {
             let Some(digest) = ObjectKey::blob_digest(&object.path) else {
                 continue;
             };
@@ -147,14 +180,15 @@ impl Evictor {
         Ok(report)
     }
 
-    async fn persist_access_log(&self) -> Result<(), StoreError> {
-        let log = {
-            let accessed = self.accessed.lock().unwrap_or_else(|p| p.into_inner());
-            AccessLog {
-                last_access: accessed.iter().map(|(d, t)| (d.to_string(), *t)).collect(),
-            }
-        };
-        let body = serde_json::to_vec(&log).unwrap_or_default();
+    async fn persist_access_log(&self, recorded: &HashMap<String, u64>) -> Result<(), StoreError> {
+        #[derive(Serialize)]
+        struct Borrowed<'a> {
+            last_access: &'a HashMap<String, u64>,
+        }
+        let body = serde_json::to_vec(&Borrowed {
+            last_access: recorded,
+        })
+        .unwrap_or_default();
         self.store
             .put_small(
                 &ObjectKey::AccessLog {
@@ -227,12 +261,12 @@ mod tests {
         let evictor = Evictor::new(store.clone(), Cache::new(100), config.clone());
         // Blob 0 is the most recently used; 1 and 2 were never touched: 1 MiB must go.
         evictor
-            .accessed
+            .pending
             .lock()
             .unwrap()
             .insert(digests[0].clone(), now_secs() + 10);
         evictor
-            .accessed
+            .pending
             .lock()
             .unwrap()
             .insert(digests[2].clone(), now_secs() + 5);
@@ -262,5 +296,41 @@ mod tests {
         };
         let evictor = Evictor::new(store.clone(), Cache::new(100), strict);
         assert_eq!(evictor.run_once().await.unwrap().deleted, 0);
+    }
+
+    #[tokio::test]
+    async fn access_records_stay_bounded_by_what_the_store_holds() {
+        let store: Arc<dyn BlobStore> = Arc::new(MemStore::default());
+        let body = bytes::Bytes::from_static(b"kept");
+        let kept = Digest::sha256_of(&body);
+        store
+            .put_stream(
+                &ObjectKey::Blob(kept.clone()),
+                futures::StreamExt::boxed(futures::stream::iter(vec![Ok(body)])),
+            )
+            .await
+            .unwrap();
+        let config = EvictionConfig {
+            max_idle_secs: 3600,
+            ..EvictionConfig::default()
+        };
+        let evictor = Evictor::new(store.clone(), Cache::new(100), config);
+        for i in 0..MAX_PENDING_ACCESSES + 1000 {
+            evictor.touch(&Digest::sha256_of(&i.to_le_bytes()));
+        }
+        assert_eq!(evictor.pending_accesses(), MAX_PENDING_ACCESSES);
+        evictor.touch(&kept);
+        evictor.run_once().await.unwrap();
+        assert_eq!(evictor.pending_accesses(), 0);
+        // Only the blob the store holds is recorded and persisted.
+        assert_eq!(
+            evictor.recorded.lock().await.len(),
+            0,
+            "kept was touched past the bound"
+        );
+        evictor.touch(&kept);
+        evictor.run_once().await.unwrap();
+        let recorded = evictor.recorded.lock().await.clone();
+        assert_eq!(recorded.keys().collect::<Vec<_>>(), vec![&kept.to_string()]);
     }
 }

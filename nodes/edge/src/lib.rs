@@ -9,14 +9,17 @@
 pub mod api;
 pub mod blobs;
 pub mod coalesce;
+pub mod connections;
 pub mod download;
 pub mod error;
 pub mod evict;
 pub mod health;
 pub mod manifests;
+pub mod negative;
 pub mod route;
 pub mod sendfile;
 pub mod singleflight;
+pub mod slots;
 pub mod stats;
 pub mod tags_list;
 pub mod upstreams;
@@ -31,9 +34,11 @@ use wharf_storage::fs::FsStore;
 use wharf_storage::s3::{S3Location, S3Store};
 use wharf_storage::{BlobStore, StoreError};
 
-use crate::blobs::BlobService;
+use crate::blobs::{BlobLimits, BlobService};
 use crate::health::{Health, MonitoredStore};
 use crate::manifests::ManifestService;
+use crate::negative::NegativeCache;
+use crate::slots::DownloadSlots;
 use crate::stats::Stats;
 use crate::tags_list::TagsListService;
 use crate::upstreams::{Upstreams, UpstreamsError};
@@ -64,6 +69,7 @@ pub struct Mirror {
     pub store: Arc<dyn BlobStore>,
     /// CDN-origin mode: lifetime of presigned blob URLs, when enabled.
     pub redirect_blobs: Option<Duration>,
+    pub connection_limits: connections::ConnectionLimits,
 }
 
 impl Mirror {
@@ -95,11 +101,26 @@ impl Mirror {
         let store: Arc<dyn BlobStore> = Arc::new(MonitoredStore::new(store, health.clone()));
         let memory = config.cache.memory_index_mib.saturating_mul(1024 * 1024);
         let spool = config.data_dir.join(".spool");
+        let limits = &config.limits;
+        let negative = Arc::new(NegativeCache::new(Duration::from_secs(
+            limits.negative_ttl_secs,
+        )));
+        let blob_limits = BlobLimits {
+            slots: Arc::new(DownloadSlots::new(
+                limits.max_downloads,
+                limits.download_queue,
+                Duration::from_secs(limits.queue_timeout_secs),
+            )),
+            negative: negative.clone(),
+            max_blob: (limits.max_blob_mib > 0)
+                .then(|| limits.max_blob_mib.saturating_mul(1024 * 1024)),
+        };
         let blobs = BlobService::open(
             store.clone(),
             spool.clone(),
             stats.clone(),
             config.eviction.clone(),
+            blob_limits,
         )
         .await
         .map_err(|source| EdgeError::Spool {
@@ -114,6 +135,7 @@ impl Mirror {
                 memory,
                 Duration::from_secs(config.cache.tag_ttl_secs),
                 stats.clone(),
+                negative,
             )),
             tags_lists: TagsListService::new(Duration::from_secs(config.cache.tags_list_ttl_secs)),
             stats,
@@ -123,6 +145,11 @@ impl Mirror {
                 .s3
                 .redirect_blobs
                 .then(|| Duration::from_secs(config.s3.presign_expiry_secs)),
+            connection_limits: connections::ConnectionLimits {
+                max_connections: limits.max_connections,
+                header_read_timeout: Duration::from_secs(limits.header_read_timeout_secs),
+                send_timeout: Duration::from_secs(limits.send_timeout_secs),
+            },
         });
         let evictor = mirror.blobs.evictor().clone();
         if evictor.enabled() {
@@ -138,8 +165,6 @@ pub async fn serve(
     mirror: Arc<Mirror>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = api::router(mirror).into_make_service_with_connect_info::<sendfile::SendfileConn>();
-    axum::serve(sendfile::SendfileListener::new(listener), app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = mirror.connection_limits.clone();
+    connections::serve(listener, api::router(mirror), limits, shutdown).await
 }

@@ -18,6 +18,7 @@ use wharf_upstream::UpstreamClient;
 
 use crate::coalesce::Coalescer;
 use crate::error::ApiError;
+use crate::negative::NegativeCache;
 use crate::stats::Stats;
 
 /// A manifest as served: the upstream's exact bytes and media type.
@@ -75,6 +76,9 @@ struct TagRecord {
     fetched_at: u64,
 }
 
+/// Memory for tag records (tag → digest), by their bytes: some 200,000 tags.
+const TAG_RECORD_BYTES: u64 = 48 * 1024 * 1024;
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -85,10 +89,12 @@ pub struct ManifestService {
     store: Arc<dyn BlobStore>,
     by_digest: Cache<Digest, Arc<CachedManifest>>,
     tags: Cache<TagKey, TagRecord>,
-    digest_flights: Coalescer<Digest, Arc<CachedManifest>>,
+    /// Keyed by where it is fetched from too: one repository's refusal is not another's.
+    digest_flights: Coalescer<(Digest, String, RepoName), Arc<CachedManifest>>,
     tag_flights: Coalescer<TagKey, TagRecord>,
     tag_ttl: Duration,
     stats: Arc<Stats>,
+    negative: Arc<NegativeCache>,
 }
 
 impl ManifestService {
@@ -97,6 +103,7 @@ impl ManifestService {
         memory_bytes: u64,
         tag_ttl: Duration,
         stats: Arc<Stats>,
+        negative: Arc<NegativeCache>,
     ) -> ManifestService {
         let by_digest = Cache::builder()
             .max_capacity(memory_bytes)
@@ -107,11 +114,23 @@ impl ManifestService {
         ManifestService {
             store,
             by_digest,
-            tags: Cache::new(200_000),
+            tags: Cache::builder()
+                .max_capacity(TAG_RECORD_BYTES)
+                .weigher(|key: &TagKey, record: &TagRecord| {
+                    let bytes = key.upstream.len()
+                        + key.repo.as_str().len()
+                        + key.tag.as_str().len()
+                        + record.digest.len()
+                        + record.media_type.len()
+                        + 96;
+                    u32::try_from(bytes).unwrap_or(u32::MAX)
+                })
+                .build(),
             digest_flights: Coalescer::default(),
             tag_flights: Coalescer::default(),
             tag_ttl,
             stats,
+            negative,
         }
     }
 
@@ -125,11 +144,17 @@ impl ManifestService {
         if let Some(m) = self.cached(digest).await {
             return Ok(m);
         }
+        let what = digest.to_string();
+        if let Some(missing) = self.negative.get(upstream.name(), repo, &what).await {
+            return Err(missing);
+        }
         let this = self.clone();
-        let (upstream, repo, wanted) = (upstream.clone(), repo.clone(), digest.clone());
+        let key = (digest.clone(), upstream.name().to_string(), repo.clone());
+        let (upstream_c, repo_c, wanted) = (upstream.clone(), repo.clone(), digest.clone());
         let (result, _) = self
             .digest_flights
-            .run(digest.clone(), move || async move {
+            .run(key, move || async move {
+                let (upstream, repo) = (upstream_c, repo_c);
                 this.stats
                     .upstream_manifest_fetches
                     .fetch_add(1, Ordering::Relaxed);
@@ -153,6 +178,11 @@ impl ManifestService {
                     .await)
             })
             .await;
+        if let Err(e) = &result {
+            self.negative
+                .remember(upstream.name(), repo, &what, e)
+                .await;
+        }
         result
     }
 
@@ -169,6 +199,11 @@ impl ManifestService {
             tag: tag.clone(),
         };
         let known = self.known_tag(&key).await;
+        if known.is_none()
+            && let Some(missing) = self.negative.get(upstream.name(), repo, tag.as_str()).await
+        {
+            return Err(missing);
+        }
         if let Some(record) = &known
             && now_secs().saturating_sub(record.fetched_at) < self.tag_ttl.as_secs()
             && let Some(m) = self.cached_record(record).await
@@ -193,7 +228,14 @@ impl ManifestService {
                 warn!(%repo, %tag, error = %e, "upstream unavailable; serving cached tag");
                 record
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                if known.is_none() {
+                    self.negative
+                        .remember(upstream.name(), repo, tag.as_str(), &e)
+                        .await;
+                }
+                return Err(e);
+            }
         };
         match self.cached_record(&record).await {
             Some(m) => Ok(m),

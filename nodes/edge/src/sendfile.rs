@@ -11,23 +11,28 @@
 //! span's bytes with `sendfile` instead. Every write is checked against the span it stands for;
 //! a mismatch fails the connection rather than send wrong bytes.
 //!
+//! Fail closed: hyper is configured to write vectored ([`crate::connections`]), and a
+//! placeholder dropped before its span went out (what a writer that copies buffers would do,
+//! sending zeros instead) poisons the connection, which then refuses every further write.
+//!
 //! Spans whose bytes are not in the page cache are sent as ordinary read chunks instead, so a
 //! runtime thread never waits for the disk in `sendfile` (except for pages evicted between the
 //! check and the send). HTTP/2 connections, `HEAD` and the S3 store use the ordinary path.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::{self, IoSlice};
-use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
+use tokio::time::Sleep;
 use wharf_storage::FileSpan;
 use wharf_storage::file_read::{self, CHUNK};
 
@@ -40,11 +45,21 @@ struct Span {
     file: Arc<std::fs::File>,
     offset: u64,
     len: usize,
+    /// Every byte went out.
+    sent: AtomicBool,
+    /// Set when this span's placeholder is dropped unsent: the connection's bytes can no
+    /// longer be trusted to match the response.
+    poison: Arc<AtomicBool>,
 }
 
-/// The spans a connection's current response has yielded and not yet sent, oldest first. Weak:
-/// a span whose placeholder hyper dropped unsent (an aborted response) disappears by itself.
-type SpanQueue = Arc<Mutex<VecDeque<Weak<Span>>>>;
+/// The spans a connection's current response has yielded and not yet sent, oldest first.
+#[derive(Debug, Default)]
+struct ConnSpans {
+    queue: Mutex<VecDeque<Weak<Span>>>,
+    poisoned: Arc<AtomicBool>,
+}
+
+type SpanQueue = Arc<ConnSpans>;
 
 /// A connection that can send file spans; handlers see it as `ConnectInfo<SendfileConn>`.
 #[derive(Clone, Debug, Default)]
@@ -52,10 +67,11 @@ pub struct SendfileConn {
     spans: SpanQueue,
 }
 
-impl Connected<IncomingStream<'_, SendfileListener>> for SendfileConn {
-    fn connect_info(stream: IncomingStream<'_, SendfileListener>) -> Self {
+impl SendfileConn {
+    /// The span queue of `stream`, for its requests.
+    pub fn of(stream: &SendfileStream) -> SendfileConn {
         SendfileConn {
-            spans: Arc::clone(&stream.io().spans),
+            spans: Arc::clone(&stream.spans),
         }
     }
 }
@@ -96,9 +112,15 @@ impl SendfileConn {
 }
 
 /// Queue a span and return the placeholder that stands for it.
-fn placeholder(queue: &SpanQueue, file: Arc<std::fs::File>, offset: u64, len: usize) -> Bytes {
-    let span = Arc::new(Span { file, offset, len });
-    if let Ok(mut queue) = queue.lock() {
+fn placeholder(spans: &SpanQueue, file: Arc<std::fs::File>, offset: u64, len: usize) -> Bytes {
+    let span = Arc::new(Span {
+        file,
+        offset,
+        len,
+        sent: AtomicBool::new(false),
+        poison: Arc::clone(&spans.poisoned),
+    });
+    if let Ok(mut queue) = spans.queue.lock() {
         queue.push_back(Arc::downgrade(&span));
     }
     Bytes::from_owner(Placeholder(span))
@@ -106,6 +128,14 @@ fn placeholder(queue: &SpanQueue, file: Arc<std::fs::File>, offset: u64, len: us
 
 /// Owns its span: the span lives exactly as long as hyper holds the placeholder.
 struct Placeholder(Arc<Span>);
+
+impl Drop for Placeholder {
+    fn drop(&mut self) {
+        if !self.0.sent.load(Ordering::Acquire) {
+            self.0.poison.store(true, Ordering::Release);
+        }
+    }
+}
 
 impl AsRef<[u8]> for Placeholder {
     fn as_ref(&self) -> &[u8] {
@@ -120,51 +150,49 @@ fn placeholder_offset(buf: &[u8]) -> Option<usize> {
     (!buf.is_empty() && at < CHUNK).then_some(at)
 }
 
-/// Accepts TCP connections as [`SendfileStream`]s, with `TCP_NODELAY`.
-pub struct SendfileListener {
-    tcp: TcpListener,
-}
-
-impl SendfileListener {
-    pub fn new(tcp: TcpListener) -> SendfileListener {
-        SendfileListener { tcp }
-    }
-}
-
-impl Listener for SendfileListener {
-    type Io = SendfileStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (SendfileStream, SocketAddr) {
-        let (tcp, addr) = Listener::accept(&mut self.tcp).await;
-        // Without TCP_NODELAY a response's small last write (the byte held back until a blob
-        // verifies, a short manifest) waits for the client's delayed ACK: ~40 ms per request.
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-        (SendfileStream::new(tcp), addr)
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp.local_addr()
-    }
-}
-
 /// A TCP connection that sends placeholders' file spans with `sendfile`.
+/// A write that makes no progress for its send timeout fails, so a client that stops reading
+/// does not hold a connection (and its response's buffers) forever.
 pub struct SendfileStream {
     tcp: TcpStream,
     spans: SpanQueue,
     /// The span being sent and how many of its bytes went out.
     sending: Option<(Arc<Span>, usize)>,
+    send_timeout: Duration,
+    /// Armed while a write waits for the client to read.
+    stalled: Option<Pin<Box<Sleep>>>,
 }
 
 impl SendfileStream {
-    fn new(tcp: TcpStream) -> SendfileStream {
+    pub fn new(tcp: TcpStream, send_timeout: Duration) -> SendfileStream {
         SendfileStream {
             tcp,
             spans: SpanQueue::default(),
             sending: None,
+            send_timeout,
+            stalled: None,
         }
+    }
+
+    /// Track a write's progress: `Pending` arms the send timeout, which fails the write once
+    /// it runs out; anything else disarms it.
+    fn watch<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            self.stalled = None;
+            return poll;
+        }
+        let timeout = self.send_timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if stalled.as_mut().poll(cx).is_ready() {
+            self.stalled = None;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing within the send timeout",
+            )));
+        }
+        Poll::Pending
     }
 
     /// Send (part of) the span `buf` stands for; `at` is `buf`'s offset in [`PLACEHOLDER`].
@@ -203,7 +231,12 @@ impl SendfileStream {
                     )));
                 }
                 Ok(n) => {
-                    self.sending = (sent + n < span.len).then(|| (span, sent + n));
+                    if sent + n >= span.len {
+                        span.sent.store(true, Ordering::Release);
+                        self.sending = None;
+                    } else {
+                        self.sending = Some((span, sent + n));
+                    }
                     return Poll::Ready(Ok(n));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -214,7 +247,7 @@ impl SendfileStream {
 
     /// The oldest queued span whose placeholder is still alive.
     fn next_span(&self) -> Option<Arc<Span>> {
-        let mut queue = self.spans.lock().ok()?;
+        let mut queue = self.spans.queue.lock().ok()?;
         while let Some(weak) = queue.pop_front() {
             if let Some(span) = weak.upgrade() {
                 return Some(span);
@@ -256,8 +289,11 @@ impl AsyncWrite for SendfileStream {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.spans.poisoned.load(Ordering::Acquire) {
+            return Poll::Ready(Err(mismatch("a file span was dropped before it was sent")));
+        }
         let first_placeholder = bufs.iter().position(|b| placeholder_offset(b).is_some());
-        match first_placeholder {
+        let poll = match first_placeholder {
             Some(0) => {
                 let buf: &[u8] = &bufs[0];
                 let at = placeholder_offset(buf).unwrap_or_default();
@@ -265,7 +301,8 @@ impl AsyncWrite for SendfileStream {
             }
             Some(n) => Pin::new(&mut this.tcp).poll_write_vectored(cx, &bufs[..n]),
             None => Pin::new(&mut this.tcp).poll_write_vectored(cx, bufs),
-        }
+        };
+        this.watch(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -275,7 +312,8 @@ impl AsyncWrite for SendfileStream {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_flush(cx)
+        let poll = Pin::new(&mut self.tcp).poll_flush(cx);
+        self.watch(cx, poll)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -288,6 +326,7 @@ mod tests {
     use std::io::Write;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
 
     use super::*;
 
@@ -297,7 +336,10 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().expect("addr"));
         let (client, accepted) = tokio::join!(client, listener.accept());
         let (server, _) = accepted.expect("accept");
-        (SendfileStream::new(server), client.expect("connect"))
+        (
+            SendfileStream::new(server, Duration::from_secs(60)),
+            client.expect("connect"),
+        )
     }
 
     fn file_of(content: &[u8]) -> (tempfile::NamedTempFile, Arc<std::fs::File>) {
@@ -348,15 +390,43 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_span_whose_placeholder_was_dropped_unsent_is_skipped() {
+    async fn a_placeholder_copied_instead_of_sent_closes_the_connection() {
         let (mut server, mut client) = pair().await;
         let (_tmp, file) = file_of(b"abcdef");
-        drop(placeholder(&server.spans, Arc::clone(&file), 0, 3));
+        // What a writer that flattens buffers does: copy the placeholder, drop it, write the copy.
+        let copied = placeholder(&server.spans, Arc::clone(&file), 0, 3).to_vec();
+        let err = server
+            .write_all(&copied)
+            .await
+            .expect_err("zeros must not go out");
+        assert!(err.to_string().contains("dropped"), "{err}");
         let kept = placeholder(&server.spans, file, 3, 3);
-        server.write_all(&kept).await.expect("write");
+        assert!(server.write_all(&kept).await.is_err(), "poisoned for good");
         drop(server);
         let mut got = Vec::new();
         client.read_to_end(&mut got).await.expect("read");
-        assert_eq!(got, b"def");
+        assert_eq!(got, b"", "not one byte of the copy");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_reads_is_cut_off_after_the_send_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr"));
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let _client = client.expect("connect");
+        let mut server =
+            SendfileStream::new(accepted.expect("accept").0, Duration::from_millis(300));
+        let chunk = vec![1u8; 1 << 20];
+        let started = std::time::Instant::now();
+        let err = loop {
+            if let Err(e) = server.write_all(&chunk).await {
+                break e;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "never timed out"
+            );
+        };
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 }

@@ -106,6 +106,8 @@ struct AuthInner {
 const EXPIRY_MARGIN: Duration = Duration::from_secs(10);
 /// Docker's token spec: `expires_in` defaults to 60 seconds.
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+/// A token is never kept longer than this, whatever `expires_in` says.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// Upper bound on the tokens kept; old ones are pruned past it.
 const MAX_TOKENS: usize = 4096;
 
@@ -129,8 +131,13 @@ impl AuthState {
     }
 
     pub fn store_token(&self, scope: &str, token: String, lifetime: Option<Duration>) {
-        let lifetime = lifetime.unwrap_or(DEFAULT_TOKEN_LIFETIME);
-        let expires = Instant::now() + lifetime.saturating_sub(EXPIRY_MARGIN);
+        let lifetime = lifetime
+            .unwrap_or(DEFAULT_TOKEN_LIFETIME)
+            .min(MAX_TOKEN_LIFETIME);
+        let now = Instant::now();
+        let expires = now
+            .checked_add(lifetime.saturating_sub(EXPIRY_MARGIN))
+            .unwrap_or(now);
         let mut inner = self.lock();
         if inner.tokens.len() >= MAX_TOKENS {
             let now = Instant::now();
@@ -152,7 +159,14 @@ impl AuthState {
 pub struct TokenResponse {
     pub token: Option<String>,
     pub access_token: Option<String>,
+    /// Seconds; anything but a non-negative integer (a string, a float, -1) counts as absent.
+    #[serde(default, deserialize_with = "lenient_seconds")]
     pub expires_in: Option<u64>,
+}
+
+fn lenient_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let value: serde_json::Value = serde::Deserialize::deserialize(d)?;
+    Ok(value.as_u64())
 }
 
 #[cfg(test)]
@@ -188,6 +202,20 @@ mod tests {
     }
 
     #[test]
+    fn odd_expires_in_values_are_ignored() {
+        for (body, want) in [
+            (r#"{"token":"t","expires_in":300}"#, Some(300)),
+            (r#"{"token":"t","expires_in":-1}"#, None),
+            (r#"{"token":"t","expires_in":"300"}"#, None),
+            (r#"{"token":"t","expires_in":1e300}"#, None),
+            (r#"{"token":"t"}"#, None),
+        ] {
+            let parsed: TokenResponse = serde_json::from_str(body).unwrap();
+            assert_eq!(parsed.expires_in, want, "{body}");
+        }
+    }
+
+    #[test]
     fn tokens_expire() {
         let s = AuthState::default();
         s.store_token("a", "t".into(), Some(Duration::from_secs(300)));
@@ -196,5 +224,11 @@ mod tests {
         assert_eq!(s.token("b"), None, "shorter than the margin: never used");
         s.forget_token("a");
         assert_eq!(s.token("a"), None);
+        // A hostile expires_in neither panics nor keeps a token beyond a day.
+        s.store_token("huge", "t".into(), Some(Duration::from_secs(u64::MAX)));
+        assert_eq!(s.token("huge").as_deref(), Some("t"));
+        let inner = s.lock();
+        let (_, expires) = &inner.tokens["huge"];
+        assert!(*expires <= Instant::now() + MAX_TOKEN_LIFETIME);
     }
 }

@@ -244,7 +244,9 @@ impl UpstreamClient {
             .cooldown_until
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        *cooldown = Some((Instant::now() + wait, retry_after));
+        let now = Instant::now();
+        let until = now.checked_add(wait.min(MAX_RETRY_AFTER)).unwrap_or(now);
+        *cooldown = Some((until, retry_after));
     }
 
     /// Send an idempotent request with auth, timeouts and retries; a 2xx response or a typed error.
@@ -444,14 +446,23 @@ fn content_digest(headers: &HeaderMap) -> Option<Digest> {
         .and_then(|v| v.parse().ok())
 }
 
-/// `Retry-After`: delay-seconds or an HTTP date.
+/// The longest cool-down an upstream's `Retry-After` can impose: beyond it, a typo or a hostile
+/// header would turn the upstream off for good.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// `Retry-After`: delay-seconds or an HTTP date, at most [`MAX_RETRY_AFTER`].
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = header_str(headers, header::RETRY_AFTER)?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = httpdate::parse_http_date(value).ok()?;
-    Some(when.duration_since(SystemTime::now()).unwrap_or_default())
+    let wait = if value.bytes().all(|b| b.is_ascii_digit()) && !value.is_empty() {
+        // Any run of digits, even past u64: the clamp applies.
+        value
+            .parse::<u64>()
+            .map_or(MAX_RETRY_AFTER, Duration::from_secs)
+    } else {
+        let when = httpdate::parse_http_date(value).ok()?;
+        when.duration_since(SystemTime::now()).unwrap_or_default()
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// The first `{"errors":[{"code","message"}]}` entry of an upstream error body.
@@ -502,6 +513,31 @@ mod tests {
         assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120));
         h.insert(header::RETRY_AFTER, "soon".parse().unwrap());
         assert_eq!(retry_after(&h), None);
+        for huge in ["18446744073709551615", "99999999999999999999999", "86400"] {
+            h.insert(header::RETRY_AFTER, huge.parse().unwrap());
+            assert_eq!(retry_after(&h), Some(MAX_RETRY_AFTER), "{huge}");
+        }
+        h.insert(header::RETRY_AFTER, "-5".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+        h.insert(
+            header::RETRY_AFTER,
+            "Fri, 31 Dec 9999 23:59:59 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), Some(MAX_RETRY_AFTER));
+    }
+
+    #[test]
+    fn a_huge_retry_after_cools_down_an_hour_at_most() {
+        let upstream = UpstreamConfig::new("up", "http://127.0.0.1:9", true);
+        let client =
+            UpstreamClient::new(&upstream, None, &UpstreamClientConfig::default()).unwrap();
+        client.start_cooldown(Some(Duration::MAX));
+        match client.check_cooldown() {
+            Err(UpstreamError::RateLimited {
+                retry_after: Some(wait),
+            }) => assert!(wait <= MAX_RETRY_AFTER),
+            other => panic!("expected a cool-down, got {other:?}"),
+        }
     }
 
     #[test]

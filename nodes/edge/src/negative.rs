@@ -1,0 +1,84 @@
+//! A short memory of what an upstream said does not exist, per upstream and repository, so a
+//! flood of requests for missing digests or tags reaches the upstream once per key and TTL.
+
+use std::time::Duration;
+
+use moka::future::Cache;
+use wharf_core::RepoName;
+
+use crate::error::ApiError;
+
+/// Memory for remembered refusals, by bytes.
+const CACHE_BYTES: u64 = 8 * 1024 * 1024;
+
+type Key = (String, RepoName, String);
+
+pub struct NegativeCache {
+    cache: Option<Cache<Key, ApiError>>,
+}
+
+impl NegativeCache {
+    /// Remembers 404s for `ttl`; a zero `ttl` remembers nothing.
+    pub fn new(ttl: Duration) -> NegativeCache {
+        let cache = (!ttl.is_zero()).then(|| {
+            Cache::builder()
+                .max_capacity(CACHE_BYTES)
+                .weigher(|k: &Key, e: &ApiError| {
+                    let bytes = k.0.len() + k.1.as_str().len() + k.2.len() + e.message.len() + 96;
+                    u32::try_from(bytes).unwrap_or(u32::MAX)
+                })
+                .time_to_live(ttl)
+                .build()
+        });
+        NegativeCache { cache }
+    }
+
+    /// The upstream's recent 404 for `what` (a digest or tag) in `repo`, if any.
+    pub async fn get(&self, upstream: &str, repo: &RepoName, what: &str) -> Option<ApiError> {
+        let cache = self.cache.as_ref()?;
+        cache
+            .get(&(upstream.to_string(), repo.clone(), what.to_string()))
+            .await
+    }
+
+    /// Remember `error` if it is the upstream saying "no such content".
+    pub async fn remember(&self, upstream: &str, repo: &RepoName, what: &str, error: &ApiError) {
+        if let Some(cache) = &self.cache
+            && error.status == http::StatusCode::NOT_FOUND
+        {
+            cache
+                .insert(
+                    (upstream.to_string(), repo.clone(), what.to_string()),
+                    error.clone(),
+                )
+                .await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wharf_core::OciCode;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn remembers_404s_only_and_forgets_them() {
+        let cache = NegativeCache::new(Duration::from_millis(100));
+        let repo: RepoName = "library/x".parse().unwrap();
+        let missing =
+            ApiError::new(OciCode::BlobUnknown, "no").with_status(http::StatusCode::NOT_FOUND);
+        let outage = ApiError::new(OciCode::Unavailable, "down")
+            .with_status(http::StatusCode::SERVICE_UNAVAILABLE);
+        cache.remember("up", &repo, "a", &missing).await;
+        cache.remember("up", &repo, "b", &outage).await;
+        assert_eq!(
+            cache.get("up", &repo, "a").await.unwrap().code,
+            OciCode::BlobUnknown
+        );
+        assert!(cache.get("up", &repo, "b").await.is_none());
+        assert!(cache.get("other", &repo, "a").await.is_none());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(cache.get("up", &repo, "a").await.is_none());
+    }
+}
