@@ -11,6 +11,7 @@ pub mod fs;
 pub mod key;
 pub mod mem;
 pub mod s3;
+pub mod timeout;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -39,9 +40,25 @@ pub enum StoreError {
     /// The body handed to `put_stream` failed (download aborted, digest mismatch): not stored.
     #[error("source of {key} failed: {message}")]
     Source { key: String, message: String },
+    /// The backend did not answer (or stopped making progress) in time; a retry may help.
+    #[error("storage {operation} {key}: no answer within {after:?}")]
+    Timeout {
+        operation: &'static str,
+        key: String,
+        after: std::time::Duration,
+    },
 }
 
 impl StoreError {
+    /// Whether asking again later may succeed (the backend was slow or unreachable), as
+    /// opposed to a refusal that will repeat.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Timeout { .. } | StoreError::S3 { .. } | StoreError::Io { .. }
+        )
+    }
+
     pub fn io(key: impl std::fmt::Display, source: std::io::Error) -> StoreError {
         StoreError::Io {
             key: key.to_string(),

@@ -86,6 +86,13 @@ impl S3Store {
             // Range GETs against some S3-compatible servers return whole-object checksums.
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            // Each attempt of each call is bounded; the edge's TimeoutStore bounds the rest.
+            .timeout_config(
+                aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(std::time::Duration::from_secs(5))
+                    .operation_attempt_timeout(std::time::Duration::from_secs(120))
+                    .build(),
+            )
             .build();
         S3Store {
             client: Client::from_conf(config),

@@ -153,8 +153,10 @@ fn classify(status: tonic::Status) -> PeerFailure {
     }
 }
 
-/// This node's lease on one digest: renewed every third of its TTL while held, released when
-/// dropped (after the blob is stored, or the fetch failed).
+/// This node's lease on one digest: renewed every quarter of its TTL while held, released when
+/// dropped (after the blob is stored, or the fetch failed). A renewal that fails (an election
+/// under way) is retried until shortly before the lease would lapse, never past it: the
+/// deadline is the lease's own expiry, not the generic proposal timeout.
 struct HeldLease {
     node: Arc<ClusterNode>,
     digest: String,
@@ -167,11 +169,27 @@ impl HeldLease {
         let renewer = tokio::spawn({
             let (node, digest) = (node.clone(), digest.clone());
             async move {
-                let ttl_ms = node.lease_ttl.as_millis() as u64;
+                let ttl = node.lease_ttl;
+                let ttl_ms = ttl.as_millis() as u64;
+                // Counted from just after the acquiring command committed; the margin below
+                // covers the difference to the expiry the leader stamped.
+                let mut expires = tokio::time::Instant::now() + ttl;
                 loop {
-                    tokio::time::sleep(node.lease_ttl / 3).await;
-                    match node.lease(&digest, LeaseOp::Renew { token, ttl_ms }).await {
-                        Ok(answer) if answer.held => {}
+                    tokio::time::sleep(ttl / 4).await;
+                    let sent = tokio::time::Instant::now();
+                    let deadline = expires.checked_sub(ttl / 10).unwrap_or(expires);
+                    if deadline <= sent {
+                        warn!(
+                            digest,
+                            "fetch lease lapsed before it could be renewed; finishing the fetch anyway"
+                        );
+                        return;
+                    }
+                    match node
+                        .lease_until(&digest, LeaseOp::Renew { token, ttl_ms }, deadline)
+                        .await
+                    {
+                        Ok(answer) if answer.held => expires = sent + ttl,
                         Ok(answer) => {
                             warn!(
                                 digest,
@@ -180,7 +198,9 @@ impl HeldLease {
                             );
                             return;
                         }
-                        Err(e) => warn!(digest, error = %e, "renewing the fetch lease failed"),
+                        Err(e) => {
+                            warn!(digest, error = %e, "renewing the fetch lease failed; retrying until it lapses")
+                        }
                     }
                 }
             }

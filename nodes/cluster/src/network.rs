@@ -120,8 +120,14 @@ pub struct Connection {
 type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, E>>;
 
 impl Connection {
-    /// Send one openraft message as JSON; decode `Result<Resp, Err>` from the peer.
-    async fn call<Req, Resp, Err>(&self, kind: Kind, request: &Req) -> RpcResult<Resp, Err>
+    /// Send one openraft message as JSON within openraft's deadline for it; decode
+    /// `Result<Resp, Err>` from the peer.
+    async fn call<Req, Resp, Err>(
+        &self,
+        kind: Kind,
+        request: &Req,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, Err>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -135,15 +141,27 @@ impl Connection {
             serde_json::to_vec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut client = RaftClient::new(channel);
         let message = RaftMessage { json: json.into() };
-        let reply = match kind {
-            Kind::Append => client.append_entries(message).await,
-            Kind::Vote => client.vote(message).await,
-            Kind::Snapshot => client.install_snapshot(message).await,
-        }
-        .map_err(|status| match status.code() {
-            tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&status)),
-            _ => RPCError::Network(NetworkError::new(&status)),
-        })?;
+        let call = async {
+            match kind {
+                Kind::Append => client.append_entries(message).await,
+                Kind::Vote => client.vote(message).await,
+                Kind::Snapshot => client.install_snapshot(message).await,
+            }
+        };
+        let deadline = option.hard_ttl();
+        let reply = tokio::time::timeout(deadline, call)
+            .await
+            .map_err(|_| {
+                let why = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {deadline:?}"),
+                );
+                RPCError::Unreachable(Unreachable::new(&why))
+            })?
+            .map_err(|status| match status.code() {
+                tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&status)),
+                _ => RPCError::Network(NetworkError::new(&status)),
+            })?;
         let result: Result<Resp, Err> = serde_json::from_slice(&reply.into_inner().json)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
@@ -160,24 +178,24 @@ impl RaftNetwork<TypeConfig> for Connection {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
-        self.call(Kind::Append, &rpc).await
+        self.call(Kind::Append, &rpc, &option).await
     }
 
     async fn install_snapshot(
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
-        self.call(Kind::Snapshot, &rpc).await
+        self.call(Kind::Snapshot, &rpc, &option).await
     }
 
     async fn vote(
         &mut self,
         rpc: VoteRequest<NodeId>,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, RaftError<NodeId>> {
-        self.call(Kind::Vote, &rpc).await
+        self.call(Kind::Vote, &rpc, &option).await
     }
 }

@@ -22,6 +22,8 @@ use crate::types::{LeaseAnswer, LeaseCommand, LeaseOp, NodeId, Raft};
 /// no quorum and falls back to fetching alone.
 /// Long enough to ride out an election (4–8 heartbeats, twice over).
 pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// One try of a lease command at most; longer means the leader it went to is gone.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1500);
 /// After a fallback, health says "no quorum" this long, and further cold fetches fall back at
 /// once while no leader is reachable, rather than each waiting [`PROPOSE_TIMEOUT`].
 const FALLBACK_MEMORY: Duration = Duration::from_secs(10);
@@ -166,7 +168,19 @@ impl ClusterNode {
     /// Run a lease command for this node through the leader, wherever it is. Retried until
     /// [`PROPOSE_TIMEOUT`], which rides out an election; the last error after that.
     pub async fn lease(&self, digest: &str, op: LeaseOp) -> Result<LeaseAnswer, ClusterError> {
-        let deadline = tokio::time::Instant::now() + PROPOSE_TIMEOUT;
+        self.lease_until(digest, op, tokio::time::Instant::now() + PROPOSE_TIMEOUT)
+            .await
+    }
+
+    /// As [`ClusterNode::lease`], retried until `deadline`. Each attempt gets at most
+    /// [`ATTEMPT_TIMEOUT`], so one sent to a leader that is gone (or cut off) does not use the
+    /// whole deadline up: the next attempt finds the newly elected one.
+    pub async fn lease_until(
+        &self,
+        digest: &str,
+        op: LeaseOp,
+        deadline: tokio::time::Instant,
+    ) -> Result<LeaseAnswer, ClusterError> {
         let mut last_error = ClusterError::NoQuorum("lease command timed out".into());
         loop {
             let attempt = async {
@@ -175,10 +189,12 @@ impl ClusterNode {
                     Routed::Forward(addr) => self.forward_lease(&addr, digest, op.clone()).await,
                 }
             };
-            match tokio::time::timeout_at(deadline, attempt).await {
+            let attempt_deadline = deadline.min(tokio::time::Instant::now() + ATTEMPT_TIMEOUT);
+            match tokio::time::timeout_at(attempt_deadline, attempt).await {
                 Ok(Ok(answer)) => return Ok(answer),
                 Ok(Err(e)) => last_error = e,
-                Err(_) => return Err(last_error),
+                Err(_) if attempt_deadline >= deadline => return Err(last_error),
+                Err(_) => last_error = ClusterError::NoQuorum("lease attempt timed out".into()),
             }
             if tokio::time::Instant::now() + RETRY_PAUSE >= deadline {
                 return Err(last_error);

@@ -73,6 +73,9 @@ pub struct LimitsConfig {
     pub header_read_timeout_secs: u64,
     /// Seconds a response may make no progress because its client does not read.
     pub send_timeout_secs: u64,
+    /// Seconds a storage call may take (for streams: each chunk; for a streamed upload: how
+    /// long the store may sit on a chunk it was handed).
+    pub storage_timeout_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -86,6 +89,7 @@ impl Default for LimitsConfig {
             max_connections: 16_384,
             header_read_timeout_secs: 10,
             send_timeout_secs: 60,
+            storage_timeout_secs: 30,
         }
     }
 }
@@ -443,9 +447,10 @@ impl Config {
             || l.max_connections == 0
             || l.header_read_timeout_secs == 0
             || l.send_timeout_secs == 0
+            || l.storage_timeout_secs == 0
         {
             return invalid(
-                "limits.max_downloads, max_connections, header_read_timeout_secs and send_timeout_secs must be positive"
+                "limits.max_downloads, max_connections and the limits' timeouts must be positive"
                     .into(),
             );
         }

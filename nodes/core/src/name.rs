@@ -24,11 +24,13 @@ impl RepoName {
     }
 
     /// Docker Hub keeps official images under `library/`: `ubuntu` means `library/ubuntu` there.
-    pub fn with_docker_hub_library(self) -> RepoName {
+    /// Docker Hub's name for a single-segment repository; an error when `library/` makes it
+    /// longer than a name may be.
+    pub fn with_docker_hub_library(self) -> Result<RepoName, NameError> {
         if self.0.contains('/') {
-            self
+            Ok(self)
         } else {
-            RepoName(format!("library/{}", self.0))
+            format!("library/{}", self.0).parse()
         }
     }
 }
@@ -143,9 +145,17 @@ mod tests {
     #[test]
     fn library_prefix_only_for_single_segment() {
         let n: RepoName = "ubuntu".parse().unwrap();
-        assert_eq!(n.with_docker_hub_library().as_str(), "library/ubuntu");
+        assert_eq!(
+            n.with_docker_hub_library().unwrap().as_str(),
+            "library/ubuntu"
+        );
         let n: RepoName = "org/app".parse().unwrap();
-        assert_eq!(n.with_docker_hub_library().as_str(), "org/app");
+        assert_eq!(n.with_docker_hub_library().unwrap().as_str(), "org/app");
+        let longest: RepoName = "x".repeat(MAX_NAME_LEN).parse().unwrap();
+        assert!(
+            longest.with_docker_hub_library().is_err(),
+            "too long with library/"
+        );
     }
 
     #[test]

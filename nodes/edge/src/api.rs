@@ -179,6 +179,7 @@ fn upstream_repo<'a>(
     let upstream = mirror.upstreams.select(query.ns.as_deref())?;
     let repo = if upstream.is_docker_hub() {
         name.with_docker_hub_library()
+            .map_err(|e| ApiError::new(OciCode::NameInvalid, e.to_string()))?
     } else {
         name
     };

@@ -168,6 +168,11 @@ impl BlobService {
         true
     }
 
+    /// Blob downloads under way on this node.
+    pub fn downloads_in_flight(&self) -> usize {
+        self.downloads.in_flight()
+    }
+
     /// Coordinate cold fetches with a cluster from now on. Only the first call counts.
     pub fn set_coordinator(&self, coordinator: Arc<dyn FetchCoordinator>) {
         let _ = self.coordinator.set(coordinator);
@@ -233,7 +238,7 @@ impl BlobService {
             self.stats.blob_cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(reply);
         }
-        let what = digest.to_string();
+        let what = format!("blob:{digest}");
         if let Some(missing) = self.negative.get(upstream.name(), repo, &what).await {
             return Err(missing);
         }

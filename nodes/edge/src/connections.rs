@@ -78,20 +78,35 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             debug!(error = %e, "could not set TCP_NODELAY");
         }
-        let stream = SendfileStream::new(tcp, limits.send_timeout);
-        let info = ConnectInfo(SendfileConn::of(&stream));
-        let router = router.clone();
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            request.extensions_mut().insert(info.clone());
-            let mut router = router.clone();
-            async move { Ok::<_, Infallible>(router.call(request).await.unwrap_or_else(|e| match e {})) }
-        });
-        let connection = http
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let (http, router, watcher) = (Arc::clone(&http), router.clone(), graceful.watcher());
+        let limits = limits.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            // A connection that never sends a byte is closed like one that sends too slowly
+            // (hyper's header timeout starts with the first byte).
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(limits.header_read_timeout, tcp.peek(&mut first)).await,
+                Ok(Ok(1..))
+            ) {
+                drop(permit);
+                return;
+            }
+            let stream = SendfileStream::new(tcp, limits.send_timeout);
+            let info = ConnectInfo(SendfileConn::of(&stream));
+            let service =
+                hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                    request.extensions_mut().insert(info.clone());
+                    let mut router = router.clone();
+                    async move {
+                        Ok::<_, Infallible>(
+                            router.call(request).await.unwrap_or_else(|e| match e {}),
+                        )
+                    }
+                });
+            let connection = http
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(connection).await {
                 debug!(error = %e, "client connection ended with an error");
             }
             drop(permit);

@@ -38,6 +38,11 @@ impl ApiError {
             UpstreamError::NotFound { code, message } => {
                 ApiError::new(code.unwrap_or(missing), message).with_status(StatusCode::NOT_FOUND)
             }
+            UpstreamError::Rejected { code, message } => ApiError::new(
+                code.unwrap_or(OciCode::NameInvalid),
+                format!("upstream registry {upstream} rejected the request: {message}"),
+            )
+            .with_status(StatusCode::BAD_REQUEST),
             UpstreamError::Denied { status } => ApiError::new(
                 OciCode::Denied,
                 format!(

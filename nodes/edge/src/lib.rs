@@ -32,6 +32,7 @@ use tokio::net::TcpListener;
 use wharf_core::config::{Config, StorageTarget};
 use wharf_storage::fs::FsStore;
 use wharf_storage::s3::{S3Location, S3Store};
+use wharf_storage::timeout::TimeoutStore;
 use wharf_storage::{BlobStore, StoreError};
 
 use crate::blobs::{BlobLimits, BlobService};
@@ -98,6 +99,10 @@ impl Mirror {
     ) -> Result<Arc<Mirror>, EdgeError> {
         let stats = Arc::new(Stats::default());
         let health = Health::default();
+        let store: Arc<dyn BlobStore> = Arc::new(TimeoutStore::new(
+            store,
+            Duration::from_secs(config.limits.storage_timeout_secs),
+        ));
         let store: Arc<dyn BlobStore> = Arc::new(MonitoredStore::new(store, health.clone()));
         let memory = config.cache.memory_index_mib.saturating_mul(1024 * 1024);
         let spool = config.data_dir.join(".spool");

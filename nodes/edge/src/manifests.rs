@@ -144,7 +144,7 @@ impl ManifestService {
         if let Some(m) = self.cached(digest).await {
             return Ok(m);
         }
-        let what = digest.to_string();
+        let what = format!("manifest:{digest}");
         if let Some(missing) = self.negative.get(upstream.name(), repo, &what).await {
             return Err(missing);
         }
@@ -199,8 +199,9 @@ impl ManifestService {
             tag: tag.clone(),
         };
         let known = self.known_tag(&key).await;
+        let what = format!("tag:{tag}");
         if known.is_none()
-            && let Some(missing) = self.negative.get(upstream.name(), repo, tag.as_str()).await
+            && let Some(missing) = self.negative.get(upstream.name(), repo, &what).await
         {
             return Err(missing);
         }

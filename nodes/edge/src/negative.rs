@@ -33,7 +33,9 @@ impl NegativeCache {
         NegativeCache { cache }
     }
 
-    /// The upstream's recent 404 for `what` (a digest or tag) in `repo`, if any.
+    /// The upstream's recent 404 for `what` in `repo`, if any. `what` names the kind too
+    /// (`blob:<digest>`, `manifest:<digest>`, `tag:<tag>`): a digest unknown as a manifest may
+    /// well be a blob.
     pub async fn get(&self, upstream: &str, repo: &RepoName, what: &str) -> Option<ApiError> {
         let cache = self.cache.as_ref()?;
         cache

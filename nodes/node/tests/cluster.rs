@@ -241,6 +241,49 @@ async fn killing_the_raft_leader_elects_another_and_pulls_go_on() {
 }
 
 #[tokio::test]
+async fn killing_the_raft_leader_mid_transfer_keeps_the_fetch_lease() {
+    let big = blob(48 * MIB, 405);
+    // 4 MB/s: about twelve seconds of transfer, longer than an election plus two lease TTLs.
+    let shape = LinkShape {
+        bytes_per_sec: 4_000_000,
+        rtt: Duration::from_millis(2),
+        cut_every: None,
+    };
+    let mut s = setup(&[&big], Some(shape)).await;
+    let leader = s.cluster.leader().expect("a leader");
+    let mut others = (0..3).filter(|i| *i != leader);
+    let (fetcher, waiter) = (others.next().unwrap(), others.next().unwrap());
+    let http = reqwest::Client::new();
+    let first = tokio::spawn({
+        let (http, base, digest) = (
+            http.clone(),
+            s.cluster.members[fetcher].url(),
+            big.digest.clone(),
+        );
+        async move { pull(&http, &base, &digest).await }
+    });
+    let taken = wait_until(Duration::from_secs(20), || {
+        let held = s
+            .cluster
+            .status(fetcher)
+            .is_some_and(|st| st["leases"][0]["owner"].as_u64() == s.cluster.node_id(fetcher));
+        async move { held }
+    })
+    .await;
+    assert!(taken, "the fetcher holds the lease");
+    s.cluster.kill(leader);
+    // Past the lease TTL (5 s) and an election: only renewals kept the lease.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    pull(&http, &s.cluster.members[waiter].url(), &big.digest)
+        .await
+        .expect("the waiter's pull");
+    first.await.unwrap().expect("the fetcher's pull");
+    let gets = upstream_gets(&s.registry, &big.digest).await;
+    let logs: Vec<String> = s.cluster.running().map(|i| s.cluster.log(i)).collect();
+    assert_eq!(gets, 1, "the lease lapsed; logs: {logs:#?}");
+}
+
+#[tokio::test]
 async fn a_partitioned_node_serves_cached_content_falls_back_for_cold_and_rejoins() {
     let cached = blob(4 * MIB, 404);
     let cold = blob(4 * MIB, 405);

@@ -410,6 +410,14 @@ impl UpstreamClient {
                     message: message.unwrap_or_else(|| "not found".into()),
                 }
             }
+            StatusCode::BAD_REQUEST | StatusCode::URI_TOO_LONG => {
+                let body = response.bytes().await.unwrap_or_default();
+                let (code, message) = first_error(&body);
+                UpstreamError::Rejected {
+                    code,
+                    message: message.unwrap_or_else(|| format!("upstream answered {status}")),
+                }
+            }
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => UpstreamError::Denied {
                 status: status.as_u16(),
             },

@@ -12,6 +12,13 @@ pub enum UpstreamError {
         code: Option<OciCode>,
         message: String,
     },
+    /// The upstream found the request itself invalid (400, 414: a name or reference it does not
+    /// accept): the client's mistake passed on, not the upstream's failure.
+    #[error("upstream rejected the request: {message}")]
+    Rejected {
+        code: Option<OciCode>,
+        message: String,
+    },
     /// The upstream refused access even after authenticating (or no credentials were given).
     #[error("upstream denied access (HTTP {status})")]
     Denied { status: u16 },

@@ -1,5 +1,6 @@
 //! The Raft log: entries kept in memory and appended to `raft-log.jsonl`, fsynced before
-//! openraft is told they are durable. The vote is its own small file.
+//! openraft is told they are durable. The vote is its own small file. All file work is done
+//! by the [`LogWriter`] thread, never on a runtime thread.
 //!
 //! Each line of the log file is one [`Record`]; replaying them rebuilds the log. Purging
 //! rewrites the file with what remains, so it never grows beyond the snapshot interval.
@@ -7,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,7 @@ use openraft::{Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageI
 use serde::{Deserialize, Serialize};
 
 use super::files::{read_optional, write_atomic};
+use super::log_writer::LogWriter;
 use crate::types::{NodeId, StorageResult, TypeConfig};
 
 const LOG_FILE: &str = "raft-log.jsonl";
@@ -41,7 +43,7 @@ struct Entries {
 /// here, as openraft calls storage methods one at a time.
 pub struct LogStore {
     dir: PathBuf,
-    file: File,
+    writer: LogWriter,
     entries: Arc<Mutex<Entries>>,
     vote: Option<Vote<NodeId>>,
 }
@@ -90,38 +92,32 @@ impl LogStore {
         let file = write_fresh(dir, &entries)?;
         Ok(LogStore {
             dir: dir.to_path_buf(),
-            file,
+            writer: LogWriter::start(path, file)?,
             entries: Arc::new(Mutex::new(entries)),
             vote,
         })
     }
 
+    /// The log's disk writer (its `fsync` count shows group commit at work).
+    pub fn writer(&self) -> &LogWriter {
+        &self.writer
+    }
+
     fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
-
-    /// Write the current log as a fresh file and append from there on.
-    fn rewrite(&mut self) -> std::io::Result<()> {
-        let file = {
-            let entries = self.entries();
-            write_fresh(&self.dir, &entries)?
-        };
-        self.file = file;
-        Ok(())
-    }
-
-    fn append_records(&mut self, records: &[Record]) -> std::io::Result<()> {
-        let mut bytes = Vec::new();
-        for record in records {
-            push_record(&mut bytes, record)?;
-        }
-        self.file.write_all(&bytes)?;
-        self.file.sync_data()
-    }
 }
 
-/// Replace the log file with exactly `entries`; the handle appends after them.
-fn write_fresh(dir: &Path, entries: &Entries) -> std::io::Result<File> {
+fn encode(records: &[Record]) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    for record in records {
+        push_record(&mut bytes, record)?;
+    }
+    Ok(bytes)
+}
+
+/// The log file's bytes holding exactly `entries`.
+fn fresh_bytes(entries: &Entries) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     if let Some(id) = entries.last_purged {
         push_record(&mut bytes, &Record::Purged(id))?;
@@ -129,8 +125,13 @@ fn write_fresh(dir: &Path, entries: &Entries) -> std::io::Result<File> {
     for entry in entries.log.values() {
         push_record(&mut bytes, &Record::Append(entry.clone()))?;
     }
+    Ok(bytes)
+}
+
+/// Replace the log file with exactly `entries` (at start-up); the handle appends after them.
+fn write_fresh(dir: &Path, entries: &Entries) -> std::io::Result<File> {
     let path = dir.join(LOG_FILE);
-    write_atomic(&path, &bytes)?;
+    write_atomic(&path, &fresh_bytes(entries)?)?;
     OpenOptions::new().append(true).open(&path)
 }
 
@@ -183,7 +184,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
         let bytes = serde_json::to_vec(vote).map_err(|e| StorageIOError::write_vote(&e))?;
-        write_atomic(&self.dir.join(VOTE_FILE), &bytes)
+        self.writer
+            .replace(self.dir.join(VOTE_FILE), bytes)
+            .await
             .map_err(|e| StorageIOError::write_vote(&e))?;
         self.vote = Some(*vote);
         Ok(())
@@ -206,30 +209,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         }
         let records: Vec<Record> = entries.into_iter().map(Record::Append).collect();
-        let result = self.append_records(&records);
-        let failed = result
-            .as_ref()
-            .err()
-            .map(|e| io_error(std::io::Error::other(e.to_string())));
-        callback.log_io_completed(result);
-        match failed {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        // Readable now; durable when the writer thread says so (grouped with other appends).
+        let bytes = encode(&records).map_err(io_error)?;
+        self.writer
+            .append(
+                bytes,
+                Box::new(move |result| callback.log_io_completed(result)),
+            )
+            .await;
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
         self.entries().log.split_off(&log_id.index);
-        self.append_records(&[Record::Truncate(log_id.index)])
-            .map_err(io_error)
+        let bytes = encode(&[Record::Truncate(log_id.index)]).map_err(io_error)?;
+        self.writer.append_durable(bytes).await.map_err(io_error)
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        {
+        let bytes = {
             let mut entries = self.entries();
             entries.log = entries.log.split_off(&(log_id.index + 1));
             entries.last_purged = Some(log_id);
-        }
-        self.rewrite().map_err(io_error)
+            fresh_bytes(&entries).map_err(io_error)?
+        };
+        self.writer.rewrite(bytes).await.map_err(io_error)
     }
 }

@@ -6,6 +6,7 @@
 
 mod files;
 pub mod log;
+pub mod log_writer;
 pub mod state_machine;
 
 pub use files::{read_optional, write_atomic};

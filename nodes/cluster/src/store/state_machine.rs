@@ -72,10 +72,13 @@ impl StateMachine {
             .clone()
     }
 
-    /// Persist `stored` as the current snapshot.
-    fn save(&self, stored: StoredSnapshot) -> std::io::Result<()> {
+    /// Persist `stored` as the current snapshot (on the blocking pool: it fsyncs).
+    async fn save(&self, stored: StoredSnapshot) -> std::io::Result<()> {
         let bytes = serde_json::to_vec(&stored).map_err(std::io::Error::other)?;
-        write_atomic(&self.dir.join(SNAPSHOT_FILE), &bytes)?;
+        let path = self.dir.join(SNAPSHOT_FILE);
+        tokio::task::spawn_blocking(move || write_atomic(&path, &bytes))
+            .await
+            .map_err(std::io::Error::other)??;
         *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(stored));
         Ok(())
     }
@@ -99,6 +102,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             meta: meta.clone(),
             data: data.clone(),
         })
+        .await
         .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         Ok(Snapshot {
             meta,
@@ -158,6 +162,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: meta.clone(),
             data,
         })
+        .await
         .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         *self.applied.lock().unwrap_or_else(|p| p.into_inner()) = applied;
         Ok(())

@@ -446,3 +446,68 @@ async fn cdn_origin_mode_redirects_cached_blobs_to_presigned_urls() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_hung_s3_endpoint_costs_a_timeout_not_a_wedged_node() {
+    // An "S3" that accepts connections and never answers.
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", hung.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = hung.accept().await {
+            open.push(socket);
+        }
+    });
+    let client = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .force_path_style(true)
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "k", "s", None, None, "t",
+            ))
+            .build(),
+    );
+    let store: std::sync::Arc<dyn BlobStore> = std::sync::Arc::new(S3Store::from_client(
+        client,
+        S3Location::parse("s3://hung").unwrap(),
+    ));
+    let (registry, seeds) = seeded_registry().await;
+    let mut config = test_config(vec![upstream("docker.io", &registry.url(), true)]);
+    config.limits.storage_timeout_secs = 1;
+    let wharf = Wharf::start_with(config, Some(store)).await;
+    let layer = &seeds.docker.layers[0];
+    let started = std::time::Instant::now();
+    let response = tokio::time::timeout(
+        Duration::from_secs(20),
+        reqwest::get(format!(
+            "{}/v2/test/docker/blobs/{}",
+            wharf.url, layer.digest
+        )),
+    )
+    .await
+    .expect("answered despite the hung store")
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(hash_body(response).await.unwrap().0, layer.digest);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // The download ends (its upload timed out) instead of holding its slot forever.
+    let ended = wait_until(Duration::from_secs(10), || async {
+        wharf.mirror.blobs.downloads_in_flight() == 0
+    })
+    .await;
+    assert!(ended, "the download is still held by the hung upload");
+    let health: serde_json::Value = reqwest::get(format!("{}/health", wharf.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "degraded");
+    held.abort();
+}
