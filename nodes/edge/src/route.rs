@@ -88,6 +88,29 @@ fn parse_name(name: &str) -> Result<RepoName, ApiError> {
 }
 
 #[cfg(test)]
+mod prop {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        /// Any path answers a route or an OCI client error: never a panic, never a 5xx.
+        #[test]
+        fn any_path_routes_or_is_a_client_error(path in prop_oneof![
+            any::<String>(),
+            "([a-z0-9._%-]{0,12}/){0,8}(manifests|blobs|tags|referrers|uploads)/[a-zA-Z0-9:._/%-]{0,80}",
+        ]) {
+            match Route::parse(&path) {
+                Ok(_) => {}
+                Err(e) => prop_assert!(e.status.is_client_error(), "{} for {:?}", e.status, path),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -201,6 +201,26 @@ mod tests {
         assert_eq!(p["scope"], "x:y:pull,push");
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+
+        #[test]
+        fn challenges_parse_or_refuse(header in proptest::prop_oneof![
+            proptest::prelude::any::<String>(),
+            "(Bearer|Basic|bearer|Negotiate) ?([a-z]{0,8}=(\"[^\"]{0,30}\"?|[a-z,]{0,10}),? ?){0,5}",
+        ]) {
+            if let Some(Challenge::Bearer { realm, .. }) = Challenge::parse(&header) {
+                proptest::prop_assert!(header.to_ascii_lowercase().contains("realm"));
+                let _ = realm;
+            }
+        }
+
+        #[test]
+        fn token_answers_parse_or_refuse(body in "\\{\"(token|access_token|expires_in)\": ?(\"[a-z]{0,5}\"|-?[0-9.e]{1,30}|null|\\[\\])\\}") {
+            let _ = serde_json::from_str::<TokenResponse>(&body);
+        }
+    }
+
     #[test]
     fn odd_expires_in_values_are_ignored() {
         for (body, want) in [

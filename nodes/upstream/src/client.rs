@@ -548,6 +548,28 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+
+        #[test]
+        fn any_retry_after_is_bounded(value in proptest::prelude::any::<String>(), digits in "[0-9]{1,40}") {
+            for v in [value, digits] {
+                let mut h = HeaderMap::new();
+                if let Ok(v) = v.parse() {
+                    h.insert(header::RETRY_AFTER, v);
+                    if let Some(wait) = retry_after(&h) {
+                        proptest::prop_assert!(wait <= MAX_RETRY_AFTER);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn error_bodies_never_panic(body in proptest::prelude::any::<Vec<u8>>()) {
+            let _ = first_error(&body);
+        }
+    }
+
     #[test]
     fn upstream_error_bodies() {
         let (code, msg) = first_error(
