@@ -40,6 +40,22 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
+# A short chaos soak (the 10-minute one is in BENCHMARKS.md): three debug nodes on moto, with
+# kills, SIGTERMs, partitions, S3 and upstream outages and link cuts from a fixed seed; it
+# checks every byte and fails on corruption, lost pulls, extra fetches or leftovers.
+if [ "$#" -eq 0 ]; then
+  soak=0
+  cargo run -q --locked -p wharf-loadtest -- --soak 1 --seed 11 --wharf-bin target/debug/wharf \
+    2>"$log.soak" || soak=$?
+  if [ "$soak" -ne 0 ]; then
+    tail -n 60 "$log.soak"
+    echo "chaos soak: FAILED"
+    status=1
+  else
+    echo "chaos soak: passed"
+  fi
+  rm -f "$log.soak"
+fi
 # One closing line for the whole run (cargo's own last line is a doc-test binary's).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

@@ -10,6 +10,7 @@ mod cluster;
 mod mirrors;
 mod plot;
 mod scenarios;
+mod soak;
 
 use std::path::PathBuf;
 
@@ -55,6 +56,13 @@ pub struct Args {
     /// Skip the cluster herd (3 wharf nodes beside 3 distribution proxies; needs S3).
     #[arg(long)]
     no_cluster: bool,
+    /// Run the chaos soak for this many minutes instead of the benchmarks (3 nodes on S3,
+    /// random kills, stops, partitions, S3 and upstream outages, link cuts).
+    #[arg(long, value_name = "MINUTES")]
+    soak: Option<f64>,
+    /// Seed of the soak's fault schedule and clients: the same seed, the same run.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -71,6 +79,9 @@ async fn main() -> anyhow::Result<()> {
         "{} not found: run `cargo build --release` first",
         args.wharf_bin.display()
     );
+    if let Some(minutes) = args.soak {
+        return soak::soak(&args, minutes, args.seed).await;
+    }
     let (results, series) = scenarios::run_all(&args).await?;
     println!("\n{}", scenarios::markdown(&results));
     if let Some(path) = &args.plot {

@@ -7,7 +7,6 @@ mod auth;
 mod blobs;
 mod clients;
 mod common;
-mod hostile;
 mod outage;
 mod s3;
 mod tags;
