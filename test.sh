@@ -2,7 +2,8 @@
 # Runs every wharf test on a fresh Debian machine: installs what the tests start for real
 # (CNCF distribution as the upstream registry, skopeo, htpasswd, openssl from Debian; moto's
 # S3 server from PyPI, in a virtualenv), then cargo test.
-# Extra arguments go to `cargo test` (e.g. ./test.sh -p wharf-edge skopeo).
+# Extra arguments go to `cargo test` (e.g. ./test.sh -p wharf-edge skopeo); with none, clippy and a
+# short chaos soak run too.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -39,7 +40,12 @@ export AWS_EC2_METADATA_DISABLED=true
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
+# Lints first, as CI's gate: unwrap_used and the rest are errors outside tests.
+if [ "$#" -eq 0 ]; then
+  cargo clippy --workspace --all-targets --locked -- -D warnings || status=$?
+fi
+# Every test binary runs even when one fails, so one run shows every failure.
+cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
 # A short chaos soak (the 10-minute one is in BENCHMARKS.md): three debug nodes on moto, with
 # kills, SIGTERMs, partitions, S3 and upstream outages and link cuts from a fixed seed; it
 # checks every byte and fails on corruption, lost pulls, extra fetches or leftovers.

@@ -38,6 +38,8 @@ enum Misbehaviour {
     HugeManifest,
     /// Headers no one can parse.
     Garbage,
+    /// A refusal (403) after a pause.
+    SlowDenied(Duration),
 }
 
 /// A raw-TCP upstream registry that demands a bearer token from a realm on plain HTTP whose
@@ -152,6 +154,12 @@ async fn answer(
                 .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: 1073741824\r\n\r\n{")
                 .await?;
             tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        Misbehaviour::SlowDenied(pause) => {
+            tokio::time::sleep(pause).await;
+            socket
+                .write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+                .await?;
         }
         Misbehaviour::Garbage => {
             socket
@@ -312,6 +320,42 @@ async fn a_hostile_upstream_cannot_wedge_crash_or_poison_the_node() {
 }
 
 #[tokio::test]
+async fn another_registrys_refusal_does_not_reach_a_request_that_joined_its_download() {
+    let (registry, seeds) = seeded_registry().await;
+    let layer = &seeds.docker.layers[0];
+    let mut routes = BTreeMap::new();
+    routes.insert(
+        format!("/v2/test/docker/blobs/{}", layer.digest),
+        Misbehaviour::SlowDenied(Duration::from_millis(1500)),
+    );
+    let other = hostile_upstream(routes).await;
+    let wharf = Wharf::start(test_config(vec![
+        upstream("docker.io", &registry.url(), true),
+        upstream("other.example", &other, false),
+    ]))
+    .await;
+    let url = format!("{}/v2/test/docker/blobs/{}", wharf.url, layer.digest);
+    // The other registry's request starts the download; ours joins it while it waits.
+    let theirs = tokio::spawn(reqwest::get(format!("{url}?ns=other.example")));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let ours = reqwest::get(&url).await.unwrap();
+    assert_eq!(
+        ours.status(),
+        StatusCode::OK,
+        "the refusal was the other registry's"
+    );
+    assert_eq!(hash_body(ours).await.unwrap().0, layer.digest);
+    let theirs = theirs.await.unwrap().unwrap();
+    assert_eq!(theirs.status(), StatusCode::FORBIDDEN);
+    assert_eq!(error_code(theirs).await, "DENIED");
+    assert_eq!(
+        wharf_edge::stats::Stats::get(&wharf.mirror.stats.coalesced_blob_requests),
+        1,
+        "ours joined theirs"
+    );
+}
+
+#[tokio::test]
 async fn a_gigabyte_manifest_is_refused_without_reading_it() {
     let mut routes = BTreeMap::new();
     routes.insert(
@@ -330,6 +374,16 @@ async fn a_gigabyte_manifest_is_refused_without_reading_it() {
     assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
     assert_eq!(error_code(r).await, "MANIFEST_INVALID");
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// This process's resident memory (the node runs in it), KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Malformed and adversarial requests, generated from a seed.
@@ -409,6 +463,7 @@ async fn a_hundred_thousand_adversarial_requests_cause_no_panic_and_no_500() {
     let (registry, seeds) = seeded_registry().await;
     let wharf = Wharf::mirroring(&registry).await;
     let total: usize = 100_000;
+    let rss_before = rss_kib();
     let statuses = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::<String, usize>::new()));
     let server_errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let started = Instant::now();
@@ -457,6 +512,9 @@ async fn a_hundred_thousand_adversarial_requests_cause_no_panic_and_no_500() {
         started.elapsed()
     );
     assert_eq!(statuses.values().sum::<usize>(), total);
+    let grown = rss_kib().saturating_sub(rss_before);
+    println!("RSS grew by {} MiB", grown / 1024);
+    assert!(grown < 256 * 1024, "RSS grew by {} MiB", grown / 1024);
     for (status, n) in &statuses {
         assert!(
             !status.starts_with('5'),

@@ -51,10 +51,15 @@ async fn sixteen_concurrent_clients_cause_one_upstream_get() {
         }
     }
     let path = format!("/v2/test/big/blobs/{}", layer.digest);
+    // One download; a range GET resuming it after a broken connection is the same download.
+    let stats = &wharf.mirror.stats;
+    let resumes = || wharf_edge::stats::Stats::get(&stats.upstream_resumes) as usize;
     assert_eq!(
         registry.count_requests("GET", &path),
-        1,
-        "exactly one upstream GET"
+        1 + resumes(),
+        "exactly one upstream GET (plus resumes: {}); upstream log: {:?}",
+        resumes(),
+        registry.access_log()
     );
     assert_eq!(
         wharf
@@ -67,7 +72,14 @@ async fn sixteen_concurrent_clients_cause_one_upstream_get() {
     // The verified blob is in the store under its digest, and a later request is a hit.
     let again = reqwest::get(&url).await.unwrap();
     assert_eq!(hash_body(again).await.unwrap().0, layer.digest);
-    assert_eq!(registry.count_requests("GET", &path), 1);
+    assert_eq!(
+        registry.count_requests("GET", &path),
+        1 + resumes(),
+        "downloads {}, resumes {}; upstream log: {:?}",
+        wharf_edge::stats::Stats::get(&stats.upstream_blob_fetches),
+        resumes(),
+        registry.access_log()
+    );
     assert_eq!(
         stored_files(wharf.data_dir.path(), ".spool"),
         0,
