@@ -199,3 +199,44 @@ impl RaftNetwork<TypeConfig> for Connection {
         self.call(Kind::Vote, &rpc, &option).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use openraft::raft::VoteRequest;
+    use openraft::{RaftNetwork, Vote};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_peer_that_accepts_and_never_answers_costs_one_deadline() {
+        let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = hung.local_addr().unwrap().to_string();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = hung.accept().await {
+                open.push(socket);
+            }
+        });
+        let mut connection = Connection {
+            peers: Peers::new(Faults::default()),
+            target: 2,
+            addr,
+        };
+        let started = Instant::now();
+        let result = connection
+            .vote(
+                VoteRequest::new(Vote::new(1, 1), None),
+                RPCOption::new(Duration::from_millis(300)),
+            )
+            .await;
+        assert!(result.is_err());
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "took {:?}",
+            started.elapsed()
+        );
+        held.abort();
+    }
+}
