@@ -8,8 +8,8 @@
 //! no downloads or leases, no files in `.spool`, no open multipart uploads.
 //! `--seed` reproduces a run's schedule.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -50,9 +50,30 @@ impl Rng {
     }
 }
 
+#[derive(Clone)]
 struct Blob {
     digest: String,
     size: u64,
+}
+
+/// The blobs clients pull: a base set, and fresh ones pushed at each fault so that every
+/// fault window has cold fetches in flight while it strikes.
+type Blobs = Arc<Mutex<Vec<Blob>>>;
+
+fn snapshot(blobs: &Blobs) -> Vec<Blob> {
+    blobs.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Push a fresh blob of `mib` MiB to the upstream and add it to the set.
+async fn push_fresh(pusher: &Pusher, blobs: &Blobs, mib: usize, seed: u64) -> anyhow::Result<()> {
+    let data = random_bytes(mib * 1024 * 1024 + 7, seed);
+    let digest = wharf_testkit::sha256(&data);
+    pusher.push_blob(REPO, data.clone(), &digest).await?;
+    blobs.lock().unwrap_or_else(|p| p.into_inner()).push(Blob {
+        digest,
+        size: data.len() as u64,
+    });
+    Ok(())
 }
 
 #[derive(Default)]
@@ -86,20 +107,13 @@ pub async fn soak(args: &Args, minutes: f64, seed: u64) -> anyhow::Result<()> {
     eprintln!("== chaos soak: {minutes} min, seed {seed}");
     let mut upstream = Registry::start(RegistryOptions::default()).await?;
     let pusher = Pusher::new(&upstream.url(), PushAuth::None);
-    let mut blobs = Vec::new();
+    let blobs: Blobs = Arc::default();
     for (i, mib) in [1usize, 3, 6, 12, 24, 2, 8, 16, 4, 32]
         .into_iter()
         .enumerate()
     {
-        let data = random_bytes(mib * 1024 * 1024 + i, seed.wrapping_add(i as u64));
-        let digest = wharf_testkit::sha256(&data);
-        pusher.push_blob(REPO, data.clone(), &digest).await?;
-        blobs.push(Blob {
-            digest,
-            size: data.len() as u64,
-        });
+        push_fresh(&pusher, &blobs, mib, seed.wrapping_add(i as u64)).await?;
     }
-    let blobs = Arc::new(blobs);
     // Fast, but cutting a connection every 40 MiB it carries.
     let link = WanLink::start(
         upstream.host(),
@@ -126,13 +140,13 @@ pub async fn soak(args: &Args, minutes: f64, seed: u64) -> anyhow::Result<()> {
         })
         .collect();
 
-    let gets = |upstream: &Registry| -> Vec<usize> {
+    let gets = |upstream: &Registry, blobs: &[Blob]| -> Vec<usize> {
         blobs
             .iter()
             .map(|b| upstream.count_requests("GET", &format!("/v2/{REPO}/blobs/{}", b.digest)))
             .collect()
     };
-    let resumes = |cluster: &WharfCluster| -> Vec<usize> {
+    let resumes = |cluster: &WharfCluster, blobs: &[Blob]| -> Vec<usize> {
         let logs: Vec<String> = (0..cluster.members.len()).map(|i| cluster.log(i)).collect();
         blobs
             .iter()
@@ -158,10 +172,16 @@ pub async fn soak(args: &Args, minutes: f64, seed: u64) -> anyhow::Result<()> {
             4 => Fault::StopUpstream,
             _ => Fault::LinkCutsOnly,
         };
+        // Fresh blobs, pushed before the snapshot: their fetches count in this window.
+        for k in 0..2u64 {
+            let mib = [4usize, 16, 32][rng.below(3) as usize];
+            push_fresh(&pusher, &blobs, mib, rng.next() ^ k).await?;
+        }
+        let known = snapshot(&blobs);
         windows.push(Window {
             fault,
-            gets_before: gets(&upstream),
-            resumes_before: resumes(&cluster),
+            gets_before: gets(&upstream, &known),
+            resumes_before: resumes(&cluster, &known),
         });
         let node = rng.below(3) as usize;
         let hold = rng.secs(2, 8);
@@ -206,10 +226,11 @@ pub async fn soak(args: &Args, minutes: f64, seed: u64) -> anyhow::Result<()> {
         let _ = cluster.wait_members(3).await;
         tokio::time::sleep(rng.secs(2, 6)).await;
     }
+    let known = snapshot(&blobs);
     windows.push(Window {
         fault: Fault::LinkCutsOnly,
-        gets_before: gets(&upstream),
-        resumes_before: resumes(&cluster),
+        gets_before: gets(&upstream, &known),
+        resumes_before: resumes(&cluster, &known),
     });
     // Faults are over: let every pull under way finish, then stop the clients.
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -245,7 +266,8 @@ pub async fn soak(args: &Args, minutes: f64, seed: u64) -> anyhow::Result<()> {
     let mut max_s3_down = 0usize;
     for (w, window) in windows.iter().enumerate() {
         let next = windows.get(w + 1).unwrap_or(&end);
-        for b in 0..blobs.len() {
+        // Blobs pushed later are absent from this window's snapshot: they count from zero.
+        for b in 0..window.gets_before.len() {
             let got = next.gets_before[b].saturating_sub(window.gets_before[b]);
             let resumed = next.resumes_before[b].saturating_sub(window.resumes_before[b]);
             let fetches = got.saturating_sub(resumed);
@@ -337,14 +359,25 @@ fn spool_files(cluster: &WharfCluster, i: usize) -> usize {
 
 /// Pull random blobs from random nodes until told to stop; each pull is retried (on any node)
 /// until it succeeds or [`PULL_DEADLINE`] passes.
-async fn client(seed: u64, blobs: &[Blob], urls: &[String], tally: &Tally, stop: &AtomicBool) {
+async fn client(seed: u64, blobs: &Blobs, urls: &[String], tally: &Tally, stop: &AtomicBool) {
     let mut rng = Rng(seed.max(1));
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
         .expect("client");
     while !stop.load(Ordering::Relaxed) {
-        let blob = &blobs[rng.below(blobs.len() as u64) as usize];
+        // Half the pulls go to the newest blobs, which are cold while the current fault lasts.
+        let blob = {
+            let blobs = blobs.lock().unwrap_or_else(|p| p.into_inner());
+            let len = blobs.len() as u64;
+            let pick = if rng.below(2) == 0 {
+                len.saturating_sub(1 + rng.below(2))
+            } else {
+                rng.below(len)
+            };
+            blobs[pick as usize].clone()
+        };
+        let blob = &blob;
         let began = Instant::now();
         loop {
             let url = format!(

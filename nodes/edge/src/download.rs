@@ -414,6 +414,8 @@ impl Leader {
             // Flush what came so far while waiting; see whether anyone still wants it.
             let chunk = loop {
                 tokio::select! {
+                    // The body first: while bytes flow, the timer is not even polled.
+                    biased;
                     chunk = &mut next => break chunk,
                     _ = tick.tick() => {
                         spool.flush().await.map_err(spool_error)?;
