@@ -5,7 +5,8 @@
 //! succeeded, the upstream served each blob at most twice per fault window (outside
 //! partitions, where a cut-off node fetches alone by design, and S3 outages, where content
 //! passes through uncached), and nothing was left behind:
-//! no downloads or leases, no files in `.spool`, no open multipart uploads.
+//! no downloads or leases, no files in `.spool`, no open multipart uploads but those of nodes
+//! SIGKILLed mid-upload (which the bucket's lifecycle rule aborts).
 //! `--seed` reproduces a run's schedule.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -163,6 +164,9 @@ pub async fn soak(args: &Args, minutes: f64, seed: u64) -> anyhow::Result<()> {
     let deadline = started + Duration::from_secs_f64(minutes * 60.0);
     let mut windows: Vec<Window> = Vec::new();
     let mut peak_rss = [0u64; 3];
+    // A SIGKILLed node cannot abort its multipart upload (the bucket's lifecycle rule does);
+    // moto forgets everything when it restarts.
+    let mut kills_since_s3_restart = 0usize;
     while Instant::now() < deadline {
         let fault = match rng.below(6) {
             0 => Fault::KillNode,
@@ -192,6 +196,7 @@ pub async fn soak(args: &Args, minutes: f64, seed: u64) -> anyhow::Result<()> {
         );
         match fault {
             Fault::KillNode => {
+                kills_since_s3_restart += 1;
                 cluster.kill(node);
                 tokio::time::sleep(hold).await;
                 cluster.restart(node).await?;
@@ -207,6 +212,7 @@ pub async fn soak(args: &Args, minutes: f64, seed: u64) -> anyhow::Result<()> {
                 cluster.heal(node)?;
             }
             Fault::StopS3 => {
+                kills_since_s3_restart = 0;
                 s3.stop();
                 tokio::time::sleep(hold).await;
                 s3.restart().await?;
@@ -321,7 +327,9 @@ pub async fn soak(args: &Args, minutes: f64, seed: u64) -> anyhow::Result<()> {
         "| after the faults: downloads, leases and .spool files drained | {} |",
         if settled { "yes" } else { "NO" }
     );
-    println!("| multipart uploads left open in S3 | {open_uploads} |");
+    println!(
+        "| multipart uploads left open in S3 | {open_uploads} ({kills_since_s3_restart} SIGKILLs since S3 last restarted) |"
+    );
     println!(
         "| peak RSS per node, MiB | {} |",
         peak_rss
