@@ -37,13 +37,15 @@ pub struct Health {
 }
 
 impl Health {
-    fn record<T>(&self, result: &Result<T, StoreError>) {
+    /// A failure counts from when its call began: a call that began before the store last
+    /// answered (one retried through an outage, failing late) does not make it degraded again.
+    fn record<T>(&self, result: &Result<T, StoreError>, started: Instant) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         match result {
             Ok(_) => state.last_success = Some(Instant::now()),
             // A failed body (aborted download) says nothing about the store.
             Err(StoreError::Source { .. }) => {}
-            Err(e) => state.last_failure = Some((Instant::now(), e.to_string())),
+            Err(e) => state.last_failure = Some((started, e.to_string())),
         }
     }
 
@@ -82,8 +84,13 @@ impl MonitoredStore {
         MonitoredStore { inner, health }
     }
 
-    fn seen<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
-        self.health.record(&result);
+    async fn seen<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = call.await;
+        self.health.record(&result, started);
         result
     }
 }
@@ -91,7 +98,7 @@ impl MonitoredStore {
 #[async_trait]
 impl BlobStore for MonitoredStore {
     async fn stat(&self, key: &ObjectKey) -> Result<Option<u64>, StoreError> {
-        self.seen(self.inner.stat(key).await)
+        self.seen(self.inner.stat(key)).await
     }
 
     async fn read(
@@ -99,23 +106,23 @@ impl BlobStore for MonitoredStore {
         key: &ObjectKey,
         range: Option<ByteRange>,
     ) -> Result<Option<ObjectReader>, StoreError> {
-        self.seen(self.inner.read(key, range).await)
+        self.seen(self.inner.read(key, range)).await
     }
 
     async fn read_small(&self, key: &ObjectKey) -> Result<Option<Bytes>, StoreError> {
-        self.seen(self.inner.read_small(key).await)
+        self.seen(self.inner.read_small(key)).await
     }
 
     async fn put_small(&self, key: &ObjectKey, body: Bytes) -> Result<(), StoreError> {
-        self.seen(self.inner.put_small(key, body).await)
+        self.seen(self.inner.put_small(key, body)).await
     }
 
     async fn put_file(&self, key: &ObjectKey, file: &Path) -> Result<(), StoreError> {
-        self.seen(self.inner.put_file(key, file).await)
+        self.seen(self.inner.put_file(key, file)).await
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), StoreError> {
-        self.seen(self.inner.delete(key).await)
+        self.seen(self.inner.delete(key)).await
     }
 
     fn streams_writes(&self) -> bool {
@@ -127,11 +134,11 @@ impl BlobStore for MonitoredStore {
     }
 
     async fn put_stream(&self, key: &ObjectKey, body: ByteSource) -> Result<(), StoreError> {
-        self.seen(self.inner.put_stream(key, body).await)
+        self.seen(self.inner.put_stream(key, body)).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
-        self.seen(self.inner.list(prefix).await)
+        self.seen(self.inner.list(prefix)).await
     }
 
     async fn presigned_url(
@@ -139,6 +146,6 @@ impl BlobStore for MonitoredStore {
         key: &ObjectKey,
         expires: Duration,
     ) -> Result<Option<String>, StoreError> {
-        self.seen(self.inner.presigned_url(key, expires).await)
+        self.seen(self.inner.presigned_url(key, expires)).await
     }
 }

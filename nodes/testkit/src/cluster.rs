@@ -162,12 +162,7 @@ impl WharfCluster {
 
     /// Resident memory of member `i`'s process, in KiB (Linux), while it runs.
     pub fn rss_kib(&self, i: usize) -> Option<u64> {
-        let pid = self.members[i].process.as_ref()?.id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        crate::registry::rss_kib(self.members[i].process.as_ref()?.id())
     }
 
     /// `wharf cluster status --json` of member `i`, if it answers.
