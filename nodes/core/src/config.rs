@@ -47,8 +47,145 @@ pub struct Config {
     pub upstream_client: UpstreamClientConfig,
     pub cluster: ClusterConfig,
     pub limits: LimitsConfig,
+    pub tls: TlsConfig,
+    pub auth: AuthConfig,
+    /// Who may pull which repositories: the first rule that matches decides.
+    #[serde(rename = "access")]
+    pub access: Vec<AccessRule>,
+    /// Accept secret files (`password_file`, `token_key_file`) that other users can read.
+    /// Off: such a file is refused, as a secret readable by all is no secret.
+    pub allow_world_readable_secrets: bool,
     #[serde(rename = "upstream")]
     pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// TLS on the client listener: on when `cert_file` is set. Files are PEM and are reloaded
+/// when they change (or on SIGHUP), so certificate renewals need no restart.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The server certificate, followed by its intermediates.
+    pub cert_file: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// When set, clients must present a certificate signed by one of these CAs (mTLS).
+    pub client_ca_file: PathBuf,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.as_os_str().is_empty()
+    }
+}
+
+/// How clients prove who they are. Off (everyone is anonymous) unless a mechanism or an
+/// `[[access]]` rule is configured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Users and bcrypt password hashes, one `user:hash` a line (`htpasswd -B`, or
+    /// `wharf auth hash-password`); HTTP Basic, and the token endpoint's login. Reloaded on
+    /// change.
+    pub htpasswd_file: PathBuf,
+    /// A secret of at least 32 bytes: wharf then runs Docker's token flow (`docker login`),
+    /// signing its tokens (HS256) with it. Every node of a cluster needs the same file.
+    pub token_key_file: PathBuf,
+    /// Lifetime of the tokens wharf issues.
+    pub token_ttl_secs: u64,
+    /// Whether a request without credentials is served (as the anonymous identity, which
+    /// `[[access]]` rules may then allow or deny).
+    pub anonymous: bool,
+    /// The `service` named in challenges and tokens.
+    pub service: String,
+    /// Token endpoint URL put in challenges; empty: `<scheme>://<Host header>/token`.
+    pub realm: String,
+    /// Groups of htpasswd users, for `[[access]]` rules: `admins = ["alice"]`.
+    pub groups: std::collections::BTreeMap<String, Vec<String>>,
+    /// External token issuers (company IdP, CI OIDC) whose JWTs are accepted as Bearer
+    /// tokens or as a Basic password.
+    pub jwt: Vec<JwtIssuerConfig>,
+    /// bcrypt verifications running at once, at most; further logins wait briefly, then 429.
+    pub max_concurrent_hashes: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            htpasswd_file: PathBuf::new(),
+            token_key_file: PathBuf::new(),
+            token_ttl_secs: 300,
+            anonymous: false,
+            service: "wharf".to_string(),
+            realm: String::new(),
+            groups: Default::default(),
+            jwt: Vec::new(),
+            max_concurrent_hashes: 2,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// Whether any way of proving an identity is configured.
+    pub fn has_mechanism(&self) -> bool {
+        !self.htpasswd_file.as_os_str().is_empty()
+            || !self.token_key_file.as_os_str().is_empty()
+            || !self.jwt.is_empty()
+    }
+}
+
+/// A JWT issuer whose tokens wharf accepts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtIssuerConfig {
+    /// Must equal the token's `iss`.
+    pub issuer: String,
+    /// Must be among the token's `aud`.
+    pub audience: String,
+    /// Its public keys as a JWKS document on disk (reloaded on change)...
+    pub jwks_file: PathBuf,
+    /// ...or at a URL (fetched at start, every 5 minutes, and on an unknown key id).
+    pub jwks_url: String,
+    /// The claim holding the user's groups (a list of strings, or one string).
+    pub groups_claim: String,
+    /// The claim naming the user.
+    pub username_claim: String,
+}
+
+/// One `[[access]]` rule. It matches a request when a repository pattern matches
+/// `<upstream>/<repository>` and the identity is among those named; with no `users`, `groups`
+/// or `anonymous`, it matches everyone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessRule {
+    /// Globs: `*` within one path segment, `**` across segments.
+    pub repositories: Vec<String>,
+    /// User names; `"*"` is any authenticated user.
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Whether the rule applies to requests without credentials.
+    #[serde(default)]
+    pub anonymous: bool,
+    #[serde(default = "yes")]
+    pub allow: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for JwtIssuerConfig {
+    fn default() -> Self {
+        JwtIssuerConfig {
+            issuer: String::new(),
+            audience: String::new(),
+            jwks_file: PathBuf::new(),
+            jwks_url: String::new(),
+            groups_claim: "groups".to_string(),
+            username_claim: "sub".to_string(),
+        }
+    }
 }
 
 /// What clients can make one node do at once: every queue and connection count has a bound.
@@ -219,7 +356,7 @@ pub struct UpstreamClientConfig {
 }
 
 /// One registry wharf mirrors.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// The registry host clients name in containerd's `?ns=` parameter (`docker.io`, `ghcr.io`).
@@ -250,6 +387,10 @@ impl Default for Config {
             upstream_client: UpstreamClientConfig::default(),
             cluster: ClusterConfig::default(),
             limits: LimitsConfig::default(),
+            tls: TlsConfig::default(),
+            auth: AuthConfig::default(),
+            access: Vec::new(),
+            allow_world_readable_secrets: false,
             upstreams: vec![UpstreamConfig::new(DOCKER_HUB_NAME, DOCKER_HUB_URL, true)],
         }
     }
@@ -274,6 +415,20 @@ impl Default for UpstreamClientConfig {
             retries: 2,
             retry_backoff_ms: 200,
         }
+    }
+}
+
+/// By hand, so that no log line or error ever prints the password.
+impl std::fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("default", &self.default)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password_file", &self.password_file)
+            .finish()
     }
 }
 
@@ -309,16 +464,22 @@ impl UpstreamConfig {
         self.name == DOCKER_HUB_NAME
     }
 
-    /// The password, from the file if one is named. Read once at start-up.
-    pub fn resolved_password(&self) -> Result<Option<String>, ConfigError> {
+    /// The password, from the file if one is named. Read once at start-up; a file others
+    /// may read is refused unless `allow_world_readable` (see [`read_secret_file`]).
+    pub fn resolved_password(
+        &self,
+        allow_world_readable: bool,
+    ) -> Result<Option<String>, ConfigError> {
         match &self.password_file {
             None => Ok(self.password.clone()),
-            Some(path) => std::fs::read_to_string(path)
-                .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_string()))
-                .map_err(|source| ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                }),
+            Some(path) => {
+                let secret = read_secret_file(path, allow_world_readable)?;
+                Ok(Some(
+                    String::from_utf8_lossy(&secret)
+                        .trim_end_matches(['\n', '\r'])
+                        .to_string(),
+                ))
+            }
         }
     }
 }
@@ -492,8 +653,69 @@ impl Config {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return invalid(format!("listen {:?} is not an address:port", self.listen));
         }
+        self.validate_security()
+    }
+
+    /// `[tls]`, `[auth]` and `[[access]]`: complete pairs, one key source per issuer.
+    fn validate_security(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let set = |p: &Path| !p.as_os_str().is_empty();
+        let tls = &self.tls;
+        if set(&tls.cert_file) != set(&tls.key_file) {
+            return invalid("tls.cert_file and tls.key_file go together".into());
+        }
+        if set(&tls.client_ca_file) && !tls.enabled() {
+            return invalid("tls.client_ca_file needs tls.cert_file and tls.key_file".into());
+        }
+        let auth = &self.auth;
+        if auth.token_ttl_secs == 0 || auth.max_concurrent_hashes == 0 {
+            return invalid(
+                "auth.token_ttl_secs and auth.max_concurrent_hashes must be positive".into(),
+            );
+        }
+        for jwt in &auth.jwt {
+            if jwt.issuer.is_empty() || jwt.audience.is_empty() {
+                return invalid("every [[auth.jwt]] needs an issuer and an audience".into());
+            }
+            if set(&jwt.jwks_file) != jwt.jwks_url.is_empty() {
+                return invalid(format!(
+                    "[[auth.jwt]] {:?}: set exactly one of jwks_file and jwks_url",
+                    jwt.issuer
+                ));
+            }
+        }
+        for rule in &self.access {
+            if rule.repositories.is_empty() {
+                return invalid("every [[access]] rule names its repositories".into());
+            }
+        }
         Ok(())
     }
+}
+
+/// Read a secret file, refusing one that users other than its owner may read or write
+/// (mode & 0o077), as Garage does: a world-readable secret has leaked already.
+pub fn read_secret_file(path: &Path, allow_world_readable: bool) -> Result<Vec<u8>, ConfigError> {
+    let read_error = |source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let metadata = std::fs::metadata(path).map_err(read_error)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = metadata.permissions().mode();
+        if !allow_world_readable && mode & 0o077 != 0 {
+            return Err(ConfigError::Invalid(format!(
+                "secret file {} has mode {:o}: other users can read it; chmod 600 it (or set \
+                 allow_world_readable_secrets = true)",
+                path.display(),
+                mode & 0o777
+            )));
+        }
+    }
+    let _ = metadata;
+    std::fs::read(path).map_err(read_error)
 }
 
 /// Whether `host:port` names no particular address (`0.0.0.0`, `[::]`, `0`, ...): peers
@@ -699,7 +921,7 @@ proxy:
         assert_eq!(c.upstreams[0].url, "http://127.0.0.1:5001");
         assert_eq!(c.upstreams[0].name, "127.0.0.1:5001");
         assert_eq!(
-            c.upstreams[0].resolved_password().unwrap().as_deref(),
+            c.upstreams[0].resolved_password(true).unwrap().as_deref(),
             Some("p")
         );
     }
@@ -729,6 +951,70 @@ proxy:
         let mut u = UpstreamConfig::new("r", "https://r", true);
         u.username = Some("me".into());
         u.password_file = Some(file);
-        assert_eq!(u.resolved_password().unwrap().as_deref(), Some("hunter2"));
+        assert_eq!(
+            u.resolved_password(true).unwrap().as_deref(),
+            Some("hunter2")
+        );
+    }
+
+    #[test]
+    fn a_secret_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile_dir("wharf-secret");
+        let file = dir.join("pw");
+        std::fs::write(&file, "hunter2\n").unwrap();
+        let mut u = UpstreamConfig::new("r", "https://r", true);
+        u.username = Some("me".into());
+        u.password_file = Some(file.clone());
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = u.resolved_password(false).unwrap_err().to_string();
+        assert!(err.contains("other users can read it"), "{err}");
+        assert!(!err.contains("hunter2"));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            u.resolved_password(false).unwrap().as_deref(),
+            Some("hunter2")
+        );
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_password() {
+        let mut c = Config::default();
+        c.upstreams[0].username = Some("robot".into());
+        c.upstreams[0].password = Some("hunter2-secret".into());
+        let printed = format!("{c:?} {c:#?}");
+        assert!(!printed.contains("hunter2-secret"), "{printed}");
+        assert!(printed.contains("robot") && printed.contains("<redacted>"));
+    }
+
+    #[test]
+    fn security_sections_are_checked() {
+        let mut c = Config::default();
+        c.tls.cert_file = "/c.pem".into();
+        assert!(c.validate().is_err(), "cert without key");
+        c.tls.key_file = "/k.pem".into();
+        c.validate().unwrap();
+        c.auth.jwt.push(JwtIssuerConfig {
+            issuer: "https://idp".into(),
+            audience: "wharf".into(),
+            ..JwtIssuerConfig::default()
+        });
+        assert!(c.validate().is_err(), "issuer without keys");
+        c.auth.jwt[0].jwks_url = "https://idp/jwks".into();
+        c.validate().unwrap();
+        c.access.push(AccessRule {
+            repositories: vec![],
+            users: vec![],
+            groups: vec![],
+            anonymous: true,
+            allow: true,
+        });
+        assert!(c.validate().is_err(), "rule without repositories");
+    }
+
+    fn tempfile_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 }

@@ -26,7 +26,7 @@ impl Upstreams {
     pub fn from_config(config: &Config) -> Result<Upstreams, UpstreamsError> {
         let mut clients = Vec::new();
         for upstream in &config.upstreams {
-            let password = upstream.resolved_password()?;
+            let password = upstream.resolved_password(config.allow_world_readable_secrets)?;
             let client = UpstreamClient::new(upstream, password, &config.upstream_client).map_err(
                 |source| UpstreamsError::Client {
                     name: upstream.name.clone(),

@@ -366,7 +366,11 @@ impl UpstreamClient {
         }
         let mut request = self.http.get(realm).query(&query);
         if let Some(credentials) = &self.credentials {
-            request = request.header(header::AUTHORIZATION, credentials.basic_header());
+            if credentials_may_go_to(&self.base, realm) {
+                request = request.header(header::AUTHORIZATION, credentials.basic_header());
+            } else {
+                warn!(upstream = %self.name, %realm, "token realm is another host over plain HTTP: asking it without the upstream's credentials");
+            }
         }
         let first_byte = Duration::from_secs(self.settings.first_byte_timeout_secs);
         let response = tokio::time::timeout(first_byte, request.send())
@@ -501,6 +505,26 @@ fn blob_response(response: reqwest::Response) -> BlobResponse {
         .map_err(|e| UpstreamError::from_reqwest(&e))
         .boxed();
     BlobResponse { size, stream }
+}
+
+/// Whether the upstream's credentials may be sent to a token `realm`: over HTTPS to any
+/// host (Docker Hub's realm is auth.docker.io), over plain HTTP only to the upstream's own
+/// host and port, so that a challenge cannot lure them across the network in clear text.
+pub fn credentials_may_go_to(upstream_base: &str, realm: &str) -> bool {
+    let (Ok(base), Ok(realm)) = (
+        reqwest::Url::parse(upstream_base),
+        reqwest::Url::parse(realm),
+    ) else {
+        return false;
+    };
+    match realm.scheme() {
+        "https" => true,
+        "http" => {
+            realm.host_str() == base.host_str()
+                && realm.port_or_known_default() == base.port_or_known_default()
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]

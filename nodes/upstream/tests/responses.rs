@@ -97,3 +97,59 @@ async fn server_errors_are_retried_then_reported() {
         "one attempt and two retries"
     );
 }
+
+/// A challenge naming a token realm on another host over plain HTTP must not receive the
+/// upstream's credentials; the realm is still asked (anonymously).
+#[tokio::test]
+async fn credentials_never_go_to_a_plain_http_realm_on_another_host() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<Option<String>>::new()));
+    let record = seen.clone();
+    let realm_app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+        let record = record.clone();
+        async move {
+            let auth = headers
+                .get("authorization")
+                .map(|v| v.to_str().unwrap_or_default().to_string());
+            record.lock().unwrap().push(auth);
+            ([("content-type", "application/json")], r#"{"token":"t"}"#)
+        }
+    });
+    // "localhost" and "127.0.0.1" are different hosts to a URL, as a lure would be.
+    let realm = serve(realm_app).await.replace("127.0.0.1", "localhost");
+    let challenge = format!("Bearer realm=\"{realm}/token\",service=\"x\"");
+    let app = axum::Router::new().fallback(move || {
+        let challenge = challenge.clone();
+        async move {
+            (
+                axum::http::StatusCode::UNAUTHORIZED,
+                [("www-authenticate", challenge)],
+                "",
+            )
+                .into_response()
+        }
+    });
+    let url = serve(app).await;
+    let mut config = UpstreamConfig::new("fake", &url, true);
+    config.username = Some("robot".into());
+    let settings = UpstreamClientConfig {
+        retries: 0,
+        ..UpstreamClientConfig::default()
+    };
+    let upstream = UpstreamClient::new(&config, Some("hunter2".into()), &settings).unwrap();
+    let repo = "library/x".parse().unwrap();
+    let _ = upstream.get_manifest(&repo, "latest").await;
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "the realm was asked");
+    assert!(
+        seen.iter().all(Option::is_none),
+        "credentials went to a plain-HTTP realm on another host: {seen:?}"
+    );
+    assert!(wharf_upstream::client::credentials_may_go_to(
+        &url,
+        &format!("{url}/token")
+    ));
+    assert!(wharf_upstream::client::credentials_may_go_to(
+        &url,
+        "https://auth.example.com/token"
+    ));
+}
