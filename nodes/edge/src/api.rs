@@ -14,6 +14,7 @@ use tower_http::trace::TraceLayer;
 use wharf_core::{ByteRange, Digest, OciCode, Reference, RepoName, media};
 
 use crate::Mirror;
+use crate::access::{self, Origin};
 use crate::blobs::{BlobBody, BlobReply};
 use crate::error::ApiError;
 use crate::route::Route;
@@ -26,6 +27,7 @@ pub fn router(mirror: Arc<Mirror>) -> Router {
         .route("/v2/", any(v2))
         .route("/v2/{*rest}", any(v2))
         .route("/health", axum::routing::get(health))
+        .route("/token", axum::routing::get(access::token_endpoint))
         .fallback(not_found)
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_| {
@@ -97,26 +99,54 @@ async fn handle(mirror: &Arc<Mirror>, request: Request) -> Result<Response, ApiE
     let head = method == Method::HEAD;
     let query = Query::parse(request.uri().query());
     let headers = request.headers();
+    // Who is asking, checked before any cache, store or upstream work.
+    let caller = if mirror.auth.restricted() {
+        let origin = Origin::of(&request, mirror.tls);
+        let who = access::identify(&mirror.auth, headers, &origin).await?;
+        Some((who, origin))
+    } else {
+        None
+    };
+    let target = |name: RepoName| -> Result<Target<'_>, ApiError> {
+        let (upstream, repo) = upstream_repo(mirror, &query, name.clone())?;
+        if let Some((who, origin)) = &caller {
+            access::authorize(
+                &mirror.auth,
+                who,
+                origin,
+                upstream.name(),
+                name.as_str(),
+                repo.as_str(),
+            )?;
+        }
+        Ok((upstream, repo))
+    };
     match route {
-        Route::Base => Ok((
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            "{}",
-        )
-            .into_response()),
+        Route::Base => {
+            if let Some((who, origin)) = &caller {
+                access::admit(&mirror.auth, who, origin)?;
+            }
+            Ok((
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                "{}",
+            )
+                .into_response())
+        }
         Route::Manifest { name, reference } => {
-            manifest(mirror, &query, name, reference, headers, head).await
+            manifest(mirror, target(name)?, reference, headers, head).await
         }
         Route::Blob { name, digest } => {
+            let target = target(name)?;
             // sendfile only where hyper writes the body bytes straight to the socket: HTTP/1.
             let sendfile = request
                 .extensions()
                 .get::<ConnectInfo<SendfileConn>>()
                 .filter(|_| !head && request.version() <= Version::HTTP_11)
                 .map(|info| &info.0);
-            blob(mirror, &query, name, digest, headers, head, sendfile).await
+            blob(mirror, target, digest, headers, head, sendfile).await
         }
-        Route::TagsList { name } => tags_list(mirror, &query, name).await,
+        Route::TagsList { name } => tags_list(mirror, target(name)?, &query).await,
     }
 }
 
@@ -149,7 +179,8 @@ impl Query {
     }
 }
 
-fn percent_decode(s: &str) -> String {
+/// Decode `%XX` escapes (invalid ones are kept as they are).
+pub fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -171,6 +202,9 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The upstream a request goes to, and the repository as that upstream names it.
+type Target<'a> = (&'a Arc<wharf_upstream::UpstreamClient>, RepoName);
+
 fn upstream_repo<'a>(
     mirror: &'a Mirror,
     query: &Query,
@@ -188,13 +222,11 @@ fn upstream_repo<'a>(
 
 async fn manifest(
     mirror: &Arc<Mirror>,
-    query: &Query,
-    name: RepoName,
+    (upstream, repo): Target<'_>,
     reference: Reference,
     headers: &HeaderMap,
     head: bool,
 ) -> Result<Response, ApiError> {
-    let (upstream, repo) = upstream_repo(mirror, query, name)?;
     let manifest = match &reference {
         Reference::Digest(d) => mirror.manifests.by_digest(upstream, &repo, d).await?,
         Reference::Tag(t) => mirror.manifests.by_tag(upstream, &repo, t).await?,
@@ -230,14 +262,12 @@ async fn manifest(
 
 async fn blob(
     mirror: &Arc<Mirror>,
-    query: &Query,
-    name: RepoName,
+    (upstream, repo): Target<'_>,
     digest: Digest,
     headers: &HeaderMap,
     head: bool,
     sendfile: Option<&SendfileConn>,
 ) -> Result<Response, ApiError> {
-    let (upstream, repo) = upstream_repo(mirror, query, name)?;
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let reply = mirror
         .blobs
@@ -329,10 +359,9 @@ fn set_length_and_range(h: &mut HeaderMap, r: ByteRange, size: u64) {
 
 async fn tags_list(
     mirror: &Arc<Mirror>,
+    (upstream, repo): Target<'_>,
     query: &Query,
-    name: RepoName,
 ) -> Result<Response, ApiError> {
-    let (upstream, repo) = upstream_repo(mirror, query, name)?;
     let list = mirror
         .tags_lists
         .get(upstream, &repo, &query.passthrough)

@@ -21,6 +21,7 @@ use tower::Service;
 use tracing::{debug, warn};
 
 use crate::sendfile::{SendfileConn, SendfileStream};
+use crate::tls::ServerTls;
 
 /// Bounds on what clients' connections may hold.
 #[derive(Debug, Clone)]
@@ -31,10 +32,13 @@ pub struct ConnectionLimits {
 }
 
 /// Serve `router` on `listener` until `shutdown` resolves, then let open requests finish.
+/// With `tls`, connections are TLS (the handshake must finish within the header timeout);
+/// without, plain HTTP with the sendfile fast path.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    tls: Option<Arc<ServerTls>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let mut http = auto::Builder::new(TokioExecutor::new());
@@ -80,6 +84,7 @@ pub async fn serve(
         }
         let (http, router, watcher) = (Arc::clone(&http), router.clone(), graceful.watcher());
         let limits = limits.clone();
+        let tls = tls.as_ref().map(|t| t.acceptor());
         tokio::spawn(async move {
             // A connection that never sends a byte is closed like one that sends too slowly
             // (hyper's header timeout starts with the first byte).
@@ -92,21 +97,40 @@ pub async fn serve(
                 return;
             }
             let stream = SendfileStream::new(tcp, limits.send_timeout);
-            let info = ConnectInfo(SendfileConn::of(&stream));
-            let service =
-                hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-                    request.extensions_mut().insert(info.clone());
-                    let mut router = router.clone();
-                    async move {
-                        Ok::<_, Infallible>(
-                            router.call(request).await.unwrap_or_else(|e| match e {}),
-                        )
-                    }
-                });
-            let connection = http
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(connection).await {
+            let served = match tls {
+                None => {
+                    let info = Some(ConnectInfo(SendfileConn::of(&stream)));
+                    let connection = http
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service(router, info))
+                        .into_owned();
+                    watcher.watch(connection).await
+                }
+                Some(acceptor) => {
+                    // A client that fails the handshake (no client certificate under mTLS,
+                    // an untrusted CA, plain HTTP) is dropped here.
+                    let handshake =
+                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
+                            .await;
+                    let stream = match handshake {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            debug!(error = %e, "TLS handshake failed");
+                            drop(permit);
+                            return;
+                        }
+                        Err(_) => {
+                            debug!("TLS handshake timed out");
+                            drop(permit);
+                            return;
+                        }
+                    };
+                    let connection = http
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service(router, None))
+                        .into_owned();
+                    watcher.watch(connection).await
+                }
+            };
+            if let Err(e) = served {
                 debug!(error = %e, "client connection ended with an error");
             }
             drop(permit);
@@ -115,4 +139,23 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// The router as a hyper service; plain connections carry what sendfile needs.
+fn service(
+    router: Router,
+    info: Option<ConnectInfo<SendfileConn>>,
+) -> impl hyper::service::Service<
+    hyper::Request<Incoming>,
+    Response = axum::response::Response,
+    Error = Infallible,
+    Future = impl Future<Output = Result<axum::response::Response, Infallible>> + Send,
+> + Clone {
+    hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        if let Some(info) = &info {
+            request.extensions_mut().insert(info.clone());
+        }
+        let mut router = router.clone();
+        async move { Ok::<_, Infallible>(router.call(request).await.unwrap_or_else(|e| match e {})) }
+    })
 }

@@ -14,6 +14,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
     pub retry_after_secs: Option<u64>,
+    /// `WWW-Authenticate` of a 401: how to log in.
+    pub challenge: Option<String>,
 }
 
 impl ApiError {
@@ -24,6 +26,7 @@ impl ApiError {
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             message: message.into(),
             retry_after_secs: None,
+            challenge: None,
         }
     }
 
@@ -131,6 +134,13 @@ impl IntoResponse for ApiError {
             "docker-distribution-api-version",
             HeaderValue::from_static("registry/2.0"),
         );
+        if let Some(challenge) = self
+            .challenge
+            .as_deref()
+            .and_then(|c| HeaderValue::from_str(c).ok())
+        {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
         if let Some(secs) = self.retry_after_secs {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }

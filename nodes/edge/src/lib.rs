@@ -6,6 +6,7 @@
 //! [`coalesce`] is the in-process singleflight the services share; [`singleflight`] is the seam
 //! where a cluster decides which node fetches a cold blob.
 
+pub mod access;
 pub mod api;
 pub mod blobs;
 pub mod coalesce;
@@ -22,6 +23,7 @@ pub mod singleflight;
 pub mod slots;
 pub mod stats;
 pub mod tags_list;
+pub mod tls;
 pub mod upstreams;
 
 use std::future::Future;
@@ -57,6 +59,10 @@ pub enum EdgeError {
     Upstreams(#[from] UpstreamsError),
     #[error(transparent)]
     Config(#[from] wharf_core::config::ConfigError),
+    #[error(transparent)]
+    Auth(#[from] wharf_auth::AuthError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Everything one node serves requests with.
@@ -71,6 +77,12 @@ pub struct Mirror {
     /// CDN-origin mode: lifetime of presigned blob URLs, when enabled.
     pub redirect_blobs: Option<Duration>,
     pub connection_limits: connections::ConnectionLimits,
+    /// Client authentication and repository policy.
+    pub auth: Arc<wharf_auth::Authenticator>,
+    /// Whether clients connect over TLS (for the scheme of token realms).
+    pub tls: bool,
+    /// The listener's TLS settings, when `[tls]` is on.
+    pub server_tls: Option<Arc<tls::ServerTls>>,
 }
 
 impl Mirror {
@@ -132,7 +144,16 @@ impl Mirror {
             path: spool,
             source,
         })?;
+        let auth = Arc::new(wharf_auth::Authenticator::from_config(config).await?);
+        let server_tls = if config.tls.enabled() {
+            Some(tls::ServerTls::load(&config.tls)?)
+        } else {
+            None
+        };
         let mirror = Arc::new(Mirror {
+            auth,
+            tls: config.tls.enabled(),
+            server_tls,
             upstreams: Upstreams::from_config(config)?,
             blobs,
             manifests: Arc::new(ManifestService::new(
@@ -171,5 +192,24 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = mirror.connection_limits.clone();
-    connections::serve(listener, api::router(mirror), limits, shutdown).await
+    let tls = mirror.server_tls.clone();
+    connections::serve(listener, api::router(mirror), limits, tls, shutdown).await
+}
+
+impl Mirror {
+    /// The files to re-read when they change or on SIGHUP: TLS certificates, htpasswd, JWKS.
+    pub fn watched_files(&self) -> Vec<Arc<dyn wharf_auth::reload::Reload>> {
+        let mut files = self.auth.watched();
+        if let Some(tls) = &self.server_tls {
+            files.push(tls.clone());
+        }
+        files
+    }
+
+    /// Apply a re-read config file's `[[access]]` rules and `[auth.groups]`; the other
+    /// sections need a restart.
+    pub fn reload_rules(&self, config: &Config) -> Result<(), wharf_auth::AuthError> {
+        self.auth
+            .set_rules(&config.access, config.auth.groups.clone())
+    }
 }

@@ -30,6 +30,22 @@ enum Command {
     /// Inspect a running cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Client authentication helpers.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+#[derive(Subcommand)]
+enum AuthCommand {
+    /// Read a password from stdin and print an htpasswd line (bcrypt) for `[auth] htpasswd_file`.
+    HashPassword {
+        /// The user name the line is for.
+        #[arg(long, default_value = "user")]
+        user: String,
+        /// bcrypt cost (4-31); each step doubles the work of a login.
+        #[arg(long, default_value_t = 10)]
+        cost: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -137,6 +153,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Cluster(ClusterCommand::Status { node, json }) => {
             cluster_status(&node, json).await
         }
+        Command::Auth(AuthCommand::HashPassword { user, cost }) => hash_password(&user, cost),
         Command::Cluster(ClusterCommand::Remove { node, id }) => {
             wharf_cluster::remove(&node, id)
                 .await
@@ -145,6 +162,24 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn hash_password(user: &str, cost: u32) -> anyhow::Result<()> {
+    use std::io::Read;
+    anyhow::ensure!(
+        !user.is_empty() && !user.contains(':'),
+        "the user name must be non-empty and hold no ':'"
+    );
+    let mut password = String::new();
+    std::io::stdin()
+        .take(4096)
+        .read_to_string(&mut password)
+        .context("reading the password from stdin")?;
+    let password = password.trim_end_matches(['\n', '\r']);
+    anyhow::ensure!(!password.is_empty(), "empty password on stdin");
+    let hash = bcrypt::hash(password, cost).context("hashing")?;
+    println!("{user}:{hash}");
+    Ok(())
 }
 
 async fn cluster_status(node: &str, json: bool) -> anyhow::Result<()> {
@@ -202,12 +237,71 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         upstreams = ?upstreams,
         "wharf serving"
     );
+    watch_files(&mirror, args.config.clone());
     wharf_edge::serve(listener, mirror, shutdown_signal()).await?;
     if let Some(cluster) = cluster {
         cluster.shutdown().await;
     }
     tracing::info!("wharf stopped");
     Ok(())
+}
+
+/// Keep certificates, htpasswd, JWKS files and the config file's access rules current: checked
+/// every 2 seconds, and re-read at once on SIGHUP.
+fn watch_files(mirror: &std::sync::Arc<wharf_edge::Mirror>, config_path: Option<PathBuf>) {
+    let files = mirror.watched_files();
+    wharf_auth::reload::spawn_watcher(files.clone(), std::time::Duration::from_secs(2));
+    let mirror = mirror.clone();
+    tokio::spawn(async move {
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP");
+                return;
+            }
+        };
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+        let mut stamp = config_path
+            .as_deref()
+            .and_then(wharf_auth::reload::Stamp::of);
+        loop {
+            let forced = tokio::select! {
+                _ = hangup.recv() => true,
+                _ = tick.tick() => false,
+            };
+            if forced {
+                tracing::info!("SIGHUP: re-reading certificates, htpasswd, JWKS and access rules");
+                wharf_auth::reload::reload_all(&files).await;
+            }
+            let Some(path) = &config_path else { continue };
+            let now = wharf_auth::reload::Stamp::of(path);
+            if !forced && now == stamp {
+                continue;
+            }
+            stamp = now;
+            let path = path.clone();
+            let loaded = tokio::task::spawn_blocking(move || Config::load(&path)).await;
+            match loaded {
+                Ok(Ok(config)) => match config
+                    .validate()
+                    .map_err(anyhow::Error::from)
+                    .and_then(|()| mirror.reload_rules(&config).map_err(anyhow::Error::from))
+                {
+                    Ok(()) => tracing::info!(
+                        "config file re-read: access rules and groups applied (other changes need a restart)"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "config file re-read: keeping the previous access rules")
+                    }
+                },
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "config file re-read failed: keeping the previous access rules")
+                }
+                Err(_) => {}
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() {

@@ -6,6 +6,8 @@
 //! - [`image`]: deterministic synthetic images (Docker schema2, OCI, indexes, large blobs).
 //! - [`push`]: seeding through the v2 push API.
 //! - [`token`]: a token issuer signing ES256 JWTs that distribution verifies for real.
+//! - [`tls`]: a test CA with server and client certificates (openssl).
+//! - [`idp`]: an external JWT issuer (ES256 key, JWKS, tokens good and bad).
 //! - [`proxy`]: an HTTP proxy that corrupts blob bodies on demand.
 //! - [`s3`]: a real S3-compatible server process (moto) on loopback.
 //! - [`wan`]: a bandwidth- and latency-shaped TCP link between a mirror and its upstream.
@@ -14,11 +16,13 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod cluster;
+pub mod idp;
 pub mod image;
 pub mod proxy;
 pub mod push;
 pub mod registry;
 pub mod s3;
+pub mod tls;
 pub mod token;
 pub mod wan;
 

@@ -72,8 +72,13 @@ impl Wharf {
             None => Mirror::open(&config).await,
         }
         .expect("mirror opens");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(&config.listen).await.unwrap();
         let port = listener.local_addr().unwrap().port();
+        let scheme = if config.tls.enabled() {
+            "https"
+        } else {
+            "http"
+        };
         let (tx, rx) = oneshot::channel::<()>();
         let serving = mirror.clone();
         tokio::spawn(async move {
@@ -84,7 +89,7 @@ impl Wharf {
             .unwrap();
         });
         Wharf {
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("{scheme}://127.0.0.1:{port}"),
             port,
             mirror,
             data_dir,

@@ -1,0 +1,306 @@
+//! The auth layer as the API edge sees it: who sent a request, may it pull this repository,
+//! what challenge to answer with, and the token endpoint's work.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use wharf_core::config::{AccessRule, Config};
+
+use crate::credentials::{self, Presented};
+use crate::htpasswd::PasswordChecker;
+use crate::jwt::{self, JwtIssuer};
+use crate::policy::Policy;
+use crate::reload::Reload;
+use crate::token::{IssuedToken, TokenIssuer};
+use crate::{AuthError, Identity};
+
+/// A request's proven identity, and (for wharf's own tokens) the repositories its token
+/// names: a token for one repository does not open another.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub identity: Identity,
+    pub token_repositories: Option<Vec<String>>,
+}
+
+/// What to do with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    /// No (usable) credentials: 401 with a challenge.
+    Unauthenticated,
+    /// Authenticated, and the policy says no: 403 DENIED.
+    Forbidden,
+}
+
+struct Rules {
+    policy: Policy,
+    groups: BTreeMap<String, Vec<String>>,
+}
+
+/// Client authentication and repository policy of one node.
+pub struct Authenticator {
+    passwords: Option<PasswordChecker>,
+    tokens: Option<TokenIssuer>,
+    issuers: Vec<Arc<JwtIssuer>>,
+    rules: RwLock<Arc<Rules>>,
+    anonymous: bool,
+    restricted: bool,
+    realm: String,
+}
+
+impl Authenticator {
+    /// Open the files `[auth]` names and compile `[[access]]`.
+    pub async fn from_config(config: &Config) -> Result<Authenticator, AuthError> {
+        let auth = &config.auth;
+        let set = |p: &std::path::Path| !p.as_os_str().is_empty();
+        let passwords = if set(&auth.htpasswd_file) {
+            Some(PasswordChecker::open(
+                &auth.htpasswd_file,
+                auth.max_concurrent_hashes,
+            )?)
+        } else {
+            None
+        };
+        let tokens = if set(&auth.token_key_file) {
+            Some(TokenIssuer::from_key_file(
+                &auth.token_key_file,
+                config.allow_world_readable_secrets,
+                &auth.service,
+                Duration::from_secs(auth.token_ttl_secs),
+            )?)
+        } else {
+            None
+        };
+        let mut issuers = Vec::new();
+        for issuer in &auth.jwt {
+            let issuer = Arc::new(JwtIssuer::open(issuer).await?);
+            issuer.spawn_refresh();
+            issuers.push(issuer);
+        }
+        Ok(Authenticator {
+            passwords,
+            tokens,
+            issuers,
+            rules: RwLock::new(Arc::new(Rules {
+                policy: Policy::new(&config.access)?,
+                groups: auth.groups.clone(),
+            })),
+            anonymous: auth.anonymous || !auth.has_mechanism(),
+            restricted: auth.has_mechanism() || !config.access.is_empty(),
+            realm: auth.realm.clone(),
+        })
+    }
+
+    /// Whether requests are checked at all (any mechanism or rule configured).
+    pub fn restricted(&self) -> bool {
+        self.restricted
+    }
+
+    /// Whether wharf runs the token flow (`/token`).
+    pub fn issues_tokens(&self) -> bool {
+        self.tokens.is_some()
+    }
+
+    /// Replace `[[access]]` and `[auth.groups]` (config file reloaded).
+    pub fn set_rules(
+        &self,
+        access: &[AccessRule],
+        groups: BTreeMap<String, Vec<String>>,
+    ) -> Result<(), AuthError> {
+        let rules = Arc::new(Rules {
+            policy: Policy::new(access)?,
+            groups,
+        });
+        match self.rules.write() {
+            Ok(mut r) => *r = rules,
+            Err(p) => *p.into_inner() = rules,
+        }
+        Ok(())
+    }
+
+    fn rules(&self) -> Arc<Rules> {
+        match self.rules.read() {
+            Ok(r) => Arc::clone(&r),
+            Err(p) => Arc::clone(&p.into_inner()),
+        }
+    }
+
+    /// Files to watch for changes.
+    pub fn watched(&self) -> Vec<Arc<dyn Reload>> {
+        let mut out: Vec<Arc<dyn Reload>> = Vec::new();
+        if let Some(p) = &self.passwords {
+            out.push(p.watched());
+        }
+        out.extend(self.issuers.iter().filter_map(|i| i.watched()));
+        out
+    }
+
+    /// Check the credentials of a request's `Authorization` header.
+    pub async fn identify(&self, header: Option<&[u8]>) -> Result<Authenticated, AuthError> {
+        match credentials::parse(header)? {
+            Presented::Nothing => Ok(Authenticated {
+                identity: Identity::Anonymous,
+                token_repositories: None,
+            }),
+            Presented::Basic { user, password } => {
+                let identity = self.check_password(&user, &password).await?;
+                Ok(Authenticated {
+                    identity,
+                    token_repositories: None,
+                })
+            }
+            Presented::Bearer(token) => self.check_bearer(&token).await,
+        }
+    }
+
+    async fn check_password(&self, user: &str, password: &str) -> Result<Identity, AuthError> {
+        if let Some(passwords) = &self.passwords
+            && passwords.has_user(user)
+        {
+            return if passwords.verify(user, password).await? {
+                Ok(self.htpasswd_user(user))
+            } else {
+                Err(AuthError::BadCredentials)
+            };
+        }
+        // `docker login -u anything -p $JWT`: an external issuer's token as the password.
+        if !self.issuers.is_empty() && jwt::looks_like_jwt(password) {
+            return self
+                .external(password)
+                .await
+                .map_err(|_| AuthError::BadCredentials);
+        }
+        Err(AuthError::BadCredentials)
+    }
+
+    fn htpasswd_user(&self, user: &str) -> Identity {
+        let rules = self.rules();
+        Identity::User {
+            name: user.to_string(),
+            groups: rules
+                .groups
+                .iter()
+                .filter(|(_, members)| members.iter().any(|m| m == user))
+                .map(|(g, _)| g.clone())
+                .collect(),
+        }
+    }
+
+    async fn external(&self, token: &str) -> Result<Identity, AuthError> {
+        let iss = jwt::unverified_issuer(token)
+            .ok_or_else(|| AuthError::InvalidToken("no readable iss claim".into()))?;
+        let issuer = self
+            .issuers
+            .iter()
+            .find(|i| i.issuer() == iss)
+            .ok_or_else(|| AuthError::InvalidToken("issued by an unknown issuer".into()))?;
+        issuer.verify(token).await
+    }
+
+    async fn check_bearer(&self, token: &str) -> Result<Authenticated, AuthError> {
+        if let Some(tokens) = &self.tokens
+            && jwt::unverified_issuer(token).as_deref() == Some(tokens.issuer())
+        {
+            let verified = tokens.verify(token)?;
+            return Ok(Authenticated {
+                identity: verified.identity,
+                token_repositories: Some(verified.repositories),
+            });
+        }
+        Ok(Authenticated {
+            identity: self.external(token).await?,
+            token_repositories: None,
+        })
+    }
+
+    /// May `who` pull a repository? `names` are the names the client may have used for it
+    /// (as in its path, and as stored upstream, e.g. with `library/`), `full` is
+    /// `<upstream>/<repository>` as rules name it.
+    pub fn authorize(&self, who: &Authenticated, names: &[&str], full: &str) -> Decision {
+        if !self.restricted {
+            return Decision::Allow;
+        }
+        if who.identity == Identity::Anonymous && !self.anonymous {
+            return Decision::Unauthenticated;
+        }
+        // A token for another scope: the client fetches one for this scope.
+        if let Some(granted) = &who.token_repositories
+            && !granted.iter().any(|g| names.contains(&g.as_str()))
+        {
+            return Decision::Unauthenticated;
+        }
+        if self.rules().policy.allows(&who.identity, full) {
+            Decision::Allow
+        } else if who.identity == Identity::Anonymous {
+            Decision::Unauthenticated
+        } else {
+            Decision::Forbidden
+        }
+    }
+
+    /// `/v2/`: may this caller use the API at all? Anonymous callers are asked to log in
+    /// when anonymous access is off, and always in the token flow (so that `docker login`
+    /// is checked, and anonymous clients fetch an anonymous token).
+    pub fn admits(&self, who: &Authenticated) -> bool {
+        !self.restricted
+            || who.identity != Identity::Anonymous
+            || (self.anonymous && self.tokens.is_none())
+    }
+
+    /// The token endpoint: a token for the caller (anonymous only where allowed) and the
+    /// requested pull scopes.
+    pub fn issue_token(
+        &self,
+        who: &Authenticated,
+        repositories: &[String],
+    ) -> Result<IssuedToken, AuthError> {
+        let tokens = self
+            .tokens
+            .as_ref()
+            .ok_or_else(|| AuthError::Config("no token_key_file: wharf issues no tokens".into()))?;
+        if who.token_repositories.is_some() {
+            return Err(AuthError::InvalidToken(
+                "log in with a password, not with a wharf token".into(),
+            ));
+        }
+        if who.identity == Identity::Anonymous && !self.anonymous {
+            return Err(AuthError::BadCredentials);
+        }
+        tokens.issue(&who.identity, repositories)
+    }
+
+    /// The `WWW-Authenticate` value for a 401. `origin` is `<scheme>://<host>` of the request,
+    /// used for the realm unless one is configured.
+    pub fn challenge(&self, origin: &str, repository: Option<&str>) -> String {
+        match &self.tokens {
+            Some(tokens) => {
+                let realm = if self.realm.is_empty() {
+                    format!("{origin}/token")
+                } else {
+                    self.realm.clone()
+                };
+                let mut value = format!(
+                    "Bearer realm=\"{}\",service=\"{}\"",
+                    quote_safe(&realm),
+                    quote_safe(tokens.service())
+                );
+                if let Some(repository) = repository {
+                    value.push_str(&format!(
+                        ",scope=\"repository:{}:pull\"",
+                        quote_safe(repository)
+                    ));
+                }
+                value
+            }
+            None => "Basic realm=\"wharf\"".to_string(),
+        }
+    }
+}
+
+/// Characters that would end a quoted-string are dropped (names and hosts never hold them).
+fn quote_safe(s: &str) -> String {
+    s.chars()
+        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+        .collect()
+}
