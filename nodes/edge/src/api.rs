@@ -227,10 +227,22 @@ async fn manifest(
     headers: &HeaderMap,
     head: bool,
 ) -> Result<Response, ApiError> {
+    // With auth on, content is served for a repository only if it belongs to it.
+    let isolate = mirror.auth.restricted();
     let manifest = match &reference {
-        Reference::Digest(d) => mirror.manifests.by_digest(upstream, &repo, d).await?,
+        Reference::Digest(d) => {
+            if isolate {
+                mirror.links.ensure(upstream, &repo, d, true).await?;
+            }
+            mirror.manifests.by_digest(upstream, &repo, d).await?
+        }
         Reference::Tag(t) => mirror.manifests.by_tag(upstream, &repo, t).await?,
     };
+    if isolate {
+        mirror
+            .links
+            .note_manifest(upstream.name(), &repo, &manifest.digest, &manifest.body);
+    }
     let accept = headers
         .get_all(header::ACCEPT)
         .iter()
@@ -268,6 +280,9 @@ async fn blob(
     head: bool,
     sendfile: Option<&SendfileConn>,
 ) -> Result<Response, ApiError> {
+    if mirror.auth.restricted() {
+        mirror.links.ensure(upstream, &repo, &digest, false).await?;
+    }
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let reply = mirror
         .blobs

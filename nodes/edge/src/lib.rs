@@ -15,6 +15,7 @@ pub mod download;
 pub mod error;
 pub mod evict;
 pub mod health;
+pub mod links;
 pub mod manifests;
 pub mod negative;
 pub mod route;
@@ -83,6 +84,8 @@ pub struct Mirror {
     pub tls: bool,
     /// The listener's TLS settings, when `[tls]` is on.
     pub server_tls: Option<Arc<tls::ServerTls>>,
+    /// Which repositories cached digests belong to; consulted when auth is on.
+    pub links: links::RepoLinks,
 }
 
 impl Mirror {
@@ -154,6 +157,7 @@ impl Mirror {
             auth,
             tls: config.tls.enabled(),
             server_tls,
+            links: links::RepoLinks::default(),
             upstreams: Upstreams::from_config(config)?,
             blobs,
             manifests: Arc::new(ManifestService::new(

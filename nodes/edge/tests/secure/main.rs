@@ -11,4 +11,5 @@ mod setup;
 mod abuse;
 mod auth;
 mod clients;
+mod isolation;
 mod tls;
