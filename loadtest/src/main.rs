@@ -10,6 +10,7 @@ mod cluster;
 mod mirrors;
 mod plot;
 mod scenarios;
+mod security;
 mod soak;
 
 use std::path::PathBuf;
@@ -56,6 +57,9 @@ pub struct Args {
     /// Skip the cluster herd (3 wharf nodes beside 3 distribution proxies; needs S3).
     #[arg(long)]
     no_cluster: bool,
+    /// Instead of the benchmarks: what TLS and auth+policy cost on the warm hot paths.
+    #[arg(long)]
+    security: bool,
     /// Run the chaos soak for this many minutes instead of the benchmarks (3 nodes on S3,
     /// random kills, stops, partitions, S3 and upstream outages, link cuts).
     #[arg(long, value_name = "MINUTES")]
@@ -81,6 +85,9 @@ async fn main() -> anyhow::Result<()> {
     );
     if let Some(minutes) = args.soak {
         return soak::soak(&args, minutes, args.seed).await;
+    }
+    if args.security {
+        return security::security_costs(&args).await;
     }
     let (results, series) = scenarios::run_all(&args).await?;
     println!("\n{}", scenarios::markdown(&results));

@@ -14,6 +14,7 @@ pub enum Mirror {
         child: Child,
         port: u16,
         on_s3: bool,
+        tls: bool,
         _data: tempfile::TempDir,
     },
     Distribution(Registry),
@@ -39,22 +40,53 @@ impl Mirror {
                 .args(["--storage", &format!("s3://{bucket}"), "--s3-path-style"])
                 .envs(server.env());
         }
+        Mirror::spawn_wharf(command, port, s3.is_some(), false, data).await
+    }
+
+    /// wharf on local disk with a config file (TLS, auth), `tls` saying whether it speaks TLS.
+    pub async fn wharf_configured(
+        bin: &Path,
+        upstream_url: &str,
+        config: &Path,
+        tls: bool,
+    ) -> anyhow::Result<Mirror> {
+        let data = tempfile::tempdir()?;
+        let port = free_port();
+        let mut command = Command::new(bin);
+        command
+            .args(["serve", "--config"])
+            .arg(config)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--upstream", upstream_url])
+            .arg("--data-dir")
+            .arg(data.path());
+        Mirror::spawn_wharf(command, port, false, tls, data).await
+    }
+
+    async fn spawn_wharf(
+        mut command: Command,
+        port: u16,
+        on_s3: bool,
+        tls: bool,
+        data: tempfile::TempDir,
+    ) -> anyhow::Result<Mirror> {
         let child = command
             .env("WHARF_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()?;
-        let url = format!("http://127.0.0.1:{port}/v2/");
-        let up = wait_until(Duration::from_secs(20), || {
-            let r = reqwest::get(url.clone());
-            async move { r.await.is_ok() }
+        let up = wait_until(Duration::from_secs(20), || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
         })
         .await;
         anyhow::ensure!(up, "wharf did not start");
         Ok(Mirror::Wharf {
             child,
             port,
-            on_s3: s3.is_some(),
+            on_s3,
+            tls,
             _data: data,
         })
     }
@@ -83,7 +115,10 @@ impl Mirror {
 
     pub fn url(&self) -> String {
         match self {
-            Mirror::Wharf { port, .. } => format!("http://127.0.0.1:{port}"),
+            Mirror::Wharf { port, tls, .. } => {
+                let scheme = if *tls { "https" } else { "http" };
+                format!("{scheme}://127.0.0.1:{port}")
+            }
             Mirror::Distribution(r) => r.url(),
         }
     }

@@ -337,7 +337,8 @@ async fn measure(
     );
     for (label, target) in [("by tag", by_tag), ("by digest", by_digest)] {
         get_ok(&http, &target).await?;
-        let (rate, p99) = request_rate(&target, args.connections, args.seconds).await?;
+        let (rate, p99) =
+            request_rate(&Load::plain(), &target, args.connections, args.seconds).await?;
         eprintln!("  warm manifest {label}: {rate:.0} req/s, p99 {p99:.2} ms");
         out.push((
             format!("warm manifest {label}, {} connections", args.connections),
@@ -357,7 +358,7 @@ async fn measure(
     let blob_url = format!("{url}/v2/bench/warm/blobs/{}", seeds.warm.layers[0].digest);
     get_ok(&http, &blob_url).await?;
     let cpu_before = mirror.cpu_seconds().unwrap_or(0.0);
-    let (bytes, secs) = throughput(&blob_url, 4, args.seconds).await?;
+    let (bytes, secs) = throughput(&Load::plain(), &blob_url, 4, args.seconds).await?;
     let cpu = mirror.cpu_seconds().unwrap_or(0.0) - cpu_before;
     let gb = bytes as f64 / 1e9;
     eprintln!(
@@ -566,21 +567,58 @@ pub async fn get_ok(http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How load clients connect: which CA they trust (TLS) and what they send as credentials.
+#[derive(Clone, Default)]
+pub struct Load {
+    pub ca_pem: Option<Vec<u8>>,
+    pub authorization: Option<String>,
+    /// Refuse HTTP/2 (over TLS, ALPN would pick it).
+    pub http1_only: bool,
+}
+
+impl Load {
+    pub fn plain() -> Load {
+        Load::default()
+    }
+
+    fn client(&self, pool: usize) -> anyhow::Result<reqwest::Client> {
+        let mut builder = reqwest::Client::builder().pool_max_idle_per_host(pool);
+        if let Some(pem) = &self.ca_pem {
+            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(pem)?);
+        }
+        if self.http1_only {
+            builder = builder.http1_only();
+        }
+        Ok(builder.build()?)
+    }
+
+    fn get(&self, client: &reqwest::Client, url: &str) -> reqwest::RequestBuilder {
+        let request = client.get(url).header("accept", ACCEPT);
+        match &self.authorization {
+            Some(auth) => request.header("authorization", auth),
+            None => request,
+        }
+    }
+}
+
 /// `connections` clients looping GETs for `seconds`: requests per second and p99 latency (ms).
-async fn request_rate(url: &str, connections: usize, seconds: u64) -> anyhow::Result<(f64, f64)> {
+pub async fn request_rate(
+    load: &Load,
+    url: &str,
+    connections: usize,
+    seconds: u64,
+) -> anyhow::Result<(f64, f64)> {
     let deadline = Instant::now() + Duration::from_secs(seconds);
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(connections)
-        .build()?;
+    let client = load.client(connections)?;
     let workers: Vec<_> = (0..connections)
         .map(|_| {
-            let (client, url) = (client.clone(), url.to_string());
+            let (client, url, load) = (client.clone(), url.to_string(), load.clone());
             tokio::spawn(async move {
                 let mut hist = Histogram::<u64>::new(3)?;
                 let mut errors = 0u64;
                 while Instant::now() < deadline {
                     let t0 = Instant::now();
-                    match client.get(&url).header("accept", ACCEPT).send().await {
+                    match load.get(&client, &url).send().await {
                         Ok(r) if r.status().is_success() => {
                             r.bytes().await?;
                             hist.record(t0.elapsed().as_micros() as u64)?;
@@ -607,17 +645,28 @@ async fn request_rate(url: &str, connections: usize, seconds: u64) -> anyhow::Re
 }
 
 /// `clients` downloading a blob in a loop for `seconds`: bytes moved and the time taken.
-async fn throughput(url: &str, clients: usize, seconds: u64) -> anyhow::Result<(u64, f64)> {
+pub async fn throughput(
+    load: &Load,
+    url: &str,
+    clients: usize,
+    seconds: u64,
+) -> anyhow::Result<(u64, f64)> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
     let workers: Vec<_> = (0..clients)
         .map(|_| {
-            let url = url.to_string();
+            let (url, load) = (url.to_string(), load.clone());
             tokio::spawn(async move {
-                let client = reqwest::Client::new();
+                let client = load.client(1)?;
                 let mut bytes = 0u64;
                 while Instant::now() < deadline {
-                    let mut stream = client.get(&url).send().await?.bytes_stream();
+                    let response = load.get(&client, &url).send().await?;
+                    anyhow::ensure!(
+                        response.status().is_success(),
+                        "GET {url}: {}",
+                        response.status()
+                    );
+                    let mut stream = response.bytes_stream();
                     while let Some(chunk) = stream.next().await {
                         bytes += chunk?.len() as u64;
                     }
