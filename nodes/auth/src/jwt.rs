@@ -93,7 +93,8 @@ impl JwtIssuer {
         }
     }
 
-    /// Fetch the URL's keys again if the last fetch is old enough (or `force` on start-up).
+    /// Fetch the URL's keys: always when `force`d (start-up, the 5-minute refresh), else only
+    /// if no key-triggered fetch happened in the last 30 s.
     async fn refetch(&self, force: bool) {
         let Keys::Url {
             url,
@@ -104,12 +105,13 @@ impl JwtIssuer {
         else {
             return;
         };
-        {
+        // Scheduled fetches always run; fetches for an unknown key id at most every 30 s.
+        if !force {
             let mut last = match fetched.lock() {
                 Ok(g) => g,
                 Err(p) => p.into_inner(),
             };
-            if !force && last.is_some_and(|t| t.elapsed() < REFETCH_AT_MOST_EVERY) {
+            if last.is_some_and(|t| t.elapsed() < REFETCH_AT_MOST_EVERY) {
                 return;
             }
             *last = Some(Instant::now());

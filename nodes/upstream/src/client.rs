@@ -509,7 +509,8 @@ fn blob_response(response: reqwest::Response) -> BlobResponse {
 
 /// Whether the upstream's credentials may be sent to a token `realm`: over HTTPS to any
 /// host (Docker Hub's realm is auth.docker.io), over plain HTTP only to the upstream's own
-/// host and port, so that a challenge cannot lure them across the network in clear text.
+/// host (any port: a registry and its token server often share one), so that a challenge
+/// cannot lure them to another machine in clear text.
 pub fn credentials_may_go_to(upstream_base: &str, realm: &str) -> bool {
     let (Ok(base), Ok(realm)) = (
         reqwest::Url::parse(upstream_base),
@@ -519,10 +520,7 @@ pub fn credentials_may_go_to(upstream_base: &str, realm: &str) -> bool {
     };
     match realm.scheme() {
         "https" => true,
-        "http" => {
-            realm.host_str() == base.host_str()
-                && realm.port_or_known_default() == base.port_or_known_default()
-        }
+        "http" => realm.host_str() == base.host_str(),
         _ => false,
     }
 }

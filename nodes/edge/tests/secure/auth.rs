@@ -392,3 +392,70 @@ async fn external_jwts_are_verified_against_the_issuers_keys() {
         );
     }
 }
+
+/// `jwks_url`: keys fetched at start, and again (at most every 30 s) when a token names a key
+/// not seen yet, so an IdP's key rotation is picked up without a restart.
+#[tokio::test]
+async fn jwks_from_a_url_follow_key_rotation() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    capture_logs();
+    let (registry, _seeds) = seeded_registry().await;
+    let old = TestIdp::new("https://idp.rotating.test", "old").unwrap();
+    let new = TestIdp::new("https://idp.rotating.test", "new").unwrap();
+    let served = Arc::new(Mutex::new(old.jwks()));
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let app = {
+        let (served, fetches) = (served.clone(), fetches.clone());
+        axum::Router::new().route(
+            "/jwks",
+            axum::routing::get(move || {
+                let (served, fetches) = (served.clone(), fetches.clone());
+                async move {
+                    fetches.fetch_add(1, Ordering::SeqCst);
+                    let body = served.lock().unwrap().to_string();
+                    ([("content-type", "application/json")], body)
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let jwks_url = format!("http://{}/jwks", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let mut config = test_config(vec![upstream("docker.io", &registry.url(), true)]);
+    config.auth.jwt.push(JwtIssuerConfig {
+        issuer: old.issuer.clone(),
+        audience: "wharf.test".into(),
+        jwks_url,
+        ..JwtIssuerConfig::default()
+    });
+    let wharf = Wharf::start(config).await;
+    assert_eq!(fetches.load(Ordering::SeqCst), 1, "fetched at start");
+    let manifest = format!("{}/v2/test/docker/manifests/v1", wharf.url);
+    let with = |t: String| format!("Bearer {t}");
+    let good_old = old.token("ci", &[], "wharf.test", 300);
+    assert_eq!(
+        get(&manifest, Some(&with(good_old))).await.status(),
+        StatusCode::OK
+    );
+
+    // The IdP rotates: a token with the new key makes wharf fetch the set again.
+    *served.lock().unwrap() = new.jwks();
+    let good_new = new.token("ci", &[], "wharf.test", 300);
+    assert_eq!(
+        get(&manifest, Some(&with(good_new))).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(fetches.load(Ordering::SeqCst), 2);
+    // Unknown key ids do not make wharf hammer the IdP: no refetch within 30 s.
+    let stranger = TestIdp::new("https://idp.rotating.test", "unknown").unwrap();
+    for _ in 0..20 {
+        let t = stranger.token("ci", &[], "wharf.test", 300);
+        assert_eq!(
+            get(&manifest, Some(&with(t))).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(fetches.load(Ordering::SeqCst), 2);
+}
