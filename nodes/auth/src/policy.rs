@@ -83,20 +83,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn rule(
-        repos: &[&str],
-        users: &[&str],
-        groups: &[&str],
-        anonymous: bool,
-        allow: bool,
-    ) -> AccessRule {
-        AccessRule {
-            repositories: repos.iter().map(|s| s.to_string()).collect(),
-            users: users.iter().map(|s| s.to_string()).collect(),
-            groups: groups.iter().map(|s| s.to_string()).collect(),
-            anonymous,
-            allow,
-        }
+    fn rule(r: &[&str], u: &[&str], g: &[&str], anonymous: bool, allow: bool) -> AccessRule {
+        AccessRule::new(r, u, g, anonymous, allow)
     }
 
     fn user(name: &str, groups: &[&str]) -> Identity {

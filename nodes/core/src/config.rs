@@ -175,6 +175,27 @@ fn yes() -> bool {
     true
 }
 
+impl AccessRule {
+    /// A rule for `repositories` naming `users`, `groups` and (if `anonymous`) callers without
+    /// credentials; `allow` or deny.
+    pub fn new(
+        repositories: &[&str],
+        users: &[&str],
+        groups: &[&str],
+        anonymous: bool,
+        allow: bool,
+    ) -> AccessRule {
+        let owned = |items: &[&str]| items.iter().map(|s| s.to_string()).collect();
+        AccessRule {
+            repositories: owned(repositories),
+            users: owned(users),
+            groups: owned(groups),
+            anonymous,
+            allow,
+        }
+    }
+}
+
 impl Default for JwtIssuerConfig {
     fn default() -> Self {
         JwtIssuerConfig {

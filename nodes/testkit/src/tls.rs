@@ -16,7 +16,8 @@ pub struct TestPki {
     pub client_key: PathBuf,
 }
 
-fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+/// Run the `openssl` command in `dir`; its stderr becomes the error.
+pub fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new("openssl")
         .current_dir(dir)
         .args(args)

@@ -1,14 +1,12 @@
 //! A token issuer for distribution's `auth: token:` mode: ES256 JWTs with an `x5c` header,
 //! signed by a key whose self-signed certificate the registry trusts. Key and certificate are
-//! made with the `openssl` command; signing uses aws-lc-rs.
+//! made with the `openssl` command ([`crate::tls::openssl`]); signing uses aws-lc-rs.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, bail};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use axum::extract::{Query, State};
@@ -34,14 +32,7 @@ pub struct TokenIssuer {
 }
 
 fn openssl(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .context("running openssl")?;
-    if !out.status.success() {
-        bail!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
+    crate::tls::openssl(std::path::Path::new("."), args)
 }
 
 impl TokenIssuer {

@@ -11,20 +11,8 @@ use wharf_testkit::idp::TestIdp;
 use crate::common::*;
 use crate::setup::*;
 
-fn rule(
-    repos: &[&str],
-    users: &[&str],
-    groups: &[&str],
-    anonymous: bool,
-    allow: bool,
-) -> AccessRule {
-    AccessRule {
-        repositories: repos.iter().map(|s| s.to_string()).collect(),
-        users: users.iter().map(|s| s.to_string()).collect(),
-        groups: groups.iter().map(|s| s.to_string()).collect(),
-        anonymous,
-        allow,
-    }
+fn rule(r: &[&str], u: &[&str], g: &[&str], anonymous: bool, allow: bool) -> AccessRule {
+    AccessRule::new(r, u, g, anonymous, allow)
 }
 
 async fn get(url: &str, auth: Option<&str>) -> reqwest::Response {

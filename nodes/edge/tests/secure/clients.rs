@@ -44,13 +44,13 @@ async fn run(
 }
 
 fn only_test_docker() -> Vec<AccessRule> {
-    vec![AccessRule {
-        repositories: vec!["docker.io/test/docker".into(), "docker.io/library/*".into()],
-        users: vec!["alice".into()],
-        groups: vec![],
-        anonymous: false,
-        allow: true,
-    }]
+    vec![AccessRule::new(
+        &["docker.io/test/docker", "docker.io/library/*"],
+        &["alice"],
+        &[],
+        false,
+        true,
+    )]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

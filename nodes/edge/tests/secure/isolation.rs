@@ -29,20 +29,14 @@ async fn a_private_digest_is_not_served_under_a_repository_it_is_not_in() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = auth_config(&registry, dir.path());
     config.access = vec![
-        AccessRule {
-            repositories: vec!["docker.io/library/*".into()],
-            users: vec!["alice".into(), "bob".into()],
-            groups: vec![],
-            anonymous: false,
-            allow: true,
-        },
-        AccessRule {
-            repositories: vec!["docker.io/**".into()],
-            users: vec!["bob".into()],
-            groups: vec![],
-            anonymous: false,
-            allow: true,
-        },
+        AccessRule::new(
+            &["docker.io/library/*"],
+            &["alice", "bob"],
+            &[],
+            false,
+            true,
+        ),
+        AccessRule::new(&["docker.io/**"], &["bob"], &[], false, true),
     ];
     let wharf = Wharf::start(config).await;
     let http = reqwest::Client::new();
