@@ -10,6 +10,8 @@ use wharf_core::{Digest, RepoName, Tag};
 /// blobs/<alg>/<hex[0..2]>/<hex>              layer and config blobs
 /// manifests/<alg>/<hex[0..2]>/<hex>          "<media type>\n<exact manifest bytes>"
 /// tags/<upstream>/<repository>/_tag/<tag>    JSON tag record (digest, type, fetched-at)
+/// tags/<upstream>/<repository>/_manifests/<alg>/<hex>
+///                                            empty: the manifest belongs to the repository
 /// ```
 /// The two-character fan-out keeps directories small on disk and spreads S3 key prefixes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -20,6 +22,13 @@ pub enum ObjectKey {
         upstream: String,
         repo: RepoName,
         tag: Tag,
+    },
+    /// A manifest known to belong to a repository (repository isolation, kept across
+    /// restarts so pulls by digest work while the upstream is down).
+    ManifestLink {
+        upstream: String,
+        repo: RepoName,
+        digest: Digest,
     },
     /// One node's batched record of when it last served each blob (for eviction).
     AccessLog {
@@ -38,6 +47,17 @@ impl ObjectKey {
                 repo,
                 tag,
             } => format!("tags/{}/{}/_tag/{}", safe_segment(upstream), repo, tag),
+            ObjectKey::ManifestLink {
+                upstream,
+                repo,
+                digest,
+            } => format!(
+                "tags/{}/{}/_manifests/{}/{}",
+                safe_segment(upstream),
+                repo,
+                digest.algorithm().as_str(),
+                digest.hex()
+            ),
             ObjectKey::AccessLog { node } => format!("{ACCESS_PREFIX}{}", safe_segment(node)),
         }
     }

@@ -157,7 +157,7 @@ impl Mirror {
             auth,
             tls: config.tls.enabled(),
             server_tls,
-            links: links::RepoLinks::default(),
+            links: links::RepoLinks::new(store.clone()),
             upstreams: Upstreams::from_config(config)?,
             blobs,
             manifests: Arc::new(ManifestService::new(

@@ -3,13 +3,18 @@
 //! to belong to that repository on that upstream: a manifest of the repository listed it, or
 //! the upstream answered for it in that repository. Otherwise a user allowed `library/*`
 //! could read a private layer of `acme/secret` by naming its digest under `library/alpine`.
-//! distribution's repository-scoped links are the model; here they live in memory (bounded)
-//! and are rebuilt from manifests and upstream answers after a restart.
+//! distribution's repository-scoped links are the model. Links live in memory (bounded); a
+//! manifest's link is also kept in the store (an empty object under the repository's tags
+//! folder), so that after a restart a pull by digest still works while the upstream is down.
+//! Blob links are rebuilt from the manifests served.
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde::Deserialize;
+use tokio::sync::Semaphore;
 use wharf_core::{Digest, OciCode, RepoName};
+use wharf_storage::{BlobStore, ObjectKey};
 use wharf_upstream::UpstreamClient;
 
 use crate::coalesce::Coalescer;
@@ -44,22 +49,16 @@ struct Descriptor {
     digest: String,
 }
 
+/// Manifest links being written to the store at once, at most; beyond it a link is kept in
+/// memory only (and written the next time the manifest is served after a restart).
+const MAX_LINK_WRITES: usize = 64;
+
 /// Which (upstream, repository, digest) triples are known to belong together.
 pub struct RepoLinks {
     links: moka::sync::Cache<String, ()>,
     verifying: Coalescer<String, ()>,
-}
-
-impl Default for RepoLinks {
-    fn default() -> Self {
-        RepoLinks {
-            links: moka::sync::Cache::builder()
-                .weigher(|k: &String, _| u32::try_from(k.len() + 64).unwrap_or(u32::MAX))
-                .max_capacity(MAX_LINK_BYTES)
-                .build(),
-            verifying: Coalescer::default(),
-        }
-    }
+    store: Arc<dyn BlobStore>,
+    writes: Arc<Semaphore>,
 }
 
 fn key(kind: Kind, upstream: &str, repo: &RepoName, digest: &str) -> String {
@@ -71,6 +70,18 @@ fn key(kind: Kind, upstream: &str, repo: &RepoName, digest: &str) -> String {
 }
 
 impl RepoLinks {
+    pub fn new(store: Arc<dyn BlobStore>) -> RepoLinks {
+        RepoLinks {
+            links: moka::sync::Cache::builder()
+                .weigher(|k: &String, _| u32::try_from(k.len() + 64).unwrap_or(u32::MAX))
+                .max_capacity(MAX_LINK_BYTES)
+                .build(),
+            verifying: Coalescer::default(),
+            store,
+            writes: Arc::new(Semaphore::new(MAX_LINK_WRITES)),
+        }
+    }
+
     /// Whether `digest` is known to belong to `repo` on `upstream`.
     pub fn contains(&self, upstream: &str, repo: &RepoName, digest: &Digest) -> bool {
         self.links
@@ -103,6 +114,29 @@ impl RepoLinks {
             }
         }
         self.links.insert(expanded, ());
+        self.persist(upstream, repo, &digest);
+    }
+
+    /// Write the manifest's link to the store in the background, within the write bound.
+    fn persist(&self, upstream: &str, repo: &RepoName, digest: &str) {
+        let (Ok(permit), Ok(digest)) = (
+            Arc::clone(&self.writes).try_acquire_owned(),
+            digest.parse::<Digest>(),
+        ) else {
+            return;
+        };
+        let key = ObjectKey::ManifestLink {
+            upstream: upstream.to_string(),
+            repo: repo.clone(),
+            digest,
+        };
+        let store = Arc::clone(&self.store);
+        tokio::spawn(async move {
+            if let Err(e) = store.put_small(&key, Bytes::new()).await {
+                tracing::debug!(error = %e, "could not store a manifest link");
+            }
+            drop(permit);
+        });
     }
 
     /// Make sure `digest` belongs to `repo`: known already, or the upstream confirms it for
@@ -121,10 +155,22 @@ impl RepoLinks {
         let flight = key(Kind::Member, upstream.name(), repo, &digest.to_string());
         let (client, repo_owned, digest_owned) =
             (Arc::clone(upstream), repo.clone(), digest.clone());
+        let store = Arc::clone(&self.store);
         let (confirmed, _) = self
             .verifying
             .run(flight, move || async move {
                 let name = client.name().to_string();
+                if manifest {
+                    let stored = ObjectKey::ManifestLink {
+                        upstream: name.clone(),
+                        repo: repo_owned.clone(),
+                        digest: digest_owned.clone(),
+                    };
+                    // A link kept from before a restart: no need to ask the upstream.
+                    if matches!(store.stat(&stored).await, Ok(Some(_))) {
+                        return Ok(());
+                    }
+                }
                 let missing = if manifest {
                     OciCode::ManifestUnknown
                 } else {
@@ -165,9 +211,9 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    #[test]
-    fn a_manifest_links_what_it_references_in_its_repository_only() {
-        let links = RepoLinks::default();
+    #[tokio::test]
+    async fn a_manifest_links_what_it_references_in_its_repository_only() {
+        let links = RepoLinks::new(Arc::new(wharf_storage::mem::MemStore::default()));
         let repo: RepoName = "library/alpine".parse().unwrap();
         let other: RepoName = "acme/secret".parse().unwrap();
         let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));

@@ -2,6 +2,8 @@
 //! served under another only if it belongs there too (the upstream says so). Bytes stay
 //! shared; only authorization is per repository.
 
+use std::sync::Arc;
+
 use reqwest::StatusCode;
 use wharf_core::config::AccessRule;
 use wharf_testkit::image::{Format, image};
@@ -122,4 +124,70 @@ async fn a_private_digest_is_not_served_under_a_repository_it_is_not_in() {
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(hash_body(r).await.unwrap().0, blob.digest);
     }
+}
+
+/// A manifest's link outlives a restart (it is kept in the store): with auth on and the
+/// upstream down, a pull by digest of a manifest served before still works, while a digest
+/// never linked to the repository is not served.
+#[tokio::test]
+async fn links_of_manifests_survive_a_restart_while_the_upstream_is_down() {
+    capture_logs();
+    let (mut registry, seeds) = seeded_registry().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let config = auth_config(&registry, dir.path());
+    let alice = basic("alice", ALICE_PASSWORD);
+    let store = || {
+        let path = cache.path().to_path_buf();
+        async move {
+            Arc::new(wharf_storage::fs::FsStore::open(path).await.unwrap())
+                as Arc<dyn wharf_storage::BlobStore>
+        }
+    };
+    let get = |url: String| {
+        let alice = alice.clone();
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .header("authorization", alice)
+                .header("accept", ACCEPT_ALL)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let by_digest = |wharf: &Wharf, repo: &str, digest: &str| {
+        format!("{}/v2/{repo}/manifests/{digest}", wharf.url)
+    };
+    {
+        let wharf = Wharf::start_with(config.clone(), Some(store().await)).await;
+        let url = by_digest(&wharf, "test/docker", &seeds.docker.manifest.digest);
+        assert_eq!(get(url).await.status(), StatusCode::OK);
+        // Also cache test/oci's manifest, under its own repository only.
+        let url = by_digest(&wharf, "test/oci", &seeds.oci.manifest.digest);
+        assert_eq!(get(url).await.status(), StatusCode::OK);
+        // The link write runs in the background.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    registry.stop();
+    let wharf = Wharf::start_with(config, Some(store().await)).await;
+    let r = get(by_digest(
+        &wharf,
+        "test/docker",
+        &seeds.docker.manifest.digest,
+    ))
+    .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "pull by digest from the cache, upstream down"
+    );
+    assert_eq!(r.bytes().await.unwrap(), seeds.docker.manifest.body);
+    let r = get(by_digest(&wharf, "test/docker", &seeds.oci.manifest.digest)).await;
+    assert!(
+        r.status().is_server_error(),
+        "a digest of another repository is not served: {}",
+        r.status()
+    );
+    assert_eq!(error_code(r).await, "UNAVAILABLE");
 }
