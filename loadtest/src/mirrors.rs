@@ -40,15 +40,17 @@ impl Mirror {
                 .args(["--storage", &format!("s3://{bucket}"), "--s3-path-style"])
                 .envs(server.env());
         }
-        Mirror::spawn_wharf(command, port, s3.is_some(), false, data).await
+        Mirror::spawn_wharf(command, port, s3.is_some(), false, "warn", data).await
     }
 
-    /// wharf on local disk with a config file (TLS, auth), `tls` saying whether it speaks TLS.
+    /// wharf on local disk with a config file (TLS, auth), `tls` saying whether it speaks TLS,
+    /// logging at `log` (`WHARF_LOG`; "info" writes an access line per request).
     pub async fn wharf_configured(
         bin: &Path,
         upstream_url: &str,
         config: &Path,
         tls: bool,
+        log: &str,
     ) -> anyhow::Result<Mirror> {
         let data = tempfile::tempdir()?;
         let port = free_port();
@@ -60,7 +62,7 @@ impl Mirror {
             .args(["--upstream", upstream_url])
             .arg("--data-dir")
             .arg(data.path());
-        Mirror::spawn_wharf(command, port, false, tls, data).await
+        Mirror::spawn_wharf(command, port, false, tls, log, data).await
     }
 
     async fn spawn_wharf(
@@ -68,10 +70,11 @@ impl Mirror {
         port: u16,
         on_s3: bool,
         tls: bool,
+        log: &str,
         data: tempfile::TempDir,
     ) -> anyhow::Result<Mirror> {
         let child = command
-            .env("WHARF_LOG", "warn")
+            .env("WHARF_LOG", log)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()?;

@@ -1,4 +1,4 @@
-//! What TLS and client authentication cost on the hot paths: warm manifest requests by tag and
+//! What TLS, client authentication and access logs cost on the hot paths: warm manifest requests by tag and
 //! warm blob throughput with the mirror's CPU per GB, for wharf plain, wharf over TLS, and
 //! wharf with auth and policy on (Basic credentials on every request, so the remembered
 //! password check, the policy and the repository-link lookup all run), beside distribution's
@@ -52,6 +52,7 @@ pub async fn security_costs(args: &Args) -> anyhow::Result<()> {
             htpasswd.display()
         ),
     )?;
+    let empty_config = write_private(dir.path(), "empty.toml", "")?;
     let basic = {
         use base64::Engine;
         format!(
@@ -68,6 +69,7 @@ pub async fn security_costs(args: &Args) -> anyhow::Result<()> {
         "wharf TLS (http/1.1)",
         "wharf auth+policy",
         "wharf",
+        "wharf, access log on",
         "distribution",
     ];
     for variant in variants {
@@ -77,8 +79,14 @@ pub async fn security_costs(args: &Args) -> anyhow::Result<()> {
                 Load::plain(),
             ),
             "wharf TLS (h2)" | "wharf TLS (http/1.1)" => (
-                Mirror::wharf_configured(&args.wharf_bin, &upstream.url(), &tls_config, true)
-                    .await?,
+                Mirror::wharf_configured(
+                    &args.wharf_bin,
+                    &upstream.url(),
+                    &tls_config,
+                    true,
+                    "warn",
+                )
+                .await?,
                 Load {
                     ca_pem: Some(ca.clone()),
                     authorization: None,
@@ -86,13 +94,30 @@ pub async fn security_costs(args: &Args) -> anyhow::Result<()> {
                 },
             ),
             "wharf auth+policy" => (
-                Mirror::wharf_configured(&args.wharf_bin, &upstream.url(), &auth_config, false)
-                    .await?,
+                Mirror::wharf_configured(
+                    &args.wharf_bin,
+                    &upstream.url(),
+                    &auth_config,
+                    false,
+                    "warn",
+                )
+                .await?,
                 Load {
                     ca_pem: None,
                     authorization: Some(basic.clone()),
                     http1_only: false,
                 },
+            ),
+            "wharf, access log on" => (
+                Mirror::wharf_configured(
+                    &args.wharf_bin,
+                    &upstream.url(),
+                    &empty_config,
+                    false,
+                    "warn,wharf::access=info",
+                )
+                .await?,
+                Load::plain(),
             ),
             _ => (Mirror::distribution(&upstream.url()).await?, Load::plain()),
         };

@@ -15,6 +15,7 @@ use wharf_core::{ByteRange, Digest, OciCode, Reference, RepoName, media};
 
 use crate::Mirror;
 use crate::access::{self, Origin};
+use crate::access_log::{self, CacheResult, Served};
 use crate::blobs::{BlobBody, BlobReply};
 use crate::error::ApiError;
 use crate::route::Route;
@@ -29,6 +30,7 @@ pub fn router(mirror: Arc<Mirror>) -> Router {
         .route("/health", axum::routing::get(health))
         .route("/token", axum::routing::get(access::token_endpoint))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(access_log::record))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("internal error").into_response()
@@ -238,6 +240,7 @@ async fn manifest(
         }
         Reference::Tag(t) => mirror.manifests.by_tag(upstream, &repo, t).await?,
     };
+    let (manifest, cache) = manifest;
     if isolate {
         mirror
             .links
@@ -269,6 +272,10 @@ async fn manifest(
     );
     insert(h, "docker-content-digest", &manifest.digest.to_string());
     insert(h, header::ETAG, &format!("\"{}\"", manifest.digest));
+    response.extensions_mut().insert(Served {
+        cache,
+        upstream: upstream.name().to_string(),
+    });
     Ok(response)
 }
 
@@ -295,7 +302,7 @@ async fn blob(
             mirror.redirect_blobs,
         )
         .await?;
-    let (size, range, body) = match reply {
+    let found = match reply {
         BlobReply::RangeNotSatisfiable { size } => {
             let mut response = ApiError::new(
                 OciCode::RangeInvalid,
@@ -311,6 +318,10 @@ async fn blob(
         }
         BlobReply::Redirect { location } => {
             let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
+            response.extensions_mut().insert(Served {
+                cache: CacheResult::Hit,
+                upstream: upstream.name().to_string(),
+            });
             let h = response.headers_mut();
             insert(h, header::LOCATION, &location);
             insert(h, "docker-content-digest", &digest.to_string());
@@ -321,8 +332,14 @@ async fn blob(
             );
             return Ok(response);
         }
-        BlobReply::Found { size, range, body } => (size, range, body),
+        BlobReply::Found {
+            cache,
+            size,
+            range,
+            body,
+        } => (cache, size, range, body),
     };
+    let (cache, size, range, body) = found;
     let mut response = match (body, sendfile) {
         (
             Some(BlobBody {
@@ -352,6 +369,10 @@ async fn blob(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=31536000, immutable"),
     );
+    response.extensions_mut().insert(Served {
+        cache,
+        upstream: upstream.name().to_string(),
+    });
     match (range, size) {
         (Some(r), Some(size)) => {
             *response.status_mut() = StatusCode::PARTIAL_CONTENT;

@@ -17,6 +17,7 @@ use wharf_core::{ByteRange, Digest, OciCode, RepoName};
 use wharf_storage::{BlobStore, FileSpan, ObjectKey};
 use wharf_upstream::{BlobResponse, UpstreamClient};
 
+use crate::access_log::CacheResult;
 use crate::download::{Download, Downloads, Fetched, Origin, Resume, tail};
 use crate::error::ApiError;
 use crate::evict::Evictor;
@@ -31,6 +32,8 @@ const INDEX_BYTES: u64 = 64 * 1024 * 1024;
 /// What a blob request gets.
 pub enum BlobReply {
     Found {
+        /// Where the answer came from, for the access log.
+        cache: CacheResult,
         /// Full size when known (always, unless the upstream sent no `Content-Length`).
         size: Option<u64>,
         range: Option<ByteRange>,
@@ -286,6 +289,11 @@ impl BlobService {
             None => None,
         };
         Ok(BlobReply::Found {
+            cache: if started {
+                CacheResult::Miss
+            } else {
+                CacheResult::Coalesced
+            },
             size,
             range,
             body: Some(BlobBody {
@@ -430,6 +438,7 @@ impl BlobService {
         };
         if head {
             return Ok(Some(BlobReply::Found {
+                cache: CacheResult::Hit,
                 size: Some(size),
                 range,
                 body: None,
@@ -437,6 +446,7 @@ impl BlobService {
         }
         match self.store.read(&key, range).await {
             Ok(Some(reader)) => Ok(Some(BlobReply::Found {
+                cache: CacheResult::Hit,
                 size: Some(size),
                 range,
                 body: Some(BlobBody {
@@ -467,6 +477,7 @@ impl BlobService {
             && let Ok(Some(size)) = download.started().await
         {
             return Ok(BlobReply::Found {
+                cache: CacheResult::Coalesced,
                 size: Some(size),
                 range: None,
                 body: None,
@@ -477,6 +488,7 @@ impl BlobService {
             .await
             .map_err(|e| ApiError::from_upstream(upstream.name(), e, OciCode::BlobUnknown))?;
         Ok(BlobReply::Found {
+            cache: CacheResult::Miss,
             size: Some(size),
             range: None,
             body: None,

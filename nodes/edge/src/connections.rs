@@ -64,7 +64,7 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let (tcp, _peer) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -101,7 +101,10 @@ pub async fn serve(
                 None => {
                     let info = Some(ConnectInfo(SendfileConn::of(&stream)));
                     let connection = http
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service(router, info))
+                        .serve_connection_with_upgrades(
+                            TokioIo::new(stream),
+                            service(router, info, peer),
+                        )
                         .into_owned();
                     watcher.watch(connection).await
                 }
@@ -125,7 +128,10 @@ pub async fn serve(
                         }
                     };
                     let connection = http
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service(router, None))
+                        .serve_connection_with_upgrades(
+                            TokioIo::new(stream),
+                            service(router, None, peer),
+                        )
                         .into_owned();
                     watcher.watch(connection).await
                 }
@@ -145,6 +151,7 @@ pub async fn serve(
 fn service(
     router: Router,
     info: Option<ConnectInfo<SendfileConn>>,
+    peer: std::net::SocketAddr,
 ) -> impl hyper::service::Service<
     hyper::Request<Incoming>,
     Response = axum::response::Response,
@@ -155,6 +162,9 @@ fn service(
         if let Some(info) = &info {
             request.extensions_mut().insert(info.clone());
         }
+        request
+            .extensions_mut()
+            .insert(crate::access_log::ClientAddr(peer));
         let mut router = router.clone();
         async move { Ok::<_, Infallible>(router.call(request).await.unwrap_or_else(|e| match e {})) }
     })

@@ -7,6 +7,7 @@
 //! where a cluster decides which node fetches a cold blob.
 
 pub mod access;
+pub mod access_log;
 pub mod api;
 pub mod blobs;
 pub mod coalesce;

@@ -16,6 +16,7 @@ use wharf_core::{Digest, OciCode, RepoName, Tag};
 use wharf_storage::{BlobStore, ObjectKey};
 use wharf_upstream::UpstreamClient;
 
+use crate::access_log::CacheResult;
 use crate::coalesce::Coalescer;
 use crate::error::ApiError;
 use crate::negative::NegativeCache;
@@ -140,9 +141,9 @@ impl ManifestService {
         upstream: &Arc<UpstreamClient>,
         repo: &RepoName,
         digest: &Digest,
-    ) -> Result<Arc<CachedManifest>, ApiError> {
+    ) -> Result<(Arc<CachedManifest>, CacheResult), ApiError> {
         if let Some(m) = self.cached(digest).await {
-            return Ok(m);
+            return Ok((m, CacheResult::Hit));
         }
         let what = format!("manifest:{digest}");
         if let Some(missing) = self.negative.get(upstream.name(), repo, &what).await {
@@ -151,7 +152,7 @@ impl ManifestService {
         let this = self.clone();
         let key = (digest.clone(), upstream.name().to_string(), repo.clone());
         let (upstream_c, repo_c, wanted) = (upstream.clone(), repo.clone(), digest.clone());
-        let (result, _) = self
+        let (result, joined) = self
             .digest_flights
             .run(key, move || async move {
                 let (upstream, repo) = (upstream_c, repo_c);
@@ -183,7 +184,12 @@ impl ManifestService {
                 .remember(upstream.name(), repo, &what, e)
                 .await;
         }
-        result
+        let cache = if joined {
+            CacheResult::Coalesced
+        } else {
+            CacheResult::Miss
+        };
+        result.map(|m| (m, cache))
     }
 
     /// A manifest by tag, revalidated after the TTL, stale when the upstream cannot answer.
@@ -192,7 +198,7 @@ impl ManifestService {
         upstream: &Arc<UpstreamClient>,
         repo: &RepoName,
         tag: &Tag,
-    ) -> Result<Arc<CachedManifest>, ApiError> {
+    ) -> Result<(Arc<CachedManifest>, CacheResult), ApiError> {
         let key = TagKey {
             upstream: upstream.name().to_string(),
             repo: repo.clone(),
@@ -209,16 +215,22 @@ impl ManifestService {
             && now_secs().saturating_sub(record.fetched_at) < self.tag_ttl.as_secs()
             && let Some(m) = self.cached_record(record).await
         {
-            return Ok(m);
+            return Ok((m, CacheResult::Hit));
         }
         let this = self.clone();
         let (upstream_c, known_c) = (upstream.clone(), known.clone());
-        let (result, _) = self
+        let (result, joined) = self
             .tag_flights
             .run(key.clone(), move || async move {
                 this.revalidate(upstream_c, key, known_c).await
             })
             .await;
+        // Revalidated with the same digest: still a hit; a new digest: a miss.
+        let mut cache = match (&result, &known) {
+            _ if joined => CacheResult::Coalesced,
+            (Ok(fresh), Some(old)) if fresh.digest == old.digest => CacheResult::Hit,
+            _ => CacheResult::Miss,
+        };
         let record = match result {
             Ok(record) => record,
             Err(e) if is_outage(&e) && known.is_some() => {
@@ -226,6 +238,7 @@ impl ManifestService {
                     return Err(e);
                 };
                 self.stats.stale_tags_served.fetch_add(1, Ordering::Relaxed);
+                cache = CacheResult::Stale;
                 warn!(%repo, %tag, error = %e, "upstream unavailable; serving cached tag");
                 record
             }
@@ -239,7 +252,7 @@ impl ManifestService {
             }
         };
         match self.cached_record(&record).await {
-            Some(m) => Ok(m),
+            Some(m) => Ok((m, cache)),
             None => {
                 let digest: Digest = record
                     .digest

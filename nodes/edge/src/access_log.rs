@@ -1,0 +1,221 @@
+//! One access log line per request (tracing target `wharf::access`, level info): time, method,
+//! path, status, bytes sent, duration, cache result, upstream, client address and request id.
+//! The request id is the client's `X-Request-Id` when it is a sane token, else a new one; it is
+//! returned in `X-Request-Id`. The line is written when the response body is finished or
+//! dropped, so bytes and duration are what was really sent. Headers are never logged, so no
+//! credential or token can reach the log through it.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::Response;
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+
+/// What the cache did for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheResult {
+    /// Served from the cache (a tag revalidated unchanged counts as a hit).
+    Hit,
+    /// Fetched from the upstream for this request.
+    Miss,
+    /// Joined a fetch another request had started.
+    Coalesced,
+    /// The upstream could not answer; an expired tag was served.
+    Stale,
+}
+
+impl CacheResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheResult::Hit => "hit",
+            CacheResult::Miss => "miss",
+            CacheResult::Coalesced => "coalesced",
+            CacheResult::Stale => "stale",
+        }
+    }
+}
+
+/// Set by a handler on its response: the cache result and the upstream it concerned.
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub cache: CacheResult,
+    pub upstream: String,
+}
+
+/// The client's address, put on every request by the accept loop.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// A request id: the client's if it is 1-64 characters of `[A-Za-z0-9._-]`, else a new one.
+fn request_id(request: &Request) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static BOOT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    if let Some(given) = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=64).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        })
+    {
+        return given.to_string();
+    }
+    let boot = BOOT.get_or_init(|| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default();
+        nanos ^ (u64::from(std::process::id()) << 32)
+    });
+    format!(
+        "{:08x}{:08x}",
+        (boot & 0xffff_ffff) as u32,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The middleware: assign the request id, run the request, log when the body is done.
+pub async fn record(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = request_id(&request);
+    let method = request.method().clone();
+    let path = request.uri().path_and_query().map_or_else(
+        || request.uri().path().to_string(),
+        |p| p.as_str().to_string(),
+    );
+    let client = request.extensions().get::<ClientAddr>().map(|c| c.0);
+    let mut response = next.run(request).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    let served = response.extensions().get::<Served>().cloned();
+    let line = Line {
+        started,
+        id,
+        method,
+        path,
+        status: response.status().as_u16(),
+        client,
+        served,
+        bytes: 0,
+    };
+    // What the client is owed: Content-Length (nothing for HEAD), else what the body says.
+    let declared = response
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let head = line.method == Method::HEAD;
+    response.map(|body| {
+        let expected = if head {
+            Some(0)
+        } else {
+            declared.or(body.size_hint().exact())
+        };
+        Body::new(Logged {
+            body,
+            expected,
+            line: Some(line),
+        })
+    })
+}
+
+struct Line {
+    started: Instant,
+    id: String,
+    method: Method,
+    path: String,
+    status: u16,
+    client: Option<SocketAddr>,
+    served: Option<Served>,
+    bytes: u64,
+}
+
+impl Line {
+    fn write(&self, complete: bool) {
+        let client = self.client.map(|c| c.to_string()).unwrap_or_default();
+        let (cache, upstream) = match &self.served {
+            Some(s) => (s.cache.as_str(), s.upstream.as_str()),
+            None => ("", ""),
+        };
+        tracing::info!(
+            target: "wharf::access",
+            method = %self.method,
+            path = %self.path,
+            status = self.status,
+            bytes = self.bytes,
+            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            cache,
+            upstream,
+            client = %client,
+            request_id = %self.id,
+            complete,
+        );
+    }
+}
+
+/// The response body, counted on its way out; the line is written at its end (or drop).
+struct Logged {
+    body: Body,
+    /// The body's length when known up front (hyper stops polling once it has sent it).
+    expected: Option<u64>,
+    line: Option<Line>,
+}
+
+impl HttpBody for Logged {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(line)) = (frame.data_ref(), self.line.as_mut()) {
+                    line.bytes = line.bytes.saturating_add(data.len() as u64);
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(line) = self.line.take() {
+                    line.write(true);
+                }
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        if let Some(line) = self.line.take() {
+            // hyper drops a body of known length once it sent that many bytes; short of that,
+            // the client went away (or the body failed) mid-way.
+            let complete = self.body.is_end_stream()
+                || self.expected.is_some_and(|expected| line.bytes >= expected);
+            line.write(complete);
+        }
+    }
+}
