@@ -52,6 +52,10 @@ struct Descriptor {
 /// Manifest links being written to the store at once, at most; beyond it a link is kept in
 /// memory only (and written the next time the manifest is served after a restart).
 const MAX_LINK_WRITES: usize = 64;
+/// Upstream confirmations (HEADs) under way at once, at most; a request waits up to
+/// [`CONFIRM_WAIT`] for a turn, then gets `503` with `Retry-After`.
+const MAX_CONFIRMATIONS: usize = 256;
+const CONFIRM_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Which (upstream, repository, digest) triples are known to belong together.
 pub struct RepoLinks {
@@ -59,6 +63,8 @@ pub struct RepoLinks {
     verifying: Coalescer<String, ()>,
     store: Arc<dyn BlobStore>,
     writes: Arc<Semaphore>,
+    confirmations: Arc<Semaphore>,
+    confirm_wait: std::time::Duration,
 }
 
 fn key(kind: Kind, upstream: &str, repo: &RepoName, digest: &str) -> String {
@@ -71,6 +77,15 @@ fn key(kind: Kind, upstream: &str, repo: &RepoName, digest: &str) -> String {
 
 impl RepoLinks {
     pub fn new(store: Arc<dyn BlobStore>) -> RepoLinks {
+        RepoLinks::with_bounds(store, MAX_CONFIRMATIONS, CONFIRM_WAIT)
+    }
+
+    /// With other bounds on upstream confirmations (tests).
+    pub fn with_bounds(
+        store: Arc<dyn BlobStore>,
+        confirmations: usize,
+        confirm_wait: std::time::Duration,
+    ) -> RepoLinks {
         RepoLinks {
             links: moka::sync::Cache::builder()
                 .weigher(|k: &String, _| u32::try_from(k.len() + 64).unwrap_or(u32::MAX))
@@ -79,6 +94,8 @@ impl RepoLinks {
             verifying: Coalescer::default(),
             store,
             writes: Arc::new(Semaphore::new(MAX_LINK_WRITES)),
+            confirmations: Arc::new(Semaphore::new(confirmations)),
+            confirm_wait,
         }
     }
 
@@ -156,6 +173,8 @@ impl RepoLinks {
         let (client, repo_owned, digest_owned) =
             (Arc::clone(upstream), repo.clone(), digest.clone());
         let store = Arc::clone(&self.store);
+        let confirmations = Arc::clone(&self.confirmations);
+        let confirm_wait = self.confirm_wait;
         let (confirmed, _) = self
             .verifying
             .run(flight, move || async move {
@@ -171,6 +190,19 @@ impl RepoLinks {
                         return Ok(());
                     }
                 }
+                let _turn =
+                    match tokio::time::timeout(confirm_wait, confirmations.acquire_owned()).await {
+                        Ok(Ok(turn)) => turn,
+                        _ => {
+                            let mut busy = ApiError::new(
+                                OciCode::Unavailable,
+                                "too many repository checks under way; retry shortly",
+                            )
+                            .with_status(http::StatusCode::SERVICE_UNAVAILABLE);
+                            busy.retry_after_secs = Some(5);
+                            return Err(busy);
+                        }
+                    };
                 let missing = if manifest {
                     OciCode::ManifestUnknown
                 } else {
@@ -230,5 +262,48 @@ mod tests {
             assert!(!links.contains("ghcr.io", &repo, &d(c).parse().unwrap()));
         }
         assert!(!links.contains("docker.io", &repo, &d('e').parse().unwrap()));
+    }
+
+    /// Confirmations are bounded: with the one turn taken by a HEAD the upstream never
+    /// answers, the next request for another digest is turned away quickly with 503.
+    #[tokio::test]
+    async fn upstream_confirmations_are_bounded() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket); // never answered
+            }
+        });
+        let config = wharf_core::config::UpstreamConfig::new("slow", &url, true);
+        let settings = wharf_core::config::UpstreamClientConfig {
+            retries: 0,
+            ..Default::default()
+        };
+        let upstream = Arc::new(UpstreamClient::new(&config, None, &settings).unwrap());
+        let links = Arc::new(RepoLinks::with_bounds(
+            Arc::new(wharf_storage::mem::MemStore::default()),
+            1,
+            std::time::Duration::from_millis(200),
+        ));
+        let repo: RepoName = "a/b".parse().unwrap();
+        let d = |c: char| -> Digest {
+            format!("sha256:{}", c.to_string().repeat(64))
+                .parse()
+                .unwrap()
+        };
+        let first = {
+            let (links, upstream, repo) = (links.clone(), upstream.clone(), repo.clone());
+            tokio::spawn(async move { links.ensure(&upstream, &repo, &d('a'), false).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let started = std::time::Instant::now();
+        let second = links.ensure(&upstream, &repo, &d('b'), false).await;
+        let err = second.expect_err("no turn left");
+        assert_eq!(err.status, http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(err.retry_after_secs, Some(5));
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        first.abort();
     }
 }
