@@ -140,7 +140,8 @@ async fn skopeo_pulls_over_tls_with_basic_auth_and_with_tokens() {
 
 /// The Docker Engine verifies wharf's certificate against `/etc/docker/certs.d/<host:port>/`
 /// (127.0.0.0/8 would be treated as insecure and skip that check, so wharf listens on the
-/// Docker bridge address), then logs in through wharf's token endpoint and pulls.
+/// Docker bridge address), then logs in (through wharf's token endpoint, then against a wharf
+/// that asks for HTTP Basic) and pulls.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_login_and_pull_over_tls() {
     capture_logs();
@@ -170,11 +171,29 @@ async fn docker_login_and_pull_over_tls() {
     let (registry, seeds) = seeded_registry().await;
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::new(&[&bridge]).unwrap();
-    let mut config = auth_config(&registry, dir.path());
+    for token_flow in [true, false] {
+        docker_session(&bridge, &registry, &seeds, &pki, dir.path(), token_flow).await;
+    }
+    assert_no_secret_logged();
+}
+
+/// One `docker login` + pull session against a fresh wharf: with the token flow, or with
+/// HTTP Basic (no token key: challenges ask for Basic).
+async fn docker_session(
+    bridge: &str,
+    registry: &wharf_testkit::registry::Registry,
+    seeds: &Seeds,
+    pki: &TestPki,
+    dir: &Path,
+    token_flow: bool,
+) {
+    let mut config = auth_config(registry, dir);
     config.listen = format!("{bridge}:0");
     config.tls.cert_file = pki.server_cert.clone();
     config.tls.key_file = pki.server_key.clone();
-    config.auth.token_key_file = secret_file(dir.path(), "token.key", TOKEN_KEY);
+    if token_flow {
+        config.auth.token_key_file = secret_file(dir, "token.key", TOKEN_KEY);
+    }
     config.access = only_test_docker();
     let wharf = Wharf::start(config).await;
     let host = format!("{bridge}:{}", wharf.port);
@@ -188,7 +207,7 @@ async fn docker_login_and_pull_over_tls() {
         }
     }
     let _cleanup = Cleanup(certs_d);
-    let docker_config = dir.path().join("docker-config");
+    let docker_config = dir.join(format!("docker-config-{token_flow}"));
     std::fs::create_dir(&docker_config).unwrap();
     let env = [("DOCKER_CONFIG", docker_config.as_path())];
 
@@ -207,7 +226,10 @@ async fn docker_login_and_pull_over_tls() {
         Some(ALICE_PASSWORD),
     )
     .await;
-    assert!(ok, "docker login failed:\n{text}");
+    assert!(
+        ok,
+        "docker login (token flow: {token_flow}) failed:\n{text}"
+    );
 
     let reference = format!("{host}/test/docker:v1");
     let (ok, text) = run("docker", &["pull", &reference], &env, None).await;
@@ -238,5 +260,4 @@ async fn docker_login_and_pull_over_tls() {
     assert!(!ok, "a denied repository was pulled:\n{text}");
     assert!(text.contains("denied") || text.contains("403"), "{text}");
     let _ = run("docker", &["logout", &host], &env, None).await;
-    assert_no_secret_logged();
 }
