@@ -38,7 +38,11 @@ export WHARF_TEST_MOTO_SERVER="$moto_env/bin/moto_server"
 export AWS_EC2_METADATA_DISABLED=true
 
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+# Every wharf log line of the in-process tests and of the nodes they start goes here, at debug
+# level; no test password (nodes/testkit/test-secrets.txt) may appear in it.
+export WHARF_TEST_LOG_FILE="$log.wharf"
+: >"$WHARF_TEST_LOG_FILE"
+trap 'rm -f "$log" "$WHARF_TEST_LOG_FILE"' EXIT
 status=0
 # Lints first, as CI's gate: unwrap_used and the rest are errors outside tests.
 if [ "$#" -eq 0 ]; then
@@ -46,6 +50,15 @@ if [ "$#" -eq 0 ]; then
 fi
 # Every test binary runs even when one fails, so one run shows every failure.
 cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
+if [ ! -s "$WHARF_TEST_LOG_FILE" ]; then
+  echo "secret check: no wharf log was captured, so it could not be checked"
+  status=1
+elif grep -F -n -f nodes/testkit/test-secrets.txt "$WHARF_TEST_LOG_FILE" | head -n 5 | cut -c1-300 | grep .; then
+  echo "secret check: FAILED: a test password appeared in a wharf log line (above)"
+  status=1
+else
+  echo "secret check: $(wc -l <"$WHARF_TEST_LOG_FILE") wharf log lines, no test password"
+fi
 # A short chaos soak (the 10-minute one is in BENCHMARKS.md): three debug nodes on moto, with
 # kills, SIGTERMs, partitions, S3 and upstream outages and link cuts from a fixed seed; it
 # checks every byte and fails on corruption, lost pulls, extra fetches or leftovers.

@@ -19,16 +19,26 @@ impl Drop for Running {
 }
 
 /// Start the `wharf` binary with these arguments and extra environment; killed on drop.
+/// With `WHARF_TEST_LOG_FILE` set (`./test.sh` sets it), the node logs at debug level into
+/// that file, which `./test.sh` searches for the tests' passwords.
 fn spawn_wharf(args: &[&std::ffi::OsStr], env: &[(&str, String)]) -> Running {
-    Running(
-        Command::new(env!("CARGO_BIN_EXE_wharf"))
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wharf"));
+    command
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(file) = std::env::var_os("WHARF_TEST_LOG_FILE").and_then(|path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .ok()
+    }) && let Ok(copy) = file.try_clone()
+    {
+        command.env("WHARF_LOG", "debug").stdout(file).stderr(copy);
+    }
+    Running(command.spawn().unwrap())
 }
 
 /// `serve` on a loopback port with `--upstream` and `--data-dir`, plus `extra` flags.

@@ -22,7 +22,25 @@ pub struct Wharf {
     _shutdown: oneshot::Sender<()>,
 }
 
+/// Logs go to the test's captured output, or, with `WHARF_TEST_LOG_FILE` set (`./test.sh`
+/// sets it), at debug level to that file, which `./test.sh` then searches for the tests'
+/// passwords: none may ever be logged.
 pub fn init_tracing() {
+    if let Some(path) = std::env::var_os("WHARF_TEST_LOG_FILE")
+        && let Ok(file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "info,wharf_edge=debug,wharf_upstream=debug,wharf_auth=debug,wharf_storage=debug",
+            ))
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file))
+            .try_init();
+        return;
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WHARF_TEST_LOG")
