@@ -357,25 +357,19 @@ async fn measure(
     // Warm blob throughput and the mirror's CPU per GB.
     let blob_url = format!("{url}/v2/bench/warm/blobs/{}", seeds.warm.layers[0].digest);
     get_ok(&http, &blob_url).await?;
-    let cpu_before = mirror.cpu_seconds().unwrap_or(0.0);
-    let (bytes, secs) = throughput(&Load::plain(), &blob_url, 4, args.seconds).await?;
-    let cpu = mirror.cpu_seconds().unwrap_or(0.0) - cpu_before;
-    let gb = bytes as f64 / 1e9;
-    eprintln!(
-        "  warm blob: {:.2} GB/s, {:.2} CPU-s/GB",
-        gb / secs,
-        cpu / gb
-    );
+    let (gb_per_s, cpu_per_gb) =
+        blob_rate_and_cpu(&Load::plain(), mirror, &blob_url, args.seconds).await?;
+    eprintln!("  warm blob: {gb_per_s:.2} GB/s, {cpu_per_gb:.2} CPU-s/GB");
     out.push((
         format!("warm {} MiB blob, 4 clients", args.warm_blob_mib),
         "GB/s".into(),
-        gb / secs,
+        gb_per_s,
         Better::Higher,
     ));
     out.push((
         "warm blob: mirror CPU per GB".into(),
         "CPU-s/GB".into(),
-        cpu / gb,
+        cpu_per_gb,
         Better::Lower,
     ));
     Ok(out)
@@ -642,6 +636,20 @@ pub async fn request_rate(
         total.len() as f64 / seconds as f64,
         total.value_at_quantile(0.99) as f64 / 1000.0,
     ))
+}
+
+/// 4 clients downloading a warm blob for `seconds`: GB/s, and the mirror's CPU seconds per GB.
+pub async fn blob_rate_and_cpu(
+    load: &Load,
+    mirror: &Mirror,
+    url: &str,
+    seconds: u64,
+) -> anyhow::Result<(f64, f64)> {
+    let cpu_before = mirror.cpu_seconds().unwrap_or(0.0);
+    let (bytes, secs) = throughput(load, url, 4, seconds).await?;
+    let cpu = mirror.cpu_seconds().unwrap_or(0.0) - cpu_before;
+    let gb = bytes as f64 / 1e9;
+    Ok((gb / secs, cpu / gb))
 }
 
 /// `clients` downloading a blob in a loop for `seconds`: bytes moved and the time taken.

@@ -13,7 +13,7 @@ use wharf_testkit::tls::TestPki;
 
 use crate::Args;
 use crate::mirrors::Mirror;
-use crate::scenarios::{Load, request_rate, throughput};
+use crate::scenarios::{Load, blob_rate_and_cpu, request_rate, throughput};
 
 const PASSWORD: &str = "loadtest-password";
 
@@ -128,16 +128,11 @@ pub async fn security_costs(args: &Args) -> anyhow::Result<()> {
         let (_, _) = request_rate(&load, &by_tag, 1, 1).await?;
         throughput(&load, &blob, 1, 1).await?;
         let (rate, p99) = request_rate(&load, &by_tag, args.connections, args.seconds).await?;
-        let cpu_before = mirror.cpu_seconds().unwrap_or(0.0);
-        let (bytes, secs) = throughput(&load, &blob, 4, args.seconds).await?;
-        let cpu = mirror.cpu_seconds().unwrap_or(0.0) - cpu_before;
-        let gb = bytes as f64 / 1e9;
+        let (gb_per_s, cpu_per_gb) = blob_rate_and_cpu(&load, &mirror, &blob, args.seconds).await?;
         eprintln!(
-            "{variant}: {rate:.0} req/s (p99 {p99:.2} ms), {:.2} GB/s, {:.2} CPU-s/GB",
-            gb / secs,
-            cpu / gb
+            "{variant}: {rate:.0} req/s (p99 {p99:.2} ms), {gb_per_s:.2} GB/s, {cpu_per_gb:.2} CPU-s/GB"
         );
-        rows.push((variant, rate, p99, gb / secs, cpu / gb));
+        rows.push((variant, rate, p99, gb_per_s, cpu_per_gb));
         drop(mirror);
     }
     let base = rows[0];

@@ -127,7 +127,15 @@ impl JwtIssuer {
             {
                 return Err("too large".to_string());
             }
-            let body = response.bytes().await.map_err(|e| e.to_string())?;
+            // Read within the bound whatever the headers say (a chunked body has no length).
+            let mut response = response;
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+                if (body.len() + chunk.len()) as u64 > MAX_JWKS_BYTES {
+                    return Err("too large".to_string());
+                }
+                body.extend_from_slice(&chunk);
+            }
             parse_jwks(&body)
         };
         match fetched.await {

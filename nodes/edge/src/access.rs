@@ -22,7 +22,7 @@ pub async fn identify(
     let header = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
     auth.identify(header)
         .await
-        .map_err(|e| refused(auth, &e, origin, None))
+        .map_err(|e| refused(auth, &e, origin))
 }
 
 /// `<scheme>://<host>` of a request, for the token realm in challenges.
@@ -83,14 +83,14 @@ pub fn admit(auth: &Authenticator, who: &Authenticated, origin: &Origin) -> Resu
 
 /// An authentication failure as the client sees it: 401 with a challenge, or 429 when
 /// password checks are saturated. Never the credentials themselves.
-fn refused(auth: &Authenticator, e: &AuthError, origin: &Origin, repo: Option<&str>) -> ApiError {
+fn refused(auth: &Authenticator, e: &AuthError, origin: &Origin) -> ApiError {
     if e.is_retryable() {
         let mut err = ApiError::new(OciCode::TooManyRequests, e.to_string());
         err.retry_after_secs = Some(1);
         return err;
     }
     let mut err = ApiError::new(OciCode::Unauthorized, e.to_string());
-    err.challenge = Some(auth.challenge(&origin.0, repo));
+    err.challenge = Some(auth.challenge(&origin.0, None));
     err
 }
 

@@ -90,6 +90,14 @@ fn request_id(request: &Request) -> String {
 pub async fn record(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = request_id(&request);
+    if !tracing::enabled!(target: "wharf::access", tracing::Level::INFO) {
+        // Access lines are filtered out: keep the request id, skip the body wrapper.
+        let mut response = next.run(request).await;
+        if let Ok(value) = HeaderValue::from_str(&id) {
+            response.headers_mut().insert(REQUEST_ID, value);
+        }
+        return response;
+    }
     let method = request.method().clone();
     let path = request.uri().path_and_query().map_or_else(
         || request.uri().path().to_string(),

@@ -110,17 +110,19 @@ async fn handle(mirror: &Arc<Mirror>, request: Request) -> Result<Response, ApiE
         None
     };
     let target = |name: RepoName| -> Result<Target<'_>, ApiError> {
-        let (upstream, repo) = upstream_repo(mirror, &query, name.clone())?;
-        if let Some((who, origin)) = &caller {
-            access::authorize(
-                &mirror.auth,
-                who,
-                origin,
-                upstream.name(),
-                name.as_str(),
-                repo.as_str(),
-            )?;
-        }
+        let Some((who, origin)) = &caller else {
+            return upstream_repo(mirror, &query, name);
+        };
+        let asked = name.as_str().to_string();
+        let (upstream, repo) = upstream_repo(mirror, &query, name)?;
+        access::authorize(
+            &mirror.auth,
+            who,
+            origin,
+            upstream.name(),
+            &asked,
+            repo.as_str(),
+        )?;
         Ok((upstream, repo))
     };
     match route {
