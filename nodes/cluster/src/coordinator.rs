@@ -15,6 +15,8 @@ use wharf_edge::singleflight::{Claim, CoordinatorHealth, FetchCoordinator, Fetch
 use wharf_proto::v1::FetchRequest;
 use wharf_upstream::{BlobResponse, UpstreamError};
 
+use wharf_metrics::{LeaseResult, Metrics};
+
 use crate::node::ClusterNode;
 use crate::types::LeaseOp;
 
@@ -23,11 +25,19 @@ const RETRY_PAUSE: Duration = Duration::from_millis(250);
 
 pub struct Coordinator {
     node: Arc<ClusterNode>,
+    metrics: Arc<Metrics>,
 }
 
 impl Coordinator {
-    pub fn new(node: Arc<ClusterNode>) -> Coordinator {
-        Coordinator { node }
+    /// Coordinates through `node`, counting lease answers and fallbacks in `metrics`.
+    pub fn new(node: Arc<ClusterNode>, metrics: Arc<Metrics>) -> Coordinator {
+        Coordinator { node, metrics }
+    }
+
+    fn fell_back(&self) {
+        self.node.record_fallback();
+        self.metrics.fallback();
+        self.metrics.lease_request(LeaseResult::Failed);
     }
 
     fn ttl_ms(&self) -> u64 {
@@ -51,7 +61,7 @@ impl FetchCoordinator for Coordinator {
         let give_up = Instant::now() + self.node.lease_ttl * 2 + Duration::from_secs(1);
         if self.node.fell_back_recently() && !self.node.leader_reachable() {
             // Still without a quorum: don't make every cold request wait to find out again.
-            self.node.record_fallback();
+            self.fell_back();
             return Claim::Fetch(None);
         }
         loop {
@@ -63,18 +73,20 @@ impl FetchCoordinator for Coordinator {
                 Ok(answer) => answer,
                 Err(e) => {
                     warn!(%digest, error = %e, "no quorum: fetching without the cluster's lease");
-                    self.node.record_fallback();
+                    self.fell_back();
                     return Claim::Fetch(None);
                 }
             };
             if answer.held {
                 debug!(%digest, token = answer.token, "lease acquired: fetching from upstream");
+                self.metrics.lease_request(LeaseResult::Granted);
                 let lease = HeldLease::start(self.node.clone(), key, answer.token);
                 return Claim::Fetch(Some(Box::new(lease)));
             }
             match fetch_from_peer(&self.node, &answer.owner_addr, digest).await {
                 Ok(response) => {
                     debug!(%digest, owner = answer.owner, "streaming from the lease holder");
+                    self.metrics.lease_request(LeaseResult::Held);
                     return Claim::Peer(Ok(response));
                 }
                 Err(PeerFailure::Refused(e)) => return Claim::Peer(Err(e)),
@@ -98,8 +110,24 @@ impl FetchCoordinator for Coordinator {
             leader_id: metrics.current_leader,
             members: metrics.membership_config.membership().nodes().count(),
             fallbacks: self.node.fallbacks(),
+            term: metrics.current_term,
+            leases_held: self
+                .node
+                .state
+                .read()
+                .table
+                .leases
+                .values()
+                .filter(|l| l.owner == self.node.id && l.expires_ms > now_ms())
+                .count(),
         }
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Stream `digest` from the node at `addr`, which holds its lease.

@@ -158,7 +158,10 @@ impl Cluster {
         }
         mirror
             .blobs
-            .set_coordinator(Arc::new(coordinator::Coordinator::new(node.clone())));
+            .set_coordinator(Arc::new(coordinator::Coordinator::new(
+                node.clone(),
+                mirror.stats.metrics.clone(),
+            )));
         Ok(Cluster {
             node,
             mirror,

@@ -49,6 +49,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub tls: TlsConfig,
     pub auth: AuthConfig,
+    pub metrics: MetricsConfig,
     /// Who may pull which repositories: the first rule that matches decides.
     #[serde(rename = "access")]
     pub access: Vec<AccessRule>,
@@ -57,6 +58,31 @@ pub struct Config {
     pub allow_world_readable_secrets: bool,
     #[serde(rename = "upstream")]
     pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// The operator's view: Prometheus metrics at `/metrics`, the status page at `/` and
+/// `/status.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Record metrics. Off, `/metrics` still answers, with nothing counted.
+    pub enabled: bool,
+    /// A second listener for `/metrics`, `/`, `/status.json` and `/health` only, with no client
+    /// authentication, to keep them off the public port (e.g. `127.0.0.1:9090`). Empty: none.
+    pub listen: String,
+    /// Also serve them on the main listener. With `[auth]` on, they follow the `[[access]]`
+    /// rule for the repository `_wharf/status` there.
+    pub main_listener: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            listen: String::new(),
+            main_listener: true,
+        }
+    }
 }
 
 /// TLS on the client listener: on when `cert_file` is set. Files are PEM and are reloaded
@@ -410,6 +436,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
+            metrics: MetricsConfig::default(),
             access: Vec::new(),
             allow_world_readable_secrets: false,
             upstreams: vec![UpstreamConfig::new(DOCKER_HUB_NAME, DOCKER_HUB_URL, true)],

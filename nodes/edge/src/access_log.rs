@@ -30,6 +30,8 @@ pub enum CacheResult {
     Coalesced,
     /// The upstream could not answer; an expired tag was served.
     Stale,
+    /// Streamed from the cluster peer that fetches it.
+    Peer,
 }
 
 impl CacheResult {
@@ -39,6 +41,18 @@ impl CacheResult {
             CacheResult::Miss => "miss",
             CacheResult::Coalesced => "coalesced",
             CacheResult::Stale => "stale",
+            CacheResult::Peer => "peer",
+        }
+    }
+
+    pub fn outcome(self) -> wharf_metrics::CacheOutcome {
+        use wharf_metrics::CacheOutcome;
+        match self {
+            CacheResult::Hit => CacheOutcome::Hit,
+            CacheResult::Miss => CacheOutcome::Miss,
+            CacheResult::Coalesced => CacheOutcome::Coalesced,
+            CacheResult::Stale => CacheOutcome::Stale,
+            CacheResult::Peer => CacheOutcome::Peer,
         }
     }
 }

@@ -20,6 +20,7 @@ use crate::blobs::{BlobBody, BlobReply};
 use crate::error::ApiError;
 use crate::route::Route;
 use crate::sendfile::SendfileConn;
+use crate::{http_metrics, status};
 
 /// The v2 API router; every request runs in its own tracing span.
 pub fn router(mirror: Arc<Mirror>) -> Router {
@@ -29,7 +30,14 @@ pub fn router(mirror: Arc<Mirror>) -> Router {
         .route("/v2/{*rest}", any(v2))
         .route("/health", axum::routing::get(health))
         .route("/token", axum::routing::get(access::token_endpoint))
+        .route("/metrics", axum::routing::get(status::metrics))
+        .route("/status.json", axum::routing::get(status::status_json))
+        .route("/", axum::routing::get(status::status_page))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            mirror.clone(),
+            http_metrics::record,
+        ))
         .layer(axum::middleware::from_fn(access_log::record))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_| {
@@ -53,6 +61,26 @@ async fn health(State(mirror): State<Arc<Mirror>>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// The operator listener's pages: no v2 API, no client authentication.
+pub fn operator_router(mirror: Arc<Mirror>) -> Router {
+    Router::new()
+        .route("/health", axum::routing::get(health))
+        .route("/metrics", axum::routing::get(status::metrics))
+        .route("/status.json", axum::routing::get(status::status_json))
+        .route("/", axum::routing::get(status::status_page))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(
+            |mut request: Request, next: axum::middleware::Next| async move {
+                request.extensions_mut().insert(status::OperatorListener);
+                next.run(request).await
+            },
+        ))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::internal("internal error").into_response()
+        }))
+        .with_state(mirror)
+}
+
 async fn not_found() -> ApiError {
     ApiError::new(OciCode::NameUnknown, "not a registry API path")
 }
@@ -63,6 +91,7 @@ async fn v2(State(mirror): State<Arc<Mirror>>, request: Request) -> Response {
         Err(e) => {
             if e.status.is_server_error() {
                 tracing::warn!(status = e.status.as_u16(), code = e.code.as_str(), message = %e.message, "request failed");
+                mirror.recent_errors.push(&e);
             }
             e.into_response()
         }
@@ -400,11 +429,15 @@ async fn tags_list(
     (upstream, repo): Target<'_>,
     query: &Query,
 ) -> Result<Response, ApiError> {
-    let list = mirror
+    let (list, cache) = mirror
         .tags_lists
         .get(upstream, &repo, &query.passthrough)
         .await?;
     let mut response = Body::from(list.body).into_response();
+    response.extensions_mut().insert(Served {
+        cache,
+        upstream: upstream.name().to_string(),
+    });
     let h = response.headers_mut();
     insert(
         h,

@@ -115,6 +115,7 @@ fn resume_upstream(
         );
         Box::pin(async move {
             stats.upstream_resumes.fetch_add(1, Ordering::Relaxed);
+            stats.metrics.upstream_resume();
             upstream
                 .get_blob_from(&repo, &digest, offset)
                 .await
@@ -146,7 +147,10 @@ impl BlobService {
             limits.max_blob,
         )
         .await?;
-        let evictor = Arc::new(Evictor::new(store.clone(), index.clone(), eviction));
+        let evictor = Arc::new(
+            Evictor::new(store.clone(), index.clone(), eviction)
+                .with_metrics(stats.metrics.clone()),
+        );
         Ok(BlobService {
             store,
             index,
@@ -174,6 +178,18 @@ impl BlobService {
     /// Blob downloads under way on this node.
     pub fn downloads_in_flight(&self) -> usize {
         self.downloads.in_flight()
+    }
+
+    /// The downloads under way, with their progress.
+    pub fn download_statuses(&self) -> Vec<crate::download::DownloadStatus> {
+        self.downloads.statuses()
+    }
+
+    /// Bytes and number of the stored blobs this node knows of (its index).
+    pub fn indexed(&self) -> (u64, u64) {
+        self.index.iter().fold((0, 0), |(bytes, n), (_, size)| {
+            (bytes.saturating_add(size), n + 1)
+        })
     }
 
     /// Coordinate cold fetches with a cluster from now on. Only the first call counts.
@@ -289,7 +305,9 @@ impl BlobService {
             None => None,
         };
         Ok(BlobReply::Found {
-            cache: if started {
+            cache: if started && download.from_peer() {
+                CacheResult::Peer
+            } else if started {
                 CacheResult::Miss
             } else {
                 CacheResult::Coalesced
@@ -342,8 +360,15 @@ impl BlobService {
                         Claim::Fetch(lease) => lease,
                         Claim::Peer(response) => {
                             stats.peer_blob_fetches.fetch_add(1, Ordering::Relaxed);
+                            let mut response = response?;
+                            let metrics = stats.metrics.clone();
+                            response.stream = response
+                                .stream
+                                .inspect_ok(move |chunk| metrics.peer_bytes(chunk.len() as u64))
+                                .boxed();
                             return Ok(Fetched {
-                                response: response?,
+                                peer: true,
+                                response,
                                 store: !store.shared(),
                                 lease: None,
                                 resume: None,
@@ -365,6 +390,7 @@ impl BlobService {
                         stream,
                     };
                     return Ok(Fetched {
+                        peer: false,
                         response,
                         store: false,
                         lease,
@@ -376,6 +402,7 @@ impl BlobService {
                     ApiError::from_upstream(upstream.name(), e, OciCode::BlobUnknown)
                 })?;
                 Ok(Fetched {
+                    peer: false,
                     response,
                     store: true,
                     lease,

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tracing::{error, info, warn};
 use wharf_core::{ByteRange, Digest, DigestHasher, RepoName};
+use wharf_metrics::FailureReason;
 use wharf_storage::{BlobStore, ObjectKey, file_read};
 use wharf_upstream::BlobResponse;
 
@@ -70,6 +71,8 @@ pub struct Progress {
 
 /// Where a download's bytes come from, and what to do with them.
 pub struct Fetched {
+    /// Streamed from the cluster peer that fetches it, not from the upstream.
+    pub peer: bool,
     pub response: BlobResponse,
     /// Put the verified blob in the store. False for a copy streamed from the peer that
     /// fetches it into a shared store: that peer stores it.
@@ -95,6 +98,7 @@ impl Fetched {
     /// Fetched by this node for its store, with no cluster lease.
     pub fn alone(response: BlobResponse) -> Fetched {
         Fetched {
+            peer: false,
             response,
             store: true,
             lease: None,
@@ -119,11 +123,66 @@ pub struct Download {
     progress: watch::Receiver<Progress>,
     /// Clients and peers tailing it now (not the store's upload).
     readers: AtomicUsize,
+    started: std::time::SystemTime,
+    /// Its bytes come from the cluster peer that fetches it.
+    from_peer: AtomicBool,
+}
+
+/// A download as the status page shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DownloadStatus {
+    pub digest: String,
+    pub upstream: String,
+    pub repository: String,
+    /// The upstream's `Content-Length`, when it sent one.
+    pub size: Option<u64>,
+    /// Bytes received and readable so far.
+    pub received: u64,
+    pub phase: &'static str,
+    /// Clients and peers streaming it now.
+    pub waiters: usize,
+    pub seconds: f64,
+    /// Bytes per second since it started.
+    pub rate: f64,
+    /// `upstream`: this node fetches it; `peer`: it streams from the node that does.
+    pub source: &'static str,
 }
 
 impl Download {
     pub fn origin(&self) -> &Origin {
         &self.origin
+    }
+
+    /// Its bytes come from a cluster peer rather than the upstream.
+    pub fn from_peer(&self) -> bool {
+        self.from_peer.load(Ordering::Relaxed)
+    }
+
+    pub fn status(&self) -> DownloadStatus {
+        let progress = self.progress.borrow().clone();
+        let seconds = self.started.elapsed().map_or(0.0, |d| d.as_secs_f64());
+        DownloadStatus {
+            digest: self.digest.to_string(),
+            upstream: self.origin.upstream.clone(),
+            repository: self.origin.repo.to_string(),
+            size: progress.size,
+            received: progress.written,
+            phase: match progress.phase {
+                Phase::Connecting => "connecting",
+                Phase::Streaming => "streaming",
+                Phase::Verified => "verified",
+                Phase::Stored { .. } => "stored",
+                Phase::Failed(_) => "failed",
+            },
+            waiters: self.readers.load(Ordering::Relaxed),
+            seconds,
+            rate: if seconds > 0.0 {
+                progress.written as f64 / seconds
+            } else {
+                0.0
+            },
+            source: if self.from_peer() { "peer" } else { "upstream" },
+        }
     }
 
     /// Neither failed nor abandoned by its leader: worth joining.
@@ -225,6 +284,19 @@ impl Downloads {
         self.active.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// The downloads under way, for the status page and metrics (the map's lock is held
+    /// only to copy the handles).
+    pub fn statuses(&self) -> Vec<DownloadStatus> {
+        let active: Vec<Arc<Download>> = self
+            .active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        active.iter().map(|d| d.status()).collect()
+    }
+
     /// The download of `digest` if one is under way.
     pub fn find(&self, digest: &Digest) -> Option<Arc<Download>> {
         let active = self.active.lock().unwrap_or_else(|p| p.into_inner());
@@ -263,6 +335,8 @@ impl Downloads {
             spool_path: self.spool_dir.join(format!("{}-{n}", digest.hex())),
             progress: rx,
             readers: AtomicUsize::new(0),
+            started: std::time::SystemTime::now(),
+            from_peer: AtomicBool::new(false),
         });
         active.insert(digest.clone(), download.clone());
         let leader = Leader {
@@ -275,6 +349,7 @@ impl Downloads {
             slots: self.slots.clone(),
             max_blob: self.max_blob,
             _slot: slot,
+            failure_counted: AtomicBool::new(false),
         };
         tokio::spawn(leader.run(fetch));
         (download, true)
@@ -295,6 +370,8 @@ struct Leader {
     max_blob: Option<u64>,
     /// This download's share of the node's download slots, returned when the leader ends.
     _slot: Option<OwnedSemaphorePermit>,
+    /// Its failure was counted in the metrics where it happened.
+    failure_counted: AtomicBool,
 }
 
 impl Drop for Leader {
@@ -323,12 +400,14 @@ impl Leader {
         let mut lease = None;
         let outcome = match fetch.await {
             Ok(Fetched {
+                peer,
                 response,
                 store,
                 lease: held,
                 resume,
             }) => {
                 lease = held;
+                self.download.from_peer.store(peer, Ordering::Relaxed);
                 self.tx.send_modify(|p| {
                     p.size = response.size;
                     p.phase = Phase::Streaming;
@@ -373,6 +452,17 @@ impl Leader {
             }
             Err(e) => {
                 warn!(%digest, error = %e, "blob download failed");
+                if !self.failure_counted.load(Ordering::Relaxed) {
+                    let reason = if self.download.from_peer() {
+                        FailureReason::Peer
+                    } else if e.status != http::StatusCode::INTERNAL_SERVER_ERROR {
+                        // 4xx refusals and 502/503/504: what the upstream said or did.
+                        FailureReason::Upstream
+                    } else {
+                        FailureReason::Storage
+                    };
+                    self.stats.metrics.download_failed(reason);
+                }
                 Phase::Failed(e)
             }
         };
@@ -474,6 +564,7 @@ impl Leader {
     }
 
     fn too_large(&self, max: u64) -> ApiError {
+        self.count_failure(FailureReason::TooLarge);
         warn!(digest = %self.download.digest, max, "blob larger than limits.max_blob_mib; not fetched");
         ApiError::new(
             wharf_core::OciCode::Unavailable,
@@ -507,7 +598,15 @@ impl Leader {
         }
     }
 
+    /// Count this download's failure once, with the reason known where it happened.
+    fn count_failure(&self, reason: FailureReason) {
+        if !self.failure_counted.swap(true, Ordering::Relaxed) {
+            self.stats.metrics.download_failed(reason);
+        }
+    }
+
     fn mismatch(&self, what: &str) -> ApiError {
+        self.count_failure(FailureReason::Mismatch);
         let upstream = &self.download.origin.upstream;
         self.stats.digest_mismatches.fetch_add(1, Ordering::Relaxed);
         error!(digest = %self.download.digest, %upstream, what, "upstream content failed verification; not cached");
@@ -1002,6 +1101,7 @@ mod tests {
         };
         let (download, _) = downloads.join_or_start(&digest, origin(), None, async move {
             Ok(Fetched {
+                peer: false,
                 response: BlobResponse {
                     size: Some(500_000),
                     stream: futures::stream::iter(first).boxed(),
@@ -1043,6 +1143,7 @@ mod tests {
         let first = broken(Bytes::copy_from_slice(&data[..10_000]), true);
         let (download, _) = downloads.join_or_start(&digest, origin(), None, async move {
             Ok(Fetched {
+                peer: false,
                 response: BlobResponse {
                     size: Some(100_000),
                     stream: first,
@@ -1067,6 +1168,7 @@ mod tests {
         let first = broken(Bytes::from_static(b"st"), true);
         let (download, _) = downloads.join_or_start(&stuck, origin(), None, async move {
             Ok(Fetched {
+                peer: false,
                 response: BlobResponse {
                     size: Some(5),
                     stream: first,

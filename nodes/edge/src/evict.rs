@@ -51,6 +51,9 @@ pub struct Evictor {
     /// This node's access record, owned by the passes: pending accesses merged in, pruned to
     /// the blobs the store still holds, so it never outgrows the store.
     recorded: tokio::sync::Mutex<HashMap<String, u64>>,
+    metrics: Arc<wharf_metrics::Metrics>,
+    /// What the latest pass found: the store's size for the metrics and the status page.
+    last_report: Mutex<Option<EvictionReport>>,
 }
 
 fn now_secs() -> u64 {
@@ -84,7 +87,28 @@ impl Evictor {
             node,
             pending: Mutex::default(),
             recorded: tokio::sync::Mutex::default(),
+            metrics: wharf_metrics::Metrics::detached(),
+            last_report: Mutex::default(),
         }
+    }
+
+    /// Count evictions in a node's metrics.
+    pub fn with_metrics(mut self, metrics: Arc<wharf_metrics::Metrics>) -> Evictor {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The latest pass's report, once one ran.
+    pub fn last_report(&self) -> Option<EvictionReport> {
+        self.last_report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The quota in bytes (0: none).
+    pub fn quota_bytes(&self) -> u64 {
+        self.config.max_size_mib.saturating_mul(1024 * 1024)
     }
 
     pub fn enabled(&self) -> bool {
@@ -176,7 +200,9 @@ impl Evictor {
             total = total.saturating_sub(size);
             report.deleted += 1;
             report.freed_bytes += size;
+            self.metrics.evicted(1, size);
         }
+        *self.last_report.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
         Ok(report)
     }
 

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Serialize;
 use wharf_core::ByteRange;
+use wharf_metrics::{Metrics, StoreOp};
 use wharf_storage::{BlobStore, ByteSource, ObjectInfo, ObjectKey, ObjectReader, StoreError};
 
 #[derive(Default)]
@@ -77,20 +78,29 @@ impl Health {
 pub struct MonitoredStore {
     inner: Arc<dyn BlobStore>,
     health: Health,
+    metrics: Arc<Metrics>,
 }
 
 impl MonitoredStore {
-    pub fn new(inner: Arc<dyn BlobStore>, health: Health) -> MonitoredStore {
-        MonitoredStore { inner, health }
+    pub fn new(inner: Arc<dyn BlobStore>, health: Health, metrics: Arc<Metrics>) -> MonitoredStore {
+        MonitoredStore {
+            inner,
+            health,
+            metrics,
+        }
     }
 
     async fn seen<T>(
         &self,
+        op: StoreOp,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let started = Instant::now();
         let result = call.await;
         self.health.record(&result, started);
+        let failed = matches!(&result, Err(e) if !matches!(e, StoreError::Source { .. }));
+        self.metrics
+            .store_call(op, started.elapsed().as_secs_f64(), failed);
         result
     }
 }
@@ -98,7 +108,7 @@ impl MonitoredStore {
 #[async_trait]
 impl BlobStore for MonitoredStore {
     async fn stat(&self, key: &ObjectKey) -> Result<Option<u64>, StoreError> {
-        self.seen(self.inner.stat(key)).await
+        self.seen(StoreOp::Stat, self.inner.stat(key)).await
     }
 
     async fn read(
@@ -106,23 +116,25 @@ impl BlobStore for MonitoredStore {
         key: &ObjectKey,
         range: Option<ByteRange>,
     ) -> Result<Option<ObjectReader>, StoreError> {
-        self.seen(self.inner.read(key, range)).await
+        self.seen(StoreOp::Read, self.inner.read(key, range)).await
     }
 
     async fn read_small(&self, key: &ObjectKey) -> Result<Option<Bytes>, StoreError> {
-        self.seen(self.inner.read_small(key)).await
+        self.seen(StoreOp::Read, self.inner.read_small(key)).await
     }
 
     async fn put_small(&self, key: &ObjectKey, body: Bytes) -> Result<(), StoreError> {
-        self.seen(self.inner.put_small(key, body)).await
+        self.seen(StoreOp::Write, self.inner.put_small(key, body))
+            .await
     }
 
     async fn put_file(&self, key: &ObjectKey, file: &Path) -> Result<(), StoreError> {
-        self.seen(self.inner.put_file(key, file)).await
+        self.seen(StoreOp::Write, self.inner.put_file(key, file))
+            .await
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), StoreError> {
-        self.seen(self.inner.delete(key)).await
+        self.seen(StoreOp::Delete, self.inner.delete(key)).await
     }
 
     fn streams_writes(&self) -> bool {
@@ -134,11 +146,12 @@ impl BlobStore for MonitoredStore {
     }
 
     async fn put_stream(&self, key: &ObjectKey, body: ByteSource) -> Result<(), StoreError> {
-        self.seen(self.inner.put_stream(key, body)).await
+        self.seen(StoreOp::Write, self.inner.put_stream(key, body))
+            .await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
-        self.seen(self.inner.list(prefix)).await
+        self.seen(StoreOp::List, self.inner.list(prefix)).await
     }
 
     async fn presigned_url(
@@ -146,6 +159,7 @@ impl BlobStore for MonitoredStore {
         key: &ObjectKey,
         expires: Duration,
     ) -> Result<Option<String>, StoreError> {
-        self.seen(self.inner.presigned_url(key, expires)).await
+        self.seen(StoreOp::Presign, self.inner.presigned_url(key, expires))
+            .await
     }
 }

@@ -16,6 +16,7 @@ pub mod download;
 pub mod error;
 pub mod evict;
 pub mod health;
+pub mod http_metrics;
 pub mod links;
 pub mod manifests;
 pub mod negative;
@@ -24,6 +25,8 @@ pub mod sendfile;
 pub mod singleflight;
 pub mod slots;
 pub mod stats;
+pub mod status;
+pub mod status_page;
 pub mod tags_list;
 pub mod tls;
 pub mod upstreams;
@@ -87,7 +90,16 @@ pub struct Mirror {
     pub server_tls: Option<Arc<tls::ServerTls>>,
     /// Which repositories cached digests belong to; consulted when auth is on.
     pub links: links::RepoLinks,
+    /// Version, uptime and where the operator pages are served.
+    pub info: status::NodeInfo,
+    /// The latest server-side errors, for the status page.
+    pub recent_errors: status::RecentErrors,
 }
+
+/// The version wharf was built as.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit wharf was built from (see build.rs).
+pub const COMMIT: &str = env!("WHARF_COMMIT");
 
 impl Mirror {
     /// Open the store `config.storage` names (local disk by default) and the upstream clients.
@@ -113,13 +125,16 @@ impl Mirror {
         config: &Config,
         store: Arc<dyn BlobStore>,
     ) -> Result<Arc<Mirror>, EdgeError> {
-        let stats = Arc::new(Stats::default());
+        let names: Vec<String> = config.upstreams.iter().map(|u| u.name.clone()).collect();
+        let metrics = wharf_metrics::Metrics::new(&names, VERSION, COMMIT, config.metrics.enabled);
+        let stats = Arc::new(Stats::new(metrics.clone()));
         let health = Health::default();
         let store: Arc<dyn BlobStore> = Arc::new(TimeoutStore::new(
             store,
             Duration::from_secs(config.limits.storage_timeout_secs),
         ));
-        let store: Arc<dyn BlobStore> = Arc::new(MonitoredStore::new(store, health.clone()));
+        let store: Arc<dyn BlobStore> =
+            Arc::new(MonitoredStore::new(store, health.clone(), metrics.clone()));
         let memory = config.cache.memory_index_mib.saturating_mul(1024 * 1024);
         let spool = config.data_dir.join(".spool");
         let limits = &config.limits;
@@ -159,7 +174,7 @@ impl Mirror {
             tls: config.tls.enabled(),
             server_tls,
             links: links::RepoLinks::new(store.clone()),
-            upstreams: Upstreams::from_config(config)?,
+            upstreams: Upstreams::from_config(config, &metrics)?,
             blobs,
             manifests: Arc::new(ManifestService::new(
                 store.clone(),
@@ -176,6 +191,17 @@ impl Mirror {
                 .s3
                 .redirect_blobs
                 .then(|| Duration::from_secs(config.s3.presign_expiry_secs)),
+            info: status::NodeInfo {
+                version: VERSION,
+                commit: COMMIT,
+                started: std::time::Instant::now(),
+                backend: match config.storage_target()? {
+                    StorageTarget::LocalDisk(_) => "file",
+                    StorageTarget::S3 { .. } => "s3",
+                },
+                on_main_listener: config.metrics.main_listener,
+            },
+            recent_errors: status::RecentErrors::default(),
             connection_limits: connections::ConnectionLimits {
                 max_connections: limits.max_connections,
                 header_read_timeout: Duration::from_secs(limits.header_read_timeout_secs),
@@ -199,6 +225,24 @@ pub async fn serve(
     let limits = mirror.connection_limits.clone();
     let tls = mirror.server_tls.clone();
     connections::serve(listener, api::router(mirror), limits, tls, shutdown).await
+}
+
+/// Serve the operator pages (`/metrics`, `/`, `/status.json`, `/health`) on `listener`, plain
+/// HTTP with no client authentication, until `shutdown` resolves.
+pub async fn serve_operator(
+    listener: TcpListener,
+    mirror: Arc<Mirror>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let limits = mirror.connection_limits.clone();
+    connections::serve(
+        listener,
+        api::operator_router(mirror),
+        limits,
+        None,
+        shutdown,
+    )
+    .await
 }
 
 impl Mirror {

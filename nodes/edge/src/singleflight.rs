@@ -35,6 +35,10 @@ pub struct CoordinatorHealth {
     pub members: usize,
     /// Cold blobs fetched without a lease because the cluster had no quorum.
     pub fallbacks: u64,
+    /// The Raft term this node is in.
+    pub term: u64,
+    /// Fetch leases this node holds now.
+    pub leases_held: usize,
 }
 
 /// Decides which node fetches a cold blob.

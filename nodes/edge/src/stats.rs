@@ -1,9 +1,15 @@
-//! Counters of what the node did; read by tests and benchmarks now, exported as metrics later.
+//! Counters of what the node did, read by tests and benchmarks, and the node's Prometheus
+//! metrics, which travel with them to every layer that records.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-#[derive(Debug, Default)]
+use wharf_metrics::Metrics;
+
+#[derive(Debug)]
 pub struct Stats {
+    /// The node's metrics (a detached set for services built without a node).
+    pub metrics: Arc<Metrics>,
     pub upstream_blob_fetches: AtomicU64,
     pub coalesced_blob_requests: AtomicU64,
     /// Cold blobs streamed from the cluster peer that fetched them.
@@ -19,7 +25,29 @@ pub struct Stats {
     pub stale_tags_served: AtomicU64,
 }
 
+impl Default for Stats {
+    fn default() -> Stats {
+        Stats::new(Metrics::detached())
+    }
+}
+
 impl Stats {
+    pub fn new(metrics: Arc<Metrics>) -> Stats {
+        Stats {
+            metrics,
+            upstream_blob_fetches: AtomicU64::new(0),
+            coalesced_blob_requests: AtomicU64::new(0),
+            peer_blob_fetches: AtomicU64::new(0),
+            upstream_resumes: AtomicU64::new(0),
+            blob_cache_hits: AtomicU64::new(0),
+            sendfile_bytes: AtomicU64::new(0),
+            digest_mismatches: AtomicU64::new(0),
+            upstream_manifest_fetches: AtomicU64::new(0),
+            tag_revalidations: AtomicU64::new(0),
+            stale_tags_served: AtomicU64::new(0),
+        }
+    }
+
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }

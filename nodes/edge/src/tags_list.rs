@@ -8,6 +8,7 @@ use tracing::warn;
 use wharf_core::{OciCode, RepoName};
 use wharf_upstream::{TagsListResponse, UpstreamClient};
 
+use crate::access_log::CacheResult;
 use crate::coalesce::Coalescer;
 use crate::error::ApiError;
 use crate::manifests::is_outage;
@@ -56,17 +57,17 @@ impl TagsListService {
         upstream: &Arc<UpstreamClient>,
         repo: &RepoName,
         query: &str,
-    ) -> Result<TagsListResponse, ApiError> {
+    ) -> Result<(TagsListResponse, CacheResult), ApiError> {
         let query = canonical_query(query);
         let key = (upstream.name().to_string(), repo.clone(), query.clone());
         let known = self.cache.get(&key).await;
         if let Some(entry) = &known
             && entry.1.elapsed() < self.ttl
         {
-            return Ok(entry.0.clone());
+            return Ok((entry.0.clone(), CacheResult::Hit));
         }
         let (cache, upstream, repo) = (self.cache.clone(), upstream.clone(), repo.clone());
-        let (result, _) = self
+        let (result, joined) = self
             .flights
             .run(key.clone(), move || async move {
                 let query = (!query.is_empty()).then_some(query.as_str());
@@ -79,11 +80,12 @@ impl TagsListService {
             })
             .await;
         match result {
-            Ok(entry) => Ok(entry.0.clone()),
+            Ok(entry) if joined => Ok((entry.0.clone(), CacheResult::Coalesced)),
+            Ok(entry) => Ok((entry.0.clone(), CacheResult::Miss)),
             Err(e) if is_outage(&e) => match known {
                 Some(entry) => {
                     warn!(error = %e, "upstream unavailable; serving cached tag list");
-                    Ok(entry.0.clone())
+                    Ok((entry.0.clone(), CacheResult::Stale))
                 }
                 None => Err(e),
             },

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use wharf_core::OciCode;
 use wharf_core::config::Config;
+use wharf_metrics::Metrics;
 use wharf_upstream::{UpstreamClient, UpstreamError};
 
 use crate::error::ApiError;
@@ -23,7 +24,11 @@ pub enum UpstreamsError {
 }
 
 impl Upstreams {
-    pub fn from_config(config: &Config) -> Result<Upstreams, UpstreamsError> {
+    /// The configured upstreams' clients, recording into `metrics`.
+    pub fn from_config(
+        config: &Config,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Upstreams, UpstreamsError> {
         let mut clients = Vec::new();
         for upstream in &config.upstreams {
             let password = upstream.resolved_password(config.allow_world_readable_secrets)?;
@@ -33,7 +38,9 @@ impl Upstreams {
                     source,
                 },
             )?;
-            clients.push(Arc::new(client));
+            clients.push(Arc::new(
+                client.with_metrics(metrics.upstream(&upstream.name)),
+            ));
         }
         let default = config
             .upstreams
@@ -41,6 +48,11 @@ impl Upstreams {
             .position(|u| u.default)
             .or((config.upstreams.len() == 1).then_some(0));
         Ok(Upstreams { clients, default })
+    }
+
+    /// Every configured upstream's client, in configuration order.
+    pub fn clients(&self) -> &[Arc<UpstreamClient>] {
+        &self.clients
     }
 
     pub fn select(&self, ns: Option<&str>) -> Result<&Arc<UpstreamClient>, ApiError> {

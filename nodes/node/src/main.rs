@@ -101,6 +101,10 @@ struct ServeArgs {
     /// A member to join the cluster through (repeatable; any member will do).
     #[arg(long, value_name = "HOST:PORT")]
     join: Vec<String>,
+    /// A second listener for /metrics, the status page and /health only, without client
+    /// authentication (keep it private) [config: metrics.listen].
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
 }
 
 impl ServeArgs {
@@ -135,6 +139,9 @@ impl ServeArgs {
         }
         if !self.join.is_empty() {
             config.cluster.join.clone_from(&self.join);
+        }
+        if let Some(listen) = &self.metrics_listen {
+            config.metrics.listen.clone_from(listen);
         }
         config.validate()?;
         Ok(config)
@@ -243,6 +250,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "wharf serving"
     );
     watch_files(&mirror, args.config.clone());
+    if !config.metrics.listen.is_empty() {
+        let operator = tokio::net::TcpListener::bind(&config.metrics.listen)
+            .await
+            .with_context(|| format!("listening on {} (metrics.listen)", config.metrics.listen))?;
+        tracing::info!(metrics_listen = %operator.local_addr()?, "operator pages (metrics, status) listening");
+        let mirror = mirror.clone();
+        tokio::spawn(async move {
+            if let Err(e) =
+                wharf_edge::serve_operator(operator, mirror, std::future::pending()).await
+            {
+                tracing::error!(error = %e, "the operator listener failed");
+            }
+        });
+    }
     wharf_edge::serve(listener, mirror, shutdown_signal()).await?;
     if let Some(cluster) = cluster {
         cluster.shutdown().await;

@@ -10,10 +10,12 @@ use http::{HeaderMap, Method, StatusCode, header};
 use tracing::{debug, warn};
 use wharf_core::config::{UpstreamClientConfig, UpstreamConfig};
 use wharf_core::{Digest, OciCode, RepoName, media};
+use wharf_metrics::{Method as MetricMethod, UpstreamMetrics};
 
 use crate::MAX_MANIFEST_BYTES;
 use crate::auth::{AuthState, Challenge, Credentials, TokenResponse};
 use crate::error::UpstreamError;
+use crate::state::{UpstreamState, UpstreamStatus, ratelimit_value};
 
 /// A manifest as the upstream sent it: exact bytes and type, which wharf echoes unchanged.
 #[derive(Debug, Clone)]
@@ -57,6 +59,8 @@ pub struct UpstreamClient {
     settings: UpstreamClientConfig,
     /// After a 429, no request is sent until this instant; cached content is served meanwhile.
     cooldown_until: Mutex<Option<(Instant, Option<Duration>)>>,
+    metrics: UpstreamMetrics,
+    state: UpstreamState,
 }
 
 impl UpstreamClient {
@@ -87,7 +91,30 @@ impl UpstreamClient {
             auth: AuthState::default(),
             settings: settings.clone(),
             cooldown_until: Mutex::new(None),
+            metrics: UpstreamMetrics::detached(),
+            state: UpstreamState::default(),
         })
+    }
+
+    /// Record this client's requests in a node's metrics.
+    pub fn with_metrics(mut self, metrics: UpstreamMetrics) -> UpstreamClient {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The node's recorder for this upstream (bytes are counted where bodies are read).
+    pub fn metrics(&self) -> &UpstreamMetrics {
+        &self.metrics
+    }
+
+    /// Health, last error and pull allowance, for the status page.
+    pub fn status(&self) -> UpstreamStatus {
+        self.state.snapshot()
+    }
+
+    /// The upstream's base URL (never holds credentials: they come from separate settings).
+    pub fn base_url(&self) -> &str {
+        &self.base
     }
 
     /// The `ns=` name of this upstream.
@@ -124,6 +151,7 @@ impl UpstreamClient {
             });
         }
         let body = read_limited(response, MAX_MANIFEST_BYTES).await?;
+        self.metrics.bytes(body.len() as u64);
         let media_type = header_str(&headers, header::CONTENT_TYPE)
             .map(|t| t.split(';').next().unwrap_or(t).trim().to_string())
             .filter(|t| !t.is_empty() && t != "application/json" && t != "text/plain")
@@ -165,7 +193,7 @@ impl UpstreamClient {
     ) -> Result<BlobResponse, UpstreamError> {
         let path = format!("/v2/{repo}/blobs/{digest}");
         let response = self.send(Method::GET, &path, repo, None).await?;
-        Ok(blob_response(response))
+        Ok(blob_response(response, self.metrics.clone()))
     }
 
     /// The blob from byte `offset` on (`Range: bytes=offset-`), to resume a download that
@@ -188,7 +216,7 @@ impl UpstreamClient {
                 response.status()
             )));
         }
-        Ok(blob_response(response))
+        Ok(blob_response(response, self.metrics.clone()))
     }
 
     /// The blob's size, without downloading it.
@@ -212,6 +240,7 @@ impl UpstreamClient {
         let response = self.send(Method::GET, &path, repo, None).await?;
         let headers = response.headers().clone();
         let body = read_limited(response, MAX_MANIFEST_BYTES).await?;
+        self.metrics.bytes(body.len() as u64);
         Ok(TagsListResponse {
             body,
             content_type: header_str(&headers, header::CONTENT_TYPE).map(str::to_string),
@@ -285,6 +314,7 @@ impl UpstreamClient {
                 request = request.header(header::AUTHORIZATION, auth);
             }
             let first_byte = Duration::from_secs(self.settings.first_byte_timeout_secs);
+            let sent = Instant::now();
             let result = match tokio::time::timeout(first_byte, request.send()).await {
                 Err(_) => Err(UpstreamError::Timeout(format!(
                     "no response within {}s",
@@ -293,6 +323,7 @@ impl UpstreamClient {
                 Ok(Err(e)) => Err(UpstreamError::from_reqwest(&e)),
                 Ok(Ok(response)) => Ok(response),
             };
+            self.observe(&method, path, &result, sent);
             let error = match result {
                 Ok(response) if response.status().is_success() => return Ok(response),
                 Ok(response) => {
@@ -312,11 +343,45 @@ impl UpstreamClient {
                     .retry_backoff_ms
                     .saturating_mul(1 << attempt.min(10));
                 attempt += 1;
+                self.metrics.retry();
                 warn!(upstream = %self.name, %path, %error, attempt, "upstream request failed, retrying");
                 tokio::time::sleep(Duration::from_millis(delay)).await;
                 continue;
             }
             return Err(error);
+        }
+    }
+
+    /// Metrics and state of one attempt: its answer (or why none came), its latency, and the
+    /// pull allowance on manifest answers (Docker Hub counts manifest requests, HEAD included).
+    fn observe(
+        &self,
+        method: &Method,
+        path: &str,
+        result: &Result<reqwest::Response, UpstreamError>,
+        sent: Instant,
+    ) {
+        let seconds = sent.elapsed().as_secs_f64();
+        let method = MetricMethod::of(method.as_str());
+        match result {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                self.metrics.request(method, status, seconds);
+                self.state.answered(status);
+                if path.contains("/manifests/") {
+                    let headers = response.headers();
+                    let limit = ratelimit_value(headers, "ratelimit-limit");
+                    let remaining = ratelimit_value(headers, "ratelimit-remaining");
+                    if limit.is_some() || remaining.is_some() {
+                        self.metrics.ratelimit(limit, remaining);
+                        self.state.ratelimit(limit, remaining);
+                    }
+                }
+            }
+            Err(e) => {
+                self.metrics.request(method, 0, seconds);
+                self.state.failed(&e.to_string());
+            }
         }
     }
 
@@ -498,11 +563,12 @@ fn first_error(body: &[u8]) -> (Option<OciCode>, Option<String>) {
 }
 
 /// A blob body as it streams, with its `Content-Length`.
-fn blob_response(response: reqwest::Response) -> BlobResponse {
+fn blob_response(response: reqwest::Response, metrics: UpstreamMetrics) -> BlobResponse {
     let size = response.content_length();
     let stream = response
         .bytes_stream()
         .map_err(|e| UpstreamError::from_reqwest(&e))
+        .inspect_ok(move |chunk| metrics.bytes(chunk.len() as u64))
         .boxed();
     BlobResponse { size, stream }
 }

@@ -7,11 +7,13 @@
 //! turns `429` into a typed error carrying `Retry-After`.
 //!
 //! Module map: [`auth`] (challenges, token cache), [`client`] (requests, retries, responses),
-//! [`error`] (what failed, and whether the edge should say 502, 503 or 504).
+//! [`error`] (what failed, and whether the edge should say 502, 503 or 504), [`state`] (health,
+//! last error and pull allowance for the status page).
 
 pub mod auth;
 pub mod client;
 pub mod error;
+pub mod state;
 
 pub use client::{BlobResponse, ManifestHead, ManifestResponse, TagsListResponse, UpstreamClient};
 pub use error::UpstreamError;

@@ -7,6 +7,7 @@ mod auth;
 mod blobs;
 mod clients;
 mod common;
+mod metrics;
 mod outage;
 mod s3;
 mod tags;

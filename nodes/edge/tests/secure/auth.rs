@@ -447,3 +447,72 @@ async fn jwks_from_a_url_follow_key_rotation() {
     }
     assert_eq!(fetches.load(Ordering::SeqCst), 2);
 }
+
+/// `/metrics`, `/` and `/status.json` on the main listener follow the `[[access]]` rule for
+/// `_wharf/status`; the operator listener serves them to anyone who can reach it; with
+/// `main_listener = false` the main listener does not serve them at all.
+#[tokio::test]
+async fn the_operator_pages_follow_the_policy_for_wharf_status() {
+    capture_logs();
+    let (registry, _seeds) = seeded_registry().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = auth_config(&registry, dir.path());
+    config
+        .auth
+        .groups
+        .insert("admins".into(), vec!["alice".into()]);
+    config.access = vec![
+        rule(&["_wharf/**"], &[], &["admins"], false, true),
+        rule(&["docker.io/**"], &["*"], &[], false, true),
+    ];
+    let wharf = Wharf::start(config.clone()).await;
+    let alice = basic("alice", ALICE_PASSWORD);
+    let bob = basic("bob", BOB_PASSWORD);
+    for page in ["/metrics", "/status.json", "/"] {
+        let url = format!("{}{page}", wharf.url);
+        assert_eq!(
+            get(&url, Some(&alice)).await.status(),
+            StatusCode::OK,
+            "{page}"
+        );
+        let (status, code, _) = outcome(get(&url, Some(&bob)).await).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::FORBIDDEN, "DENIED"),
+            "{page}"
+        );
+        let (status, _, challenge) = outcome(get(&url, None).await).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{page}");
+        assert!(!challenge.is_empty());
+    }
+    // bob still pulls: the rule only guards the operator pages.
+    let r = get(
+        &format!("{}/v2/test/docker/manifests/v1", wharf.url),
+        Some(&bob),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // The operator listener: no authentication; the main listener can be kept out of it.
+    config.metrics.main_listener = false;
+    let private = Wharf::start(config).await;
+    let (status, code, _) =
+        outcome(get(&format!("{}/metrics", private.url), Some(&alice)).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::NOT_FOUND, "NAME_UNKNOWN")
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let operator = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(wharf_edge::serve_operator(
+        listener,
+        private.mirror.clone(),
+        std::future::pending(),
+    ));
+    for page in ["/metrics", "/status.json", "/", "/health"] {
+        let r = get(&format!("{operator}{page}"), None).await;
+        assert_eq!(r.status(), StatusCode::OK, "{page}");
+    }
+    let r = get(&format!("{operator}/v2/"), None).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "no registry API there");
+}
