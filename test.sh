@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every wharf test on a fresh Debian machine: installs what the tests start for real
-# (CNCF distribution as the upstream registry, skopeo, htpasswd, openssl from Debian; moto's
-# S3 server from PyPI, in a virtualenv), then cargo test.
+# (CNCF distribution as the upstream registry, skopeo, htpasswd, openssl, Prometheus and
+# Chromium from Debian; moto's S3 server from PyPI, in a virtualenv), then cargo test.
 # Extra arguments go to `cargo test` (e.g. ./test.sh -p wharf-edge skopeo); with none, clippy and a
 # short chaos soak run too.
 set -euo pipefail
@@ -12,6 +12,10 @@ command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
 command -v openssl >/dev/null || need+=(openssl)
+# The observability tests scrape wharf with a real Prometheus and render its status page in
+# headless Chromium.
+[ -x /usr/bin/prometheus ] || need+=(prometheus)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if ((${#need[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo

@@ -57,7 +57,7 @@ pub struct Args {
     /// Skip the cluster herd (3 wharf nodes beside 3 distribution proxies; needs S3).
     #[arg(long)]
     no_cluster: bool,
-    /// Instead of the benchmarks: what TLS and auth+policy cost on the warm hot paths.
+    /// Instead of the benchmarks: what TLS, auth+policy and metrics cost on the warm hot paths.
     #[arg(long)]
     security: bool,
     /// Run the chaos soak for this many minutes instead of the benchmarks (3 nodes on S3,

@@ -53,6 +53,11 @@ pub async fn security_costs(args: &Args) -> anyhow::Result<()> {
         ),
     )?;
     let empty_config = write_private(dir.path(), "empty.toml", "")?;
+    let no_metrics = write_private(
+        dir.path(),
+        "no-metrics.toml",
+        "[metrics]\nenabled = false\n",
+    )?;
     let basic = {
         use base64::Engine;
         format!(
@@ -65,10 +70,12 @@ pub async fn security_costs(args: &Args) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let variants = [
         "wharf",
+        "wharf, metrics off",
         "wharf TLS (h2)",
         "wharf TLS (http/1.1)",
         "wharf auth+policy",
         "wharf",
+        "wharf, metrics off",
         "wharf, access log on",
         "distribution",
     ];
@@ -107,6 +114,17 @@ pub async fn security_costs(args: &Args) -> anyhow::Result<()> {
                     authorization: Some(basic.clone()),
                     http1_only: false,
                 },
+            ),
+            "wharf, metrics off" => (
+                Mirror::wharf_configured(
+                    &args.wharf_bin,
+                    &upstream.url(),
+                    &no_metrics,
+                    false,
+                    "warn",
+                )
+                .await?,
+                Load::plain(),
             ),
             "wharf, access log on" => (
                 Mirror::wharf_configured(

@@ -152,6 +152,14 @@ pub enum FailureReason {
 
 impl FailureReason {
     const ALL: usize = 6;
+    const VALUES: [FailureReason; 6] = [
+        FailureReason::Upstream,
+        FailureReason::Mismatch,
+        FailureReason::TooLarge,
+        FailureReason::Storage,
+        FailureReason::Peer,
+        FailureReason::Other,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -204,6 +212,7 @@ pub enum LeaseResult {
 
 impl LeaseResult {
     const ALL: usize = 3;
+    const VALUES: [LeaseResult; 3] = [LeaseResult::Granted, LeaseResult::Held, LeaseResult::Failed];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -529,7 +538,29 @@ impl Metrics {
             ),
             registry,
         };
+        metrics.start_at_zero();
         Arc::new(metrics)
+    }
+
+    /// Counters whose label values are known up front start at 0, so they are in every scrape
+    /// and `rate()` sees their first increment (Prometheus's advice for bounded label sets).
+    fn start_at_zero(&self) {
+        for reason in FailureReason::VALUES {
+            self.download_failures.get(reason as usize, || {
+                vec![("reason", reason.as_str().to_string())]
+            });
+        }
+        for result in LeaseResult::VALUES {
+            self.lease_requests.get(result as usize, || {
+                vec![("result", result.as_str().to_string())]
+            });
+        }
+        for slot in 0..self.upstreams.len() {
+            let labels = || vec![("upstream", self.upstream_label(slot))];
+            self.upstream_retries.get(slot, labels);
+            self.upstream_throttled.get(slot, labels);
+            self.upstream_bytes.get(slot, labels);
+        }
     }
 
     /// Metrics nobody scrapes, for components built without a node (tests, tools).
