@@ -136,7 +136,19 @@ impl Cluster {
             .is_initialized()
             .await
             .map_err(|e| ClusterError::Start(e.to_string()))?;
-        if !initialized && config.join.is_empty() {
+        // One join list for every member (a StatefulSet, a compose file) may name the member
+        // itself: it is skipped, and the first member listed founds the cluster, unless a
+        // cluster answers it already (it lost its state and comes back).
+        let others: Vec<String> = config
+            .join
+            .iter()
+            .filter(|t| **t != addr)
+            .cloned()
+            .collect();
+        let founder = config.join.first().is_some_and(|first| *first == addr);
+        let bootstrap =
+            !initialized && (others.is_empty() || (founder && !node.join_once(&others).await));
+        if bootstrap {
             info!(node = id, %addr, "bootstrapping a new cluster");
             let members = BTreeMap::from([(id, BasicNode::new(&addr))]);
             if let Err(e) = raft.initialize(members).await {
@@ -145,7 +157,7 @@ impl Cluster {
         } else {
             // Join (again) through the given members and the ones this node remembers; a
             // member that already counts us is a no-op, one that removed us adds us back.
-            let mut targets = config.join.clone();
+            let mut targets = others;
             for (_, member_addr, _) in node.members() {
                 if member_addr != addr && !targets.contains(&member_addr) {
                     targets.push(member_addr);

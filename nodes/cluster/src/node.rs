@@ -361,17 +361,7 @@ impl ClusterNode {
         let mut delay = Duration::from_millis(200);
         loop {
             for target in targets.iter().filter(|t| **t != self.addr) {
-                let result = match self.peers.admin(target) {
-                    Ok(mut client) => client
-                        .join(JoinRequest {
-                            node_id: self.id,
-                            addr: self.addr.clone(),
-                        })
-                        .await
-                        .map_err(|s| s.message().to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
-                match result {
+                match self.try_join(target).await {
                     Ok(_) => {
                         info!(through = %target, "joined the cluster");
                         return;
@@ -382,6 +372,31 @@ impl ClusterNode {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(5));
         }
+    }
+
+    /// Ask `target` once to add this node.
+    async fn try_join(&self, target: &str) -> Result<(), String> {
+        let mut client = self.peers.admin(target).map_err(|e| e.to_string())?;
+        let request = client.join(JoinRequest {
+            node_id: self.id,
+            addr: self.addr.clone(),
+        });
+        match tokio::time::timeout(Duration::from_secs(3), request).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(status)) => Err(status.message().to_string()),
+            Err(_) => Err("no answer within 3 s".into()),
+        }
+    }
+
+    /// One round of join requests: true when a member added this node (so a cluster exists).
+    pub async fn join_once(&self, targets: &[String]) -> bool {
+        for target in targets.iter().filter(|t| **t != self.addr) {
+            if self.try_join(target).await.is_ok() {
+                info!(through = %target, "joined the existing cluster");
+                return true;
+            }
+        }
+        false
     }
 
     /// Members and whether each votes, from the latest membership this node knows.

@@ -10,6 +10,7 @@
 //! - [`config`]: the node configuration, its defaults, and the file formats it is read from.
 
 pub mod config;
+pub mod config_env;
 pub mod digest;
 pub mod error;
 pub mod media;

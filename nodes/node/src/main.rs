@@ -1,7 +1,8 @@
 //! `wharf`: a pull-through cache for container registries.
 //!
 //! `wharf serve` with no arguments mirrors Docker Hub on 0.0.0.0:5000 with its cache under
-//! `./wharf-data`. Flags override the config file, which overrides the defaults.
+//! `./wharf-data`. Flags override `WHARF_*` variables, which override the config file
+//! (`--config` or `WHARF_CONFIG`), which overrides the defaults.
 
 use std::path::PathBuf;
 
@@ -10,6 +11,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use wharf_core::config::Config;
 
+mod health;
 mod status;
 
 #[derive(Parser)]
@@ -33,6 +35,16 @@ enum Command {
     /// Client authentication helpers.
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Exit 0 when the local node's /health answers ok (or degraded): a container health
+    /// check. The node is found from the same config, WHARF_* variables and flags as serve.
+    Health {
+        /// Probe this URL instead.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// wharf TOML config (as for serve).
+        #[arg(long, value_name = "FILE", env = "WHARF_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -83,7 +95,7 @@ struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// wharf TOML config, or distribution's config.yml (by extension .yml/.yaml).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "WHARF_CONFIG")]
     config: Option<PathBuf>,
     /// Where cached content lives: file://DIR or s3://BUCKET[/PREFIX] [default: --data-dir].
     #[arg(long, value_name = "URL")]
@@ -116,6 +128,12 @@ impl ServeArgs {
             None => Config::default(),
         };
         config.apply_env(|k| std::env::var(k).ok());
+        for name in config
+            .apply_env_settings(std::env::vars())
+            .context("WHARF_* settings")?
+        {
+            tracing::warn!(variable = %name, "a WHARF_ variable that names no setting; ignored");
+        }
         if let Some(url) = &self.upstream {
             config.set_default_upstream_url(url);
         }
@@ -166,6 +184,25 @@ async fn main() -> anyhow::Result<()> {
             cluster_status(&node, json).await
         }
         Command::Auth(AuthCommand::HashPassword { user, cost }) => hash_password(&user, cost),
+        Command::Health { url, config } => {
+            let url = match url {
+                Some(url) => url,
+                None => {
+                    let mut loaded = match &config {
+                        Some(path) => Config::load(path)
+                            .with_context(|| format!("loading {}", path.display()))?,
+                        None => Config::default(),
+                    };
+                    loaded
+                        .apply_env_settings(std::env::vars())
+                        .context("WHARF_* settings")?;
+                    health::url_for(&loaded)
+                }
+            };
+            let status = health::probe(&url).await?;
+            println!("{status}");
+            Ok(())
+        }
         Command::Cluster(ClusterCommand::Remove { node, id }) => {
             wharf_cluster::remove(&node, id)
                 .await

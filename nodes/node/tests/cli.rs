@@ -275,3 +275,67 @@ fn invalid_configuration_is_refused_with_a_reason() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown_key"), "{stderr}");
 }
+
+/// The container way: every setting from `WHARF_*` variables, and `wharf health` as the health
+/// check, finding the node from the same variables (its operator listener here).
+#[tokio::test]
+async fn settings_from_the_environment_and_the_health_subcommand() {
+    let registry = Registry::start(RegistryOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (port, metrics_port) = (free_port(), free_port());
+    let env = vec![
+        ("WHARF_LISTEN", format!("127.0.0.1:{port}")),
+        (
+            "WHARF_DATA_DIR",
+            dir.path().join("data").display().to_string(),
+        ),
+        ("WHARF_METRICS__LISTEN", format!("127.0.0.1:{metrics_port}")),
+        ("WHARF_CACHE__TAG_TTL_SECS", "5".to_string()),
+    ];
+    let upstream = registry.url();
+    let _wharf = spawn_wharf(
+        &["serve".as_ref(), "--upstream".as_ref(), upstream.as_ref()],
+        &env,
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let url = format!("http://127.0.0.1:{metrics_port}/health");
+            async move { reqwest::get(url).await.is_ok() }
+        })
+        .await,
+        "the node listens where WHARF_LISTEN and WHARF_METRICS__LISTEN say"
+    );
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{port}/v2/"))
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    assert!(dir.path().join("data").exists(), "WHARF_DATA_DIR");
+
+    let health = |extra: &[&str], env: &[(&str, String)]| {
+        Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .arg("health")
+            .args(extra)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap()
+    };
+    let ok = health(&[], &env);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "ok");
+    let down = health(&["--url", "http://127.0.0.1:1/health"], &[]);
+    assert!(!down.status.success(), "nothing listens there");
+    let typo = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("WHARF_CACHE__TAG_TTL", "5")
+        .output()
+        .unwrap();
+    assert!(!typo.status.success(), "a misspelt section key is refused");
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("WHARF_CACHE__TAG_TTL"));
+}

@@ -22,36 +22,13 @@ async fn json_access_lines_tell_what_each_request_got() {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let (wharf, base) = start_wharf(
+        dir.path(),
+        &["--upstream", &registry.url()],
+        &[("WHARF_LOG_FORMAT", "json"), ("WHARF_LOG", "info")],
+    )
+    .await;
     let log = dir.path().join("wharf.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let port = free_port();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let wharf = Kill(
-        Command::new(env!("CARGO_BIN_EXE_wharf"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--upstream", &registry.url(), "--data-dir"])
-            .arg(dir.path().join("data"))
-            .env("WHARF_LOG_FORMAT", "json")
-            .env("WHARF_LOG", "info")
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap(),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    assert!(
-        wait_until(Duration::from_secs(20), || {
-            let url = format!("{base}/v2/");
-            async move { reqwest::get(url).await.is_ok() }
-        })
-        .await
-    );
     let http = reqwest::Client::new();
     let layer = &img.layers[0];
     let blob = format!("{base}/v2/team/app/blobs/{}", layer.digest);
@@ -139,8 +116,13 @@ impl Drop for Node {
     }
 }
 
-/// Start `wharf serve` with `args`, and wait until its v2 API answers.
-async fn start_wharf(dir: &std::path::Path, args: &[&str]) -> (Node, String) {
+/// Start `wharf serve` with `args` and `envs`, logging to `dir/wharf.log`, and wait until its
+/// v2 API answers.
+async fn start_wharf(
+    dir: &std::path::Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> (Node, String) {
     let port = free_port();
     let log = std::fs::File::create(dir.join("wharf.log")).unwrap();
     let node = Node(
@@ -153,6 +135,7 @@ async fn start_wharf(dir: &std::path::Path, args: &[&str]) -> (Node, String) {
             ])
             .arg(dir.join("data"))
             .args(args)
+            .envs(envs.iter().copied())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -243,6 +226,7 @@ async fn prometheus_scrapes_the_hit_ratio_and_the_dashboard_queries_exist() {
             "--metrics-listen",
             &metrics_addr,
         ],
+        &[],
     )
     .await;
     let r = reqwest::get(format!("{base}/v2/library/alpine/manifests/3?ns=hub"))
@@ -383,7 +367,7 @@ async fn chromium_renders_the_status_page_during_a_herd() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (_wharf, base) = start_wharf(dir.path(), &["--upstream", &link.url()]).await;
+    let (_wharf, base) = start_wharf(dir.path(), &["--upstream", &link.url()], &[]).await;
     let layer = big.layers[0].clone();
     let clients: Vec<_> = (0..4)
         .map(|_| {

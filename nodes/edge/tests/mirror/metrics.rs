@@ -55,6 +55,32 @@ impl Scrape {
     }
 }
 
+/// `test/big:v1`, one layer of `mib` MiB from `seed`, pushed to `registry`, and a link to the
+/// registry carrying `mib_per_sec`, so that clients of one cold blob overlap.
+async fn big_image_behind_a_slow_link(
+    registry: &wharf_testkit::registry::Registry,
+    seed: u64,
+    mib: usize,
+    mib_per_sec: u64,
+) -> (wharf_testkit::image::Image, WanLink) {
+    let big = wharf_testkit::image::big_image(seed, mib * 1024 * 1024);
+    wharf_testkit::push::Pusher::new(&registry.url(), wharf_testkit::push::PushAuth::None)
+        .push_image("test/big", "v1", &big)
+        .await
+        .unwrap();
+    let link = WanLink::start(
+        registry.host(),
+        LinkShape {
+            bytes_per_sec: mib_per_sec * 1024 * 1024,
+            rtt: Duration::from_millis(10),
+            cut_every: None,
+        },
+    )
+    .await
+    .unwrap();
+    (big, link)
+}
+
 /// A Docker Hub stand-in that answers every request with 429 and its rate-limit headers.
 async fn throttling_upstream() -> (String, Arc<AtomicUsize>) {
     let count = Arc::new(AtomicUsize::new(0));
@@ -84,22 +110,8 @@ async fn throttling_upstream() -> (String, Arc<AtomicUsize>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_a_known_sequence_exactly() {
     let (mut registry, seeds) = seeded_registry().await;
-    let big = wharf_testkit::image::big_image(71, 4 * 1024 * 1024);
-    wharf_testkit::push::Pusher::new(&registry.url(), wharf_testkit::push::PushAuth::None)
-        .push_image("test/big", "v1", &big)
-        .await
-        .unwrap();
     // The herd's upstream: the same registry behind a slow link, so the clients overlap.
-    let link = WanLink::start(
-        registry.host(),
-        LinkShape {
-            bytes_per_sec: 8 * 1024 * 1024,
-            rtt: Duration::from_millis(10),
-            cut_every: None,
-        },
-    )
-    .await
-    .unwrap();
+    let (big, link) = big_image_behind_a_slow_link(&registry, 71, 4, 8).await;
     let (hub_url, hub_requests) = throttling_upstream().await;
     // The pushes' own requests, logged before wharf sends any.
     let upstream_requests =
@@ -230,7 +242,18 @@ async fn metrics_count_a_known_sequence_exactly() {
         layer.data.len() as f64,
         "the blob crossed the link once"
     );
-    assert_eq!(s.sum("wharf_downloads_in_flight", &[]), 0.0);
+    // The download leaves the registry once the blob is stored, just after its last byte.
+    let mut in_flight = 1.0;
+    for _ in 0..50 {
+        in_flight = Scrape::of(&wharf)
+            .await
+            .sum("wharf_downloads_in_flight", &[]);
+        if in_flight == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(in_flight, 0.0, "the gauge comes back to 0");
 
     // The upstream goes down: the expired tag is served stale, an uncached blob fails.
     registry.stop();
@@ -348,21 +371,7 @@ async fn metrics_count_a_known_sequence_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_shows_a_download_in_flight() {
     let (registry, _seeds) = seeded_registry().await;
-    let big = wharf_testkit::image::big_image(72, 8 * 1024 * 1024);
-    wharf_testkit::push::Pusher::new(&registry.url(), wharf_testkit::push::PushAuth::None)
-        .push_image("test/big", "v1", &big)
-        .await
-        .unwrap();
-    let link = WanLink::start(
-        registry.host(),
-        LinkShape {
-            bytes_per_sec: 2 * 1024 * 1024,
-            rtt: Duration::from_millis(10),
-            cut_every: None,
-        },
-    )
-    .await
-    .unwrap();
+    let (big, link) = big_image_behind_a_slow_link(&registry, 72, 8, 2).await;
     let wharf = Wharf::start(test_config(vec![upstream("docker.io", &link.url(), true)])).await;
     let layer = big.layers[0].clone();
     let clients: Vec<_> = (0..3)

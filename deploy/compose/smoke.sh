@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# The compose stack, end to end: an upstream registry container seeded with an image (the wharf
+# image itself), the stack in front of it, a real `docker pull` through haproxy, the blobs in the
+# bucket, one upstream GET per blob; then one node stopped, then the Raft leader too, while
+# pulls go on; both back, rejoined; everything torn down. Exit 0 only if all of it holds.
+# Needs: docker, docker-compose 1.29+, skopeo, python3; images from build-images.sh --with-upstream.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here"
+project=wharfsmoke
+port=${WHARF_PORT:-5180}
+uport=${WHARF_SMOKE_UPSTREAM_PORT:-5199}
+export WHARF_PORT=$port WHARF_SMOKE_UPSTREAM_PORT=$uport WHARF_UPSTREAM=http://upstream:5000
+compose() { docker-compose -p "$project" -f docker-compose.yml -f smoke-upstream.yml "$@"; }
+say() { echo "smoke: $*"; }
+fail() { say "FAILED: $*"; compose ps || true; compose logs --tail=40 || true; exit 1; }
+cleanup() { compose down -v --remove-orphans >/dev/null 2>&1 || true; docker rmi "127.0.0.1:$port/team/app:v1" >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+cleanup
+
+compose up -d upstream >/dev/null 2>&1
+for _ in $(seq 60); do curl -fsS "http://127.0.0.1:$uport/v2/" >/dev/null 2>&1 && break; sleep 0.5; done
+skopeo copy -q --dest-tls-verify=false docker-daemon:wharf:latest "docker://127.0.0.1:$uport/team/app:v1"
+manifest=$(skopeo inspect --raw --tls-verify=false "docker://127.0.0.1:$uport/team/app:v1")
+mapfile -t blobs < <(python3 -c 'import json,sys; m=json.load(sys.stdin); print(m["config"]["digest"]); [print(l["digest"]) for l in m["layers"]]' <<<"$manifest")
+say "upstream seeded: team/app:v1, ${#blobs[@]} blobs"
+
+compose up -d >/dev/null 2>&1
+healthy() {
+  curl -fsS -m 2 "http://127.0.0.1:$port/v2/" >/dev/null 2>&1
+}
+for _ in $(seq 120); do healthy && break; sleep 0.5; done
+healthy || fail "the stack did not answer on 127.0.0.1:$port"
+status() { compose exec -T "$1" wharf cluster status --node 127.0.0.1:6000 --json 2>/dev/null; }
+members_of() { status "$1" | python3 -c 'import json,sys; s=json.load(sys.stdin); print(len(s["members"]), s["leader_id"] or 0)'; }
+cluster_ok() {
+  local out
+  out=$(members_of "$1" 2>/dev/null) || return 1
+  [ "${out%% *}" = 3 ] && [ "${out##* }" != 0 ]
+}
+for _ in $(seq 120); do cluster_ok wharf1 && break; sleep 0.5; done
+cluster_ok wharf1 || fail "no 3-member cluster with a leader"
+say "stack up: 3 nodes in one cluster behind haproxy on 127.0.0.1:$port"
+
+docker pull -q "127.0.0.1:$port/team/app:v1" >/dev/null || fail "docker pull through the load balancer"
+docker rmi "127.0.0.1:$port/team/app:v1" >/dev/null
+say "docker pull through haproxy: ok"
+
+sleep 2 # the last blob's upload to the bucket ends just after its last byte was sent
+vol=${project}_s3-data
+for b in "${blobs[@]}"; do
+  hex=${b#sha256:}
+  docker run --rm -v "$vol:/s3:ro" wharf-debian-base:bookworm sh -c "find /s3/wharf -path '*$hex*' -type f | grep -q ." \
+    || fail "blob $b not in the bucket"
+  n=$(compose logs upstream 2>/dev/null | grep -c "\"GET /v2/team/app/blobs/$b HTTP" || true)
+  [ "$n" = 1 ] || fail "blob $b fetched from the upstream $n times"
+done
+say "every blob in the bucket, each fetched from the upstream once"
+
+# 40 requests (manifest by tag and every blob, round robin over the nodes) must all succeed.
+requests() {
+  local ok=0 i
+  for i in $(seq 40); do
+    local path
+    if [ $((i % 5)) = 0 ]; then
+      path=/v2/team/app/manifests/v1
+    else
+      path=/v2/team/app/blobs/${blobs[$((i % ${#blobs[@]}))]}
+    fi
+    curl -fsS -m 20 -o /dev/null -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+      "http://127.0.0.1:$port$path" && ok=$((ok + 1))
+  done
+  echo "$ok"
+}
+
+leader=$(status wharf1 | python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["leader_id"])')
+leader_svc=""
+for s in wharf1 wharf2 wharf3; do
+  [ "$(status "$s" | python3 -c 'import json,sys; print(json.load(sys.stdin)["node_id"])')" = "$leader" ] && leader_svc=$s
+done
+[ -n "$leader_svc" ] || fail "no service is the leader"
+follower=wharf1; [ "$leader_svc" = wharf1 ] && follower=wharf2
+
+docker pull -q "127.0.0.1:$port/team/app:v1" >/dev/null &
+pull=$!
+compose stop -t 5 "$follower" >/dev/null 2>&1
+wait "$pull" || fail "docker pull while $follower stopped"
+docker rmi "127.0.0.1:$port/team/app:v1" >/dev/null
+ok=$(requests)
+[ "$ok" = 40 ] || fail "$ok/40 requests with $follower stopped"
+say "$follower (a follower) stopped mid-pull: docker pull and 40/40 requests OK"
+
+docker pull -q "127.0.0.1:$port/team/app:v1" >/dev/null &
+pull=$!
+compose stop -t 5 "$leader_svc" >/dev/null 2>&1
+wait "$pull" || fail "docker pull while the leader $leader_svc stopped"
+docker rmi "127.0.0.1:$port/team/app:v1" >/dev/null
+ok=$(requests)
+[ "$ok" = 40 ] || fail "$ok/40 requests with $leader_svc (the leader) stopped too"
+say "one node left: docker pull and 40/40 requests OK"
+
+compose start "$follower" "$leader_svc" >/dev/null 2>&1
+rejoined=0
+for _ in $(seq 120); do
+  if cluster_ok "$follower" && cluster_ok "$leader_svc"; then rejoined=1; break; fi
+  sleep 0.5
+done
+[ "$rejoined" = 1 ] || fail "$follower and $leader_svc did not rejoin"
+ok=$(requests)
+[ "$ok" = 40 ] || fail "$ok/40 requests after the restart"
+say "$follower and $leader_svc restarted and rejoined"
+say "passed"
