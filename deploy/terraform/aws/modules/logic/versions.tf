@@ -1,0 +1,4 @@
+terraform {
+  # Provider-free on purpose: everything here is computed, so `terraform test` runs offline.
+  required_version = ">= 1.6"
+}
