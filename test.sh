@@ -2,8 +2,10 @@
 # Runs every wharf test on a fresh Debian machine: installs what the tests start for real
 # (CNCF distribution as the upstream registry, skopeo, htpasswd, openssl, Prometheus and
 # Chromium from Debian; moto's S3 server from PyPI, in a virtualenv), then cargo test.
-# Extra arguments go to `cargo test` (e.g. ./test.sh -p wharf-edge skopeo); with none, clippy and a
-# short chaos soak run too.
+# Extra arguments go to `cargo test` (e.g. ./test.sh -p wharf-edge skopeo); with none, clippy, a
+# short chaos soak and the deployment tests (deploy/test.sh: image, compose, Helm, Terraform;
+# they install docker-compose, debootstrap, helm-python-sdk, kubernetes-validate and checkov)
+# run too.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -16,6 +18,10 @@ command -v openssl >/dev/null || need+=(openssl)
 # headless Chromium.
 [ -x /usr/bin/prometheus ] || need+=(prometheus)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+if [ "$#" -eq 0 ]; then
+  command -v docker-compose >/dev/null || need+=(docker-compose)
+  command -v debootstrap >/dev/null || need+=(debootstrap)
+fi
 if ((${#need[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
@@ -38,6 +44,20 @@ if [ ! -x "$moto_env/bin/moto_server" ]; then
   "$moto_env/bin/pip" install -q 'moto[server]==5.2.5'
 fi
 export WHARF_TEST_MOTO_SERVER="$moto_env/bin/moto_server"
+# The deployment tests' Python tools, each in its own virtualenv.
+if [ "$#" -eq 0 ]; then
+  venvs="${XDG_CACHE_HOME:-$HOME/.cache}/wharf-test"
+  if [ ! -x "$venvs/helm/bin/kubernetes-validate" ]; then
+    echo "test.sh: installing helm-python-sdk and kubernetes-validate into $venvs/helm"
+    python3 -m venv "$venvs/helm"
+    "$venvs/helm/bin/pip" install -q 'helm-python-sdk==0.2.2' 'kubernetes-validate==1.37.0' 'PyYAML==6.0.4'
+  fi
+  if [ ! -x "$venvs/checkov/bin/checkov" ]; then
+    echo "test.sh: installing checkov into $venvs/checkov"
+    python3 -m venv "$venvs/checkov"
+    "$venvs/checkov/bin/pip" install -q 'checkov==3.3.30'
+  fi
+fi
 # Tests never consult cloud instance metadata (nothing beyond loopback is a target).
 export AWS_EC2_METADATA_DISABLED=true
 
@@ -78,6 +98,16 @@ if [ "$#" -eq 0 ]; then
     echo "chaos soak: passed"
   fi
   rm -f "$log.soak"
+fi
+# The deployment paths: the image built from this tree, the compose stack end to end, the Helm
+# chart, the Terraform module (deploy/README.md says what each covers).
+if [ "$#" -eq 0 ]; then
+  if deploy/test.sh; then
+    echo "deployment tests: passed"
+  else
+    echo "deployment tests: FAILED"
+    status=1
+  fi
 fi
 # One closing line for the whole run (cargo's own last line is a doc-test binary's).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
