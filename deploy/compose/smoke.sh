@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The compose stack, end to end: an upstream registry container seeded with an image (the wharf
-# image itself), the stack in front of it, a real `docker pull` through haproxy, the blobs in the
+# The compose stack, end to end: an upstream registry container seeded with an image (random
+# layers, built here), the stack in front of it, a real `docker pull` through haproxy, the blobs in the
 # bucket, one upstream GET per blob; then one node stopped, then the Raft leader too, while
 # pulls go on; both back, rejoined; everything torn down. Exit 0 only if all of it holds.
 # Needs: docker, docker-compose 1.29+, skopeo, python3; images from build-images.sh --with-upstream.
@@ -20,7 +20,15 @@ cleanup
 
 compose up -d upstream >/dev/null 2>&1
 for _ in $(seq 60); do curl -fsS "http://127.0.0.1:$uport/v2/" >/dev/null 2>&1 && break; sleep 0.5; done
-skopeo copy -q --dest-tls-verify=false docker-daemon:wharf:latest "docker://127.0.0.1:$uport/team/app:v1"
+# An image the Engine does not hold (its layers are random), so every pull fetches every blob.
+ctx=$(mktemp -d)
+head -c 4194304 /dev/urandom >"$ctx/big"
+head -c 524288 /dev/urandom >"$ctx/small"
+printf 'FROM scratch\nCOPY big /big\nCOPY small /small\nCMD ["/big"]\n' >"$ctx/Dockerfile"
+docker build -q -t wharf-smoke-app:seed "$ctx" >/dev/null 2>&1
+rm -rf "$ctx"
+skopeo copy -q --dest-tls-verify=false docker-daemon:wharf-smoke-app:seed "docker://127.0.0.1:$uport/team/app:v1"
+docker rmi wharf-smoke-app:seed >/dev/null
 manifest=$(skopeo inspect --raw --tls-verify=false "docker://127.0.0.1:$uport/team/app:v1")
 mapfile -t blobs < <(python3 -c 'import json,sys; m=json.load(sys.stdin); print(m["config"]["digest"]); [print(l["digest"]) for l in m["layers"]]' <<<"$manifest")
 say "upstream seeded: team/app:v1, ${#blobs[@]} blobs"
@@ -76,28 +84,29 @@ requests() {
 leader=$(status wharf1 | python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["leader_id"])')
 leader_svc=""
 for s in wharf1 wharf2 wharf3; do
-  [ "$(status "$s" | python3 -c 'import json,sys; print(json.load(sys.stdin)["node_id"])')" = "$leader" ] && leader_svc=$s
+  if [ "$(status "$s" | python3 -c 'import json,sys; print(json.load(sys.stdin)["node_id"])')" = "$leader" ]; then
+    leader_svc=$s
+  fi
 done
 [ -n "$leader_svc" ] || fail "no service is the leader"
-follower=wharf1; [ "$leader_svc" = wharf1 ] && follower=wharf2
+follower=wharf1
+if [ "$leader_svc" = wharf1 ]; then follower=wharf2; fi
 
-docker pull -q "127.0.0.1:$port/team/app:v1" >/dev/null &
-pull=$!
-compose stop -t 5 "$follower" >/dev/null 2>&1
-wait "$pull" || fail "docker pull while $follower stopped"
-docker rmi "127.0.0.1:$port/team/app:v1" >/dev/null
-ok=$(requests)
-[ "$ok" = 40 ] || fail "$ok/40 requests with $follower stopped"
+# Stop `$1` while a docker pull runs through the load balancer; the pull and 40 requests after
+# it must all succeed.
+stop_during_pull() {
+  docker pull -q "127.0.0.1:$port/team/app:v1" >/dev/null &
+  local pull=$!
+  compose stop -t 5 "$1" >/dev/null 2>&1
+  wait "$pull" || fail "docker pull while $1 ($2) stopped"
+  docker rmi "127.0.0.1:$port/team/app:v1" >/dev/null
+  ok=$(requests)
+  [ "$ok" = 40 ] || fail "$ok/40 requests with $1 ($2) stopped"
+}
+stop_during_pull "$follower" "a follower"
 say "$follower (a follower) stopped mid-pull: docker pull and 40/40 requests OK"
-
-docker pull -q "127.0.0.1:$port/team/app:v1" >/dev/null &
-pull=$!
-compose stop -t 5 "$leader_svc" >/dev/null 2>&1
-wait "$pull" || fail "docker pull while the leader $leader_svc stopped"
-docker rmi "127.0.0.1:$port/team/app:v1" >/dev/null
-ok=$(requests)
-[ "$ok" = 40 ] || fail "$ok/40 requests with $leader_svc (the leader) stopped too"
-say "one node left: docker pull and 40/40 requests OK"
+stop_during_pull "$leader_svc" "the Raft leader"
+say "$leader_svc (the leader) stopped too, one node left: docker pull and 40/40 requests OK"
 
 compose start "$follower" "$leader_svc" >/dev/null 2>&1
 rejoined=0

@@ -224,7 +224,11 @@ def behaviour():
             return len(s["members"]), s["leader_id"]
 
         wait(lambda: members()[0] == 3 and members()[1], "one cluster of 3 members", logs=names[0])
-        say(f"one cluster of 3 members (replica 0 started it, the others joined)")
+        assert "bootstrapping a new cluster" in docker("logs", names[0]), "replica 0 founds the cluster"
+        for other in names[1:]:
+            log = docker("logs", other)
+            assert "joined the cluster" in log and "bootstrapping" not in log, f"{other} joins"
+        say("one cluster of 3 members (replica 0 started it, the others joined)")
 
         results = []
 

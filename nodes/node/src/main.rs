@@ -176,7 +176,12 @@ async fn main() -> anyhow::Result<()> {
             .with_env_filter(filter)
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        // Colours only for a terminal: container and journald logs get plain text.
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        tracing_subscriber::fmt()
+            .with_ansi(terminal)
+            .with_env_filter(filter)
+            .init();
     }
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
