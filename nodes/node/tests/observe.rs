@@ -350,7 +350,7 @@ async fn chromium_renders_the_status_page_during_a_herd() {
         "Debian's chromium package is needed (./test.sh installs it)"
     );
     let registry = Registry::start(RegistryOptions::default()).await.unwrap();
-    let big = wharf_testkit::image::big_image(73, 12 * 1024 * 1024);
+    let big = wharf_testkit::image::big_image(73, 16 * 1024 * 1024);
     Pusher::new(&registry.url(), PushAuth::None)
         .push_image("test/big", "v1", &big)
         .await
@@ -358,7 +358,7 @@ async fn chromium_renders_the_status_page_during_a_herd() {
     let link = wharf_testkit::wan::WanLink::start(
         registry.host(),
         wharf_testkit::wan::LinkShape {
-            // 24 s for the blob: Chromium has time to start twice while it downloads.
+            // 32 s for the blob: Chromium has time to start twice while it downloads.
             bytes_per_sec: 512 * 1024,
             rtt: Duration::from_millis(20),
             cut_every: None,
@@ -417,7 +417,7 @@ async fn chromium_renders_the_status_page_during_a_herd() {
     let dom = String::from_utf8_lossy(&dom.stdout).to_string();
     assert!(dom.contains("Downloads in flight (1)"), "{dom}");
     assert!(
-        dom.contains("of 12.0 MiB"),
+        dom.contains("of 16.0 MiB"),
         "progress of the download: {dom}"
     );
     assert!(dom.contains("test/big"), "the download's repository: {dom}");
