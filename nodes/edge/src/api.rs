@@ -179,19 +179,63 @@ async fn handle(mirror: &Arc<Mirror>, request: Request) -> Result<Response, ApiE
                 .map(|info| &info.0);
             blob(mirror, target, digest, headers, head, sendfile).await
         }
-        Route::TagsList { name } => tags_list(mirror, target(name)?, &query).await,
+        Route::TagsList { name } => {
+            let asked = name.as_str().to_string();
+            tags_list(mirror, target(name)?, &query, &asked).await
+        }
+        Route::Referrers { name, digest } => {
+            referrers(
+                mirror,
+                target(name)?,
+                &digest,
+                query.artifact_type.as_deref(),
+            )
+            .await
+        }
     }
+}
+
+async fn referrers(
+    mirror: &Arc<Mirror>,
+    (upstream, repo): Target<'_>,
+    digest: &Digest,
+    artifact_type: Option<&str>,
+) -> Result<Response, ApiError> {
+    let answer = mirror
+        .referrers
+        .get(upstream, &repo, digest, artifact_type)
+        .await?;
+    let mut response = Body::from(answer.index).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(media::OCI_INDEX),
+    );
+    if answer.filtered {
+        h.insert(
+            "oci-filters-applied",
+            HeaderValue::from_static("artifactType"),
+        );
+    }
+    response.extensions_mut().insert(Served {
+        cache: answer.cache,
+        upstream: upstream.name().to_string(),
+    });
+    Ok(response)
 }
 
 /// The query parameters wharf reads: containerd's `ns`, and the rest for `tags/list`.
 struct Query {
     ns: Option<String>,
     passthrough: String,
+    /// The referrers filter.
+    artifact_type: Option<String>,
 }
 
 impl Query {
     fn parse(query: Option<&str>) -> Query {
         let mut ns = None;
+        let mut artifact_type = None;
         let mut passthrough = Vec::new();
         for pair in query
             .unwrap_or_default()
@@ -201,6 +245,7 @@ impl Query {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             match key {
                 "ns" => ns = Some(percent_decode(value)),
+                "artifactType" => artifact_type = Some(percent_decode(value)),
                 "n" | "last" => passthrough.push(pair),
                 _ => {}
             }
@@ -208,6 +253,7 @@ impl Query {
         Query {
             ns,
             passthrough: passthrough.join("&"),
+            artifact_type,
         }
     }
 }
@@ -428,26 +474,48 @@ async fn tags_list(
     mirror: &Arc<Mirror>,
     (upstream, repo): Target<'_>,
     query: &Query,
+    asked: &str,
 ) -> Result<Response, ApiError> {
-    let (list, cache) = mirror
+    let page = mirror
         .tags_lists
         .get(upstream, &repo, &query.passthrough)
         .await?;
-    let mut response = Body::from(list.body).into_response();
+    let mut response = Body::from(page.body).into_response();
     response.extensions_mut().insert(Served {
-        cache,
+        cache: page.cache,
         upstream: upstream.name().to_string(),
     });
     let h = response.headers_mut();
-    insert(
-        h,
+    h.insert(
         header::CONTENT_TYPE,
-        list.content_type.as_deref().unwrap_or("application/json"),
+        HeaderValue::from_static("application/json"),
     );
-    if let Some(link) = &list.link {
-        insert(h, header::LINK, link);
+    if let Some((n, last)) = page.next {
+        let ns = query
+            .ns
+            .as_deref()
+            .map(|ns| format!("&ns={}", percent_encode(ns)))
+            .unwrap_or_default();
+        let link = format!(
+            "</v2/{asked}/tags/list?n={n}&last={}{ns}>; rel=\"next\"",
+            percent_encode(&last)
+        );
+        insert(h, header::LINK, &link);
     }
     Ok(response)
+}
+
+/// Percent-encode what is not unreserved in a query value.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Insert a header whose value came from elsewhere; an unrepresentable value is skipped.

@@ -20,6 +20,7 @@ pub mod http_metrics;
 pub mod links;
 pub mod manifests;
 pub mod negative;
+pub mod referrers;
 pub mod route;
 pub mod sendfile;
 pub mod singleflight;
@@ -76,6 +77,7 @@ pub struct Mirror {
     pub blobs: BlobService,
     pub manifests: Arc<ManifestService>,
     pub tags_lists: TagsListService,
+    pub referrers: referrers::ReferrersService,
     pub stats: Arc<Stats>,
     pub health: Health,
     pub store: Arc<dyn BlobStore>,
@@ -184,6 +186,9 @@ impl Mirror {
                 negative,
             )),
             tags_lists: TagsListService::new(Duration::from_secs(config.cache.tags_list_ttl_secs)),
+            referrers: referrers::ReferrersService::new(Duration::from_secs(
+                config.cache.tag_ttl_secs,
+            )),
             stats,
             health,
             store,

@@ -22,6 +22,11 @@ pub enum Route {
     TagsList {
         name: RepoName,
     },
+    /// OCI 1.1 `/v2/<name>/referrers/<digest>`: the artifacts (signatures, SBOMs) of a subject.
+    Referrers {
+        name: RepoName,
+        digest: Digest,
+    },
 }
 
 /// Uploads, the catalog and anything else a read-only mirror does not do: 405.
@@ -55,7 +60,12 @@ impl Route {
             let name = parse_name(name)?;
             let reference = Reference::parse(reference).map_err(|e| match e {
                 ReferenceError::Digest(e) => ApiError::new(OciCode::DigestInvalid, e.to_string()),
-                ReferenceError::Tag(e) => ApiError::new(OciCode::TagInvalid, e.to_string()),
+                // No manifest can have an invalid tag: 404, as the OCI conformance suite's pull
+                // tests expect (distribution answers 400 TAG_INVALID only on push).
+                ReferenceError::Tag(e) => ApiError::new(
+                    OciCode::ManifestUnknown,
+                    format!("no manifest can be tagged so: {e}"),
+                ),
             })?;
             return Ok(Route::Manifest { name, reference });
         }
@@ -66,14 +76,12 @@ impl Route {
             })?;
             return Ok(Route::Blob { name, digest });
         }
-        if let Some((name, _)) = path.rsplit_once("/referrers/") {
-            parse_name(name)?;
-            // OCI 1.1: a registry without the referrers API answers 404, clients then fall back.
-            return Err(ApiError::new(
-                OciCode::Unsupported,
-                "the referrers API is not offered by this mirror",
-            )
-            .with_status(axum::http::StatusCode::NOT_FOUND));
+        if let Some((name, digest)) = path.rsplit_once("/referrers/") {
+            let name = parse_name(name)?;
+            let digest = digest.parse().map_err(|e: wharf_core::DigestError| {
+                ApiError::new(OciCode::DigestInvalid, e.to_string())
+            })?;
+            return Ok(Route::Referrers { name, digest });
         }
         Err(ApiError::new(
             OciCode::NameUnknown,
@@ -139,6 +147,10 @@ mod tests {
             Route::parse("x/tags/list").unwrap(),
             Route::TagsList { .. }
         ));
+        assert!(matches!(
+            Route::parse(&format!("a/b/referrers/{}", digest())).unwrap(),
+            Route::Referrers { .. }
+        ));
         // A repository may itself be called "manifests" or "blobs".
         assert!(matches!(
             Route::parse("manifests/manifests/v1").unwrap(),
@@ -154,8 +166,9 @@ mod tests {
         let code = |p: &str| Route::parse(p).unwrap_err().code;
         assert_eq!(code("UPPER/manifests/latest"), OciCode::NameInvalid);
         assert_eq!(code("x/manifests/sha256:123"), OciCode::DigestInvalid);
-        assert_eq!(code("x/manifests/.bad"), OciCode::TagInvalid);
+        assert_eq!(code("x/manifests/.bad"), OciCode::ManifestUnknown);
         assert_eq!(code("x/blobs/latest"), OciCode::DigestInvalid);
+        assert_eq!(code("x/referrers/sha256:12"), OciCode::DigestInvalid);
         assert_eq!(code("x/nothing"), OciCode::NameUnknown);
         assert_eq!(code("../../etc/passwd/manifests/x"), OciCode::NameInvalid);
         for p in ["UPPER/manifests/latest", "x/blobs/nope", "x/nothing"] {

@@ -214,3 +214,74 @@ pub fn big_image(seed: u64, layer_len: usize) -> Image {
         layers: vec![layer],
     }
 }
+
+/// An OCI artifact referring to `subject` (a signature, an SBOM): an image manifest with an
+/// `artifactType`, the empty config, one layer of `payload`, and the `subject` descriptor.
+pub struct Artifact {
+    pub manifest: Manifest,
+    pub artifact_type: String,
+    pub blobs: Vec<Blob>,
+    pub annotations: serde_json::Value,
+}
+
+impl Artifact {
+    pub fn new(
+        subject: &Manifest,
+        artifact_type: &str,
+        payload: &[u8],
+        payload_type: &str,
+    ) -> Artifact {
+        let empty = Blob::new(
+            Bytes::from_static(b"{}"),
+            "application/vnd.oci.empty.v1+json",
+        );
+        let layer = Blob::new(Bytes::copy_from_slice(payload), payload_type);
+        let annotations = json!({ "org.opencontainers.image.created": "2026-12-03T00:00:00Z" });
+        let manifest = Manifest::new(
+            json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "artifactType": artifact_type,
+                "config": empty.descriptor(),
+                "layers": [layer.descriptor()],
+                "subject": {
+                    "mediaType": subject.media_type,
+                    "size": subject.body.len(),
+                    "digest": subject.digest,
+                },
+                "annotations": annotations,
+            }),
+            "application/vnd.oci.image.manifest.v1+json",
+        );
+        Artifact {
+            manifest,
+            artifact_type: artifact_type.to_string(),
+            blobs: vec![empty, layer],
+            annotations,
+        }
+    }
+
+    /// Its descriptor in a referrers index.
+    pub fn descriptor(&self) -> serde_json::Value {
+        json!({
+            "mediaType": self.manifest.media_type,
+            "size": self.manifest.body.len(),
+            "digest": self.manifest.digest,
+            "artifactType": self.artifact_type,
+            "annotations": self.annotations,
+        })
+    }
+}
+
+/// The OCI 1.1 fallback for registries without the referrers API: an index of the artifacts,
+/// to be pushed under the tag `sha256-<subject hex>`.
+pub fn referrers_index(artifacts: &[&Artifact]) -> Manifest {
+    Manifest::new(
+        json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": artifacts.iter().map(|a| a.descriptor()).collect::<Vec<_>>(),
+        }),
+        "application/vnd.oci.image.index.v1+json",
+    )
+}

@@ -44,7 +44,7 @@ pub struct BlobResponse {
 pub struct TagsListResponse {
     pub body: Bytes,
     pub content_type: Option<String>,
-    /// Pagination (`Link: <...>; rel="next"`), passed on to clients as is.
+    /// The next page (`Link: <...>; rel="next"`), when the upstream paginates.
     pub link: Option<String>,
 }
 
@@ -110,6 +110,30 @@ impl UpstreamClient {
     /// Health, last error and pull allowance, for the status page.
     pub fn status(&self) -> UpstreamStatus {
         self.state.snapshot()
+    }
+
+    /// The OCI 1.1 referrers of `digest` as the upstream's referrers API answers them (an image
+    /// index), or `None` when it has no such API (distribution 2.8 answers 404).
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<Bytes>, UpstreamError> {
+        let path = format!("/v2/{repo}/referrers/{digest}");
+        let response = match self
+            .send(Method::GET, &path, repo, Some(media::OCI_INDEX))
+            .await
+        {
+            Ok(response) => response,
+            Err(UpstreamError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let index = header_str(response.headers(), header::CONTENT_TYPE)
+            .is_some_and(|t| t.starts_with(media::OCI_INDEX));
+        let body = read_limited(response, MAX_MANIFEST_BYTES).await?;
+        self.metrics.bytes(body.len() as u64);
+        // A 200 that is no index (a catch-all page) is no referrers API either.
+        Ok(index.then_some(body))
     }
 
     /// The upstream's base URL (never holds credentials: they come from separate settings).

@@ -41,8 +41,8 @@ async fn base_endpoint_and_client_mistakes() {
         (
             reqwest::Method::GET,
             "/v2/test/oci/manifests/-bad".into(),
-            StatusCode::BAD_REQUEST,
-            "TAG_INVALID",
+            StatusCode::NOT_FOUND,
+            "MANIFEST_UNKNOWN",
         ),
         (
             reqwest::Method::GET,

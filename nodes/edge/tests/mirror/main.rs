@@ -9,5 +9,6 @@ mod clients;
 mod common;
 mod metrics;
 mod outage;
+mod referrers;
 mod s3;
 mod tags;

@@ -79,3 +79,131 @@ async fn concurrent_revalidations_are_coalesced_and_follow_the_upstream() {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(digest_of(&http, &url).await, moved.manifest.digest);
 }
+
+async fn tag_page(wharf: &Wharf, path: &str) -> (Vec<String>, Option<String>) {
+    let r = reqwest::get(format!("{}{path}", wharf.url)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{path}");
+    let link = r
+        .headers()
+        .get("link")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body: serde_json::Value = r.json().await.unwrap();
+    let tags = body["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    (tags, link)
+}
+
+/// The `/v2/...` target of a `Link: <...>; rel="next"` header.
+fn link_target(link: &str) -> String {
+    link.split_once('<')
+        .unwrap()
+        .1
+        .split_once('>')
+        .unwrap()
+        .0
+        .to_string()
+}
+
+#[tokio::test]
+async fn tag_lists_are_sorted_and_paginated_by_wharf() {
+    let (registry, seeds) = seeded_registry().await;
+    let pusher = Pusher::new(&registry.url(), PushAuth::None);
+    for tag in ["v3", "v10", "latest", "v2"] {
+        pusher
+            .push_manifest("test/oci", tag, &seeds.oci.manifest)
+            .await
+            .unwrap();
+    }
+    let wharf = Wharf::start(test_config(vec![upstream(
+        "docker.io",
+        &registry.url(),
+        true,
+    )]))
+    .await;
+    let all = ["latest", "v1", "v10", "v2", "v3"];
+    let (tags, link) = tag_page(&wharf, "/v2/test/oci/tags/list").await;
+    assert_eq!(tags, all, "sorted lexically");
+    assert_eq!(link, None);
+
+    // Page by page through the Link header, as clients do.
+    let (tags, link) = tag_page(&wharf, "/v2/test/oci/tags/list?n=2").await;
+    assert_eq!(tags, ["latest", "v1"]);
+    let link = link.expect("more remain");
+    assert!(link.ends_with("; rel=\"next\""), "{link}");
+    assert_eq!(link_target(&link), "/v2/test/oci/tags/list?n=2&last=v1");
+    let (tags, link) = tag_page(&wharf, &link_target(&link.clone())).await;
+    assert_eq!(tags, ["v10", "v2"]);
+    let (tags, link) = tag_page(&wharf, &link_target(&link.unwrap())).await;
+    assert_eq!(tags, ["v3"]);
+    assert_eq!(link, None, "the last page has no next");
+
+    // Edge cases.
+    assert_eq!(
+        tag_page(&wharf, "/v2/test/oci/tags/list?n=0").await,
+        (vec![], None)
+    );
+    assert_eq!(
+        tag_page(&wharf, "/v2/test/oci/tags/list?last=zzz").await,
+        (vec![], None)
+    );
+    assert_eq!(
+        tag_page(&wharf, "/v2/test/oci/tags/list?n=100").await.0,
+        all
+    );
+    assert_eq!(
+        tag_page(&wharf, "/v2/test/oci/tags/list?n=2&last=v10")
+            .await
+            .0,
+        ["v2", "v3"]
+    );
+    // containerd's ns= is kept in the next link.
+    let (_, link) = tag_page(&wharf, "/v2/test/oci/tags/list?n=1&ns=docker.io").await;
+    assert_eq!(
+        link_target(&link.unwrap()),
+        "/v2/test/oci/tags/list?n=1&last=latest&ns=docker.io"
+    );
+    // One upstream request served all of it (the list is cached whole).
+    assert_eq!(registry.count_matching("GET", "/v2/test/oci/tags/list"), 1);
+}
+
+#[tokio::test]
+async fn an_upstream_that_paginates_is_followed_to_the_end() {
+    // Two tags a page, with Link headers, like registries with a page size.
+    let app = axum::Router::new().fallback(|uri: axum::http::Uri| async move {
+        let all = ["e", "d", "c", "b", "a"];
+        let last = uri
+            .query()
+            .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("last=")))
+            .unwrap_or("");
+        let rest: Vec<&str> = {
+            let mut sorted = all.to_vec();
+            sorted.sort_unstable();
+            sorted.into_iter().filter(|t| *t > last).collect()
+        };
+        let page: Vec<&str> = rest.iter().take(2).copied().collect();
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert("content-type", "application/json".parse().unwrap());
+        if rest.len() > 2 {
+            let link = format!(
+                "</v2/team/app/tags/list?n=2&last={}>; rel=\"next\"",
+                page[1]
+            );
+            headers.insert("link", link.parse().unwrap());
+        }
+        (
+            headers,
+            serde_json::json!({"name": "team/app", "tags": page}).to_string(),
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let wharf = Wharf::start(test_config(vec![upstream("paged", &url, true)])).await;
+    let (tags, link) = tag_page(&wharf, "/v2/team/app/tags/list").await;
+    assert_eq!(tags, ["a", "b", "c", "d", "e"]);
+    assert_eq!(link, None);
+}
