@@ -22,6 +22,7 @@ pub const OTHER_VARIABLES: &[&str] = &[
     "WHARF_UPSTREAM_PASSWORD",
     "WHARF_COMMIT",
     "WHARF_CLUSTER_FAULT_FILE",
+    "WHARF_WARM_PASSWORD",
 ];
 
 /// The setting a variable name addresses: `["data_dir"]`, `["s3", "path_style"]`.

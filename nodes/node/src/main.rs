@@ -13,6 +13,7 @@ use wharf_core::config::Config;
 
 mod health;
 mod status;
+mod warm;
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +36,22 @@ enum Command {
     /// Client authentication helpers.
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Pull images through a running node so they are cached (all platforms of an index, or
+    /// --platform); prints progress per image and exits 0 only when all are cached.
+    Warm {
+        /// The node's v2 API.
+        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:5000")]
+        node: String,
+        /// Only this platform of multi-platform images (os/arch[/variant], e.g. linux/amd64).
+        #[arg(long, value_name = "PLATFORM")]
+        platform: Option<String>,
+        /// HTTP Basic user for a node with [auth]; the password comes from WHARF_WARM_PASSWORD.
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// Images as docker pull names them: library/nginx:1.27, ghcr.io/org/app:v2, x@sha256:...
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<String>,
+    },
     /// Exit 0 when the local node's /health answers ok (or degraded): a container health
     /// check. The node is found from the same config, WHARF_* variables and flags as serve.
     Health {
@@ -189,6 +206,18 @@ async fn main() -> anyhow::Result<()> {
             cluster_status(&node, json).await
         }
         Command::Auth(AuthCommand::HashPassword { user, cost }) => hash_password(&user, cost),
+        Command::Warm {
+            node,
+            platform,
+            user,
+            images,
+        } => {
+            if warm::warm(&node, &images, platform.as_deref(), user.as_deref()).await? {
+                Ok(())
+            } else {
+                anyhow::bail!("not every image could be cached")
+            }
+        }
         Command::Health { url, config } => {
             let url = match url {
                 Some(url) => url,

@@ -339,3 +339,86 @@ async fn settings_from_the_environment_and_the_health_subcommand() {
     assert!(!typo.status.success(), "a misspelt section key is refused");
     assert!(String::from_utf8_lossy(&typo.stderr).contains("WHARF_CACHE__TAG_TTL"));
 }
+
+/// `wharf warm`: a cold multi-platform image cached through a running node, one upstream GET
+/// per blob, progress printed per image, exit 0; `--platform` picks one; a missing image fails.
+#[tokio::test]
+async fn warm_fills_the_cache_before_a_rollout() {
+    use wharf_testkit::image::index;
+    let registry = Registry::start(RegistryOptions::default()).await.unwrap();
+    let multi = index(Format::Oci, "warm");
+    let single = image(Format::Docker, "warm-single", "amd64", 1);
+    let pusher = Pusher::new(&registry.url(), PushAuth::None);
+    pusher.push_index("team/multi", "v1", &multi).await.unwrap();
+    pusher
+        .push_image("team/single", "v2", &single)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let upstream = registry.url();
+    let data = dir.path().join("data");
+    let _wharf = spawn_wharf(
+        &[
+            "serve".as_ref(),
+            "--listen".as_ref(),
+            listen.as_ref(),
+            "--upstream".as_ref(),
+            upstream.as_ref(),
+            "--data-dir".as_ref(),
+            data.as_os_str(),
+        ],
+        &[],
+    );
+    let node = format!("http://{listen}");
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let url = format!("{node}/v2/");
+            async move { reqwest::get(url).await.is_ok() }
+        })
+        .await
+    );
+    let warm = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .args(["warm", "--node", &node])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = warm(&["team/multi:v1", "team/single:v2"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("team/multi:v1: 2 manifest(s), 6 blobs"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(" of "), "progress lines: {stdout}");
+    assert!(stdout.contains("team/multi:v1: cached"), "{stdout}");
+    assert!(stdout.contains("team/single:v2: cached"), "{stdout}");
+    // Every blob of every platform is now in the node's store, each fetched once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for img in &multi.images {
+        for blob in img.blobs() {
+            let path = format!("/v2/team/multi/blobs/{}", blob.digest);
+            assert_eq!(registry.count_requests("GET", &path), 1, "{path}");
+        }
+    }
+    // Warm again: all from the cache, no upstream GET of a blob.
+    let before = registry.count_matching("GET", "/blobs/");
+    let again = warm(&["--platform", "linux/arm64", "team/multi:v1"]);
+    let stdout = String::from_utf8_lossy(&again.stdout).to_string();
+    assert!(again.status.success(), "{stdout}");
+    assert!(stdout.contains("1 manifest(s), 3 blobs"), "{stdout}");
+    assert_eq!(registry.count_matching("GET", "/blobs/"), before);
+    // A missing image: reported, exit code not 0.
+    let missing = warm(&["team/nope:v1", "team/single:v2"]);
+    let stdout = String::from_utf8_lossy(&missing.stdout).to_string();
+    assert!(!missing.status.success());
+    assert!(stdout.contains("team/nope:v1: FAILED"), "{stdout}");
+    assert!(stdout.contains("team/single:v2: cached"), "{stdout}");
+}
