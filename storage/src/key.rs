@@ -82,6 +82,18 @@ fn content_path(kind: &str, d: &Digest) -> String {
 }
 
 /// Upstream names are hosts (`ghcr.io`, `127.0.0.1:5000`); keep them one harmless segment.
+/// Where the tag records of `upstream`'s repositories live: `tags/<upstream>/`.
+pub fn tags_prefix(upstream: &str) -> String {
+    format!("tags/{}/", safe_segment(upstream))
+}
+
+/// The repository of a tag record's path under `prefix` (see [`tags_prefix`]).
+pub fn repository_of_tag(path: &str, prefix: &str) -> Option<String> {
+    let rest = path.strip_prefix(prefix)?;
+    let (repo, _) = rest.rsplit_once("/_tag/")?;
+    (!repo.is_empty()).then(|| repo.to_string())
+}
+
 fn safe_segment(s: &str) -> String {
     let cleaned: String = s
         .chars()

@@ -50,6 +50,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub auth: AuthConfig,
     pub metrics: MetricsConfig,
+    pub catalog: CatalogConfig,
     /// Who may pull which repositories: the first rule that matches decides.
     #[serde(rename = "access")]
     pub access: Vec<AccessRule>,
@@ -58,6 +59,14 @@ pub struct Config {
     pub allow_world_readable_secrets: bool,
     #[serde(rename = "upstream")]
     pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// `GET /v2/_catalog`: the repositories this mirror holds a tag of.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogConfig {
+    /// Off by default: which images a company pulls is not for every client to list.
+    pub enabled: bool,
 }
 
 /// The operator's view: Prometheus metrics at `/metrics`, the status page at `/` and
@@ -437,6 +446,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
             metrics: MetricsConfig::default(),
+            catalog: CatalogConfig::default(),
             access: Vec::new(),
             allow_world_readable_secrets: false,
             upstreams: vec![UpstreamConfig::new(DOCKER_HUB_NAME, DOCKER_HUB_URL, true)],

@@ -166,6 +166,32 @@ async fn handle(mirror: &Arc<Mirror>, request: Request) -> Result<Response, ApiE
             )
                 .into_response())
         }
+        Route::Catalog => {
+            if !mirror.catalog.enabled {
+                return Err(ApiError::new(
+                    OciCode::Unsupported,
+                    "this mirror does not list its repositories ([catalog] enabled = false)",
+                ));
+            }
+            if let Some((who, origin)) = &caller {
+                access::authorize(&mirror.auth, who, origin, "_wharf", "catalog", "catalog")?;
+            }
+            let upstream = mirror.upstreams.select(query.ns.as_deref())?;
+            let page = mirror
+                .catalog
+                .page(&mirror.store, upstream.name(), &query.passthrough)
+                .await?;
+            let mut response = Body::from(page.body).into_response();
+            let h = response.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            if let Some(link) = next_link("_catalog", page.next, &query) {
+                insert(h, header::LINK, &link);
+            }
+            Ok(response)
+        }
         Route::Manifest { name, reference } => {
             manifest(mirror, target(name)?, reference, headers, head).await
         }
@@ -490,19 +516,24 @@ async fn tags_list(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    if let Some((n, last)) = page.next {
-        let ns = query
-            .ns
-            .as_deref()
-            .map(|ns| format!("&ns={}", percent_encode(ns)))
-            .unwrap_or_default();
-        let link = format!(
-            "</v2/{asked}/tags/list?n={n}&last={}{ns}>; rel=\"next\"",
-            percent_encode(&last)
-        );
+    if let Some(link) = next_link(&format!("{asked}/tags/list"), page.next, query) {
         insert(h, header::LINK, &link);
     }
     Ok(response)
+}
+
+/// `Link: </v2/<path>?n=..&last=..[&ns=..]>; rel="next"` for the page after this one.
+fn next_link(path: &str, next: Option<(u64, String)>, query: &Query) -> Option<String> {
+    let (n, last) = next?;
+    let ns = query
+        .ns
+        .as_deref()
+        .map(|ns| format!("&ns={}", percent_encode(ns)))
+        .unwrap_or_default();
+    Some(format!(
+        "</v2/{path}?n={n}&last={}{ns}>; rel=\"next\"",
+        percent_encode(&last)
+    ))
 }
 
 /// Percent-encode what is not unreserved in a query value.

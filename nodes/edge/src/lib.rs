@@ -10,6 +10,7 @@ pub mod access;
 pub mod access_log;
 pub mod api;
 pub mod blobs;
+pub mod catalog;
 pub mod coalesce;
 pub mod connections;
 pub mod download;
@@ -78,6 +79,7 @@ pub struct Mirror {
     pub manifests: Arc<ManifestService>,
     pub tags_lists: TagsListService,
     pub referrers: referrers::ReferrersService,
+    pub catalog: catalog::CatalogService,
     pub stats: Arc<Stats>,
     pub health: Health,
     pub store: Arc<dyn BlobStore>,
@@ -186,6 +188,7 @@ impl Mirror {
                 negative,
             )),
             tags_lists: TagsListService::new(Duration::from_secs(config.cache.tags_list_ttl_secs)),
+            catalog: catalog::CatalogService::new(config.catalog.enabled),
             referrers: referrers::ReferrersService::new(Duration::from_secs(
                 config.cache.tag_ttl_secs,
             )),

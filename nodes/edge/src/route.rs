@@ -11,6 +11,8 @@ use crate::error::ApiError;
 pub enum Route {
     /// `/v2/`: the API version check.
     Base,
+    /// `/v2/_catalog`: the repositories held (answered when `[catalog] enabled`).
+    Catalog,
     Manifest {
         name: RepoName,
         reference: Reference,
@@ -41,9 +43,7 @@ impl Route {
             return Ok(Route::Base);
         }
         if path == "_catalog" {
-            return Err(unsupported(
-                "a pull-through mirror does not list its repositories",
-            ));
+            return Ok(Route::Catalog);
         }
         if let Some(name) = path.strip_suffix("/tags/list") {
             return Ok(Route::TagsList {
@@ -156,7 +156,8 @@ mod tests {
             Route::parse("manifests/manifests/v1").unwrap(),
             Route::Manifest { .. }
         ));
-        for upload in ["x/blobs/uploads/", "x/blobs/uploads/1234-uuid", "_catalog"] {
+        assert_eq!(Route::parse("_catalog").unwrap(), Route::Catalog);
+        for upload in ["x/blobs/uploads/", "x/blobs/uploads/1234-uuid"] {
             assert_eq!(Route::parse(upload).unwrap_err().code, OciCode::Unsupported);
         }
     }

@@ -161,7 +161,7 @@ fn next_query(link: &str) -> Option<String> {
 }
 
 /// `n` and `last` from a query string (the last valid `n`, the last non-empty `last`).
-fn pagination(query: &str) -> (Option<u64>, Option<String>) {
+pub(crate) fn pagination(query: &str) -> (Option<u64>, Option<String>) {
     let (mut n, mut last) = (None, None);
     for pair in query.split('&') {
         match pair.split_once('=') {
@@ -176,7 +176,7 @@ fn pagination(query: &str) -> (Option<u64>, Option<String>) {
 }
 
 /// The tags after `last`, at most `n` of them, and where the next page starts.
-fn paginate<'a>(
+pub(crate) fn paginate<'a>(
     tags: &'a [String],
     n: Option<u64>,
     last: Option<&str>,

@@ -207,3 +207,108 @@ async fn an_upstream_that_paginates_is_followed_to_the_end() {
     assert_eq!(tags, ["a", "b", "c", "d", "e"]);
     assert_eq!(link, None);
 }
+
+#[tokio::test]
+async fn the_catalog_lists_repositories_with_a_cached_tag_when_enabled() {
+    let (registry, _seeds) = seeded_registry().await;
+    let off = Wharf::mirroring(&registry).await;
+    let r = reqwest::get(format!("{}/v2/_catalog", off.url))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "off by default");
+    assert_eq!(error_code(r).await, "UNSUPPORTED");
+
+    let mut config = test_config(vec![upstream("docker.io", &registry.url(), true)]);
+    config.catalog.enabled = true;
+    let wharf = Wharf::start(config).await;
+    let catalog = |query: &str| {
+        let url = format!("{}/v2/_catalog{query}", wharf.url);
+        async move {
+            let r = reqwest::get(url).await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            let link = r
+                .headers()
+                .get("link")
+                .map(|v| v.to_str().unwrap().to_string());
+            let body: serde_json::Value = r.json().await.unwrap();
+            (body["repositories"].clone(), link)
+        }
+    };
+    assert_eq!(
+        catalog("").await.0,
+        serde_json::json!([]),
+        "nothing cached yet"
+    );
+    let http = reqwest::Client::new();
+    for repo in ["test/oci", "test/docker", "library/hello"] {
+        let r = http
+            .get(format!(
+                "{}/v2/{repo}/manifests/{}",
+                wharf.url,
+                if repo == "library/hello" {
+                    "latest"
+                } else {
+                    "v1"
+                }
+            ))
+            .header("accept", ACCEPT_ALL)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    // The tag records are in the store once written (they may trail the responses).
+    let records = [
+        "test/oci/_tag/v1",
+        "test/docker/_tag/v1",
+        "library/hello/_tag/latest",
+    ]
+    .map(|r| wharf.data_dir.path().join("tags/docker.io").join(r));
+    assert!(
+        wharf_testkit::wait_until(Duration::from_secs(10), || {
+            let all = records.iter().all(|p| p.exists());
+            async move { all }
+        })
+        .await,
+        "tag records under {}",
+        wharf.data_dir.path().display()
+    );
+    // A fresh listing (the first one is kept for 30 s): another node on the same store.
+    let again = Wharf::start_with(
+        {
+            let mut c = test_config(vec![upstream("docker.io", &registry.url(), true)]);
+            c.catalog.enabled = true;
+            c
+        },
+        Some(std::sync::Arc::new(
+            wharf_storage::fs::FsStore::open(wharf.data_dir.path())
+                .await
+                .unwrap(),
+        )),
+    )
+    .await;
+    let r = reqwest::get(format!("{}/v2/_catalog?n=2", again.url))
+        .await
+        .unwrap();
+    let link = r.headers()["link"].to_str().unwrap().to_string();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        body["repositories"],
+        serde_json::json!(["library/hello", "test/docker"])
+    );
+    assert_eq!(link, "</v2/_catalog?n=2&last=test%2Fdocker>; rel=\"next\"");
+    let r = reqwest::get(format!("{}/v2/_catalog?n=2&last=test%2Fdocker", again.url))
+        .await
+        .unwrap();
+    assert!(r.headers().get("link").is_none());
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["repositories"], serde_json::json!(["test/oci"]));
+    let r = reqwest::get(format!("{}/v2/_catalog?ns=quay.io", again.url))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "an upstream not configured"
+    );
+}

@@ -449,7 +449,7 @@ async fn jwks_from_a_url_follow_key_rotation() {
 }
 
 /// `/metrics`, `/` and `/status.json` on the main listener follow the `[[access]]` rule for
-/// `_wharf/status`; the operator listener serves them to anyone who can reach it; with
+/// `_wharf/status` (and `/v2/_catalog` the one for `_wharf/catalog`); the operator listener serves them to anyone who can reach it; with
 /// `main_listener = false` the main listener does not serve them at all.
 #[tokio::test]
 async fn the_operator_pages_follow_the_policy_for_wharf_status() {
@@ -465,6 +465,7 @@ async fn the_operator_pages_follow_the_policy_for_wharf_status() {
         rule(&["_wharf/**"], &[], &["admins"], false, true),
         rule(&["docker.io/**"], &["*"], &[], false, true),
     ];
+    config.catalog.enabled = true;
     let wharf = Wharf::start(config.clone()).await;
     let alice = basic("alice", ALICE_PASSWORD);
     let bob = basic("bob", BOB_PASSWORD);
@@ -485,6 +486,11 @@ async fn the_operator_pages_follow_the_policy_for_wharf_status() {
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{page}");
         assert!(!challenge.is_empty());
     }
+    // The catalog follows `_wharf/catalog` the same way.
+    let catalog = format!("{}/v2/_catalog", wharf.url);
+    assert_eq!(get(&catalog, Some(&alice)).await.status(), StatusCode::OK);
+    let (status, code, _) = outcome(get(&catalog, Some(&bob)).await).await;
+    assert_eq!((status, code.as_str()), (StatusCode::FORBIDDEN, "DENIED"));
     // bob still pulls: the rule only guards the operator pages.
     let r = get(
         &format!("{}/v2/test/docker/manifests/v1", wharf.url),
