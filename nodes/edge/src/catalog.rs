@@ -17,10 +17,13 @@ use crate::tags_list::{paginate, pagination};
 /// How long one listing of the store serves catalog pages.
 const LISTING_TTL: Duration = Duration::from_secs(30);
 
+/// One upstream's repositories, sorted, and when the store was listed for them.
+type Listing = (Instant, Arc<Vec<String>>);
+
 pub struct CatalogService {
     pub enabled: bool,
-    /// upstream → its repositories, sorted; one entry per configured upstream at most.
-    listings: Mutex<HashMap<String, (Instant, Arc<Vec<String>>)>>,
+    /// upstream → its listing; one entry per configured upstream at most.
+    listings: Mutex<HashMap<String, Listing>>,
 }
 
 /// One page of the catalog.
