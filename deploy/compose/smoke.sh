@@ -13,7 +13,14 @@ uport=${WHARF_SMOKE_UPSTREAM_PORT:-5199}
 export WHARF_PORT=$port WHARF_SMOKE_UPSTREAM_PORT=$uport WHARF_UPSTREAM=http://upstream:5000
 compose() { docker-compose -p "$project" -f docker-compose.yml -f smoke-upstream.yml "$@"; }
 say() { echo "smoke: $*"; }
-fail() { say "FAILED: $*"; compose ps || true; compose logs --tail=40 || true; exit 1; }
+fail() {
+  say "FAILED: $*"
+  compose ps || true
+  for s in wharf1 wharf2 wharf3; do echo "$s: $(status "$s" || echo 'no status')"; done
+  # The nodes' own lines, not the health checks' access lines.
+  compose logs --no-color --tail=400 2>&1 | grep -v 'wharf::access' | tail -n 80 || true
+  exit 1
+}
 cleanup() { compose down -v --remove-orphans >/dev/null 2>&1 || true; docker rmi "127.0.0.1:$port/team/app:v1" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 cleanup

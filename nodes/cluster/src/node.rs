@@ -250,7 +250,22 @@ impl ClusterNode {
     /// Add `id` at `addr` as a voter (learner first, so it catches up before it counts).
     pub async fn join(&self, id: NodeId, addr: &str) -> Result<NodeId, ClusterError> {
         let attempt = async {
-            let membership = self.raft.metrics().borrow().membership_config.clone();
+            // Only the leader's view of the membership counts: a restarted node's own view (a
+            // member that left, a leader of an old term) may still list the joiner, and
+            // answering from it would tell the joiner it is in when it is not.
+            let (state, leader, membership) = {
+                let metrics = self.raft.metrics().borrow().clone();
+                (metrics.state, metrics.current_leader, metrics.membership_config)
+            };
+            if state != openraft::ServerState::Leader {
+                let leader_addr = leader
+                    .filter(|l| *l != self.id)
+                    .and_then(|l| membership.membership().get_node(&l).map(|n| n.addr.clone()));
+                return match leader_addr {
+                    Some(leader) => self.forward_join(&leader, id, addr).await,
+                    None => Err(ClusterError::NoQuorum("no leader known".into())),
+                };
+            }
             let known = membership
                 .membership()
                 .get_node(&id)
