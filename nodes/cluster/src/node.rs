@@ -255,7 +255,11 @@ impl ClusterNode {
             // answering from it would tell the joiner it is in when it is not.
             let (state, leader, membership) = {
                 let metrics = self.raft.metrics().borrow().clone();
-                (metrics.state, metrics.current_leader, metrics.membership_config)
+                (
+                    metrics.state,
+                    metrics.current_leader,
+                    metrics.membership_config,
+                )
             };
             if state != openraft::ServerState::Leader {
                 let leader_addr = leader
