@@ -35,7 +35,13 @@ fi
 certs=${XDG_CACHE_HOME:-$HOME/.cache}/wharf-image/ca-certificates.crt
 if [ ! -s "$certs" ]; then
   tmp=$(mktemp -d)
-  (cd "$tmp" && apt-get download ca-certificates >/dev/null)
+  # Package lists may be missing on a fresh machine: refresh them once if the download fails.
+  if ! (cd "$tmp" && apt-get download ca-certificates >/dev/null 2>&1); then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    (cd "$tmp" && apt-get download ca-certificates >/dev/null)
+  fi
   dpkg-deb -x "$tmp"/ca-certificates_*.deb "$tmp/x"
   mkdir -p "$(dirname "$certs")"
   cat "$tmp"/x/usr/share/ca-certificates/mozilla/*.crt >"$certs"
