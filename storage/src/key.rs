@@ -34,6 +34,8 @@ pub enum ObjectKey {
     AccessLog {
         node: String,
     },
+    /// The blobs `[[prefetch]]` rules pin: eviction on every node skips them.
+    Pins,
 }
 
 impl ObjectKey {
@@ -59,6 +61,7 @@ impl ObjectKey {
                 digest.hex()
             ),
             ObjectKey::AccessLog { node } => format!("{ACCESS_PREFIX}{}", safe_segment(node)),
+            ObjectKey::Pins => "prefetch/pins".to_string(),
         }
     }
 

@@ -54,6 +54,9 @@ pub struct Config {
     /// Who may pull which repositories: the first rule that matches decides.
     #[serde(rename = "access")]
     pub access: Vec<AccessRule>,
+    /// Images kept warm: re-resolved every interval, new matching tags pulled in.
+    #[serde(rename = "prefetch")]
+    pub prefetch: Vec<PrefetchRule>,
     /// Accept secret files (`password_file`, `token_key_file`) that other users can read.
     /// Off: such a file is refused, as a secret readable by all is no secret.
     pub allow_world_readable_secrets: bool,
@@ -208,6 +211,49 @@ pub struct AccessRule {
 
 fn yes() -> bool {
     true
+}
+
+/// One `[[prefetch]]` rule: the tags of `image` matching `tags` (a regex) or `semver` (a
+/// version requirement) are pulled into the cache every `interval_secs`, before any client asks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrefetchRule {
+    /// As `docker pull` names it: `docker.io/library/nginx`, `ghcr.io/org/app`; no registry
+    /// host means the default upstream.
+    pub image: String,
+    /// A regular expression the whole tag is searched with (`^1\\.2[0-9]\\.`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tags: String,
+    /// A semantic-version requirement (`>=1.25, <2`); tags that are no version (after an
+    /// optional `v`, with missing minor/patch taken as 0) never match.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub semver: String,
+    /// `os/arch[/variant]` of an index to pull; empty: every platform.
+    #[serde(default)]
+    pub platforms: Vec<String>,
+    #[serde(default = "default_prefetch_interval")]
+    pub interval_secs: u64,
+    /// Also pull the images' referrers (signatures, SBOMs, attestations).
+    #[serde(default)]
+    pub referrers: bool,
+    /// Never evict what this rule pulled (while the rule is configured).
+    #[serde(default)]
+    pub pin: bool,
+    /// The most tags pulled per pass: the highest versions (else the last, lexically).
+    #[serde(default = "default_prefetch_max_tags")]
+    pub max_tags: usize,
+}
+
+fn default_prefetch_interval() -> u64 {
+    3600
+}
+
+fn default_prefetch_max_tags() -> usize {
+    20
+}
+
+fn default_prefetch_reserve() -> u64 {
+    20
 }
 
 impl AccessRule {
@@ -429,6 +475,10 @@ pub struct UpstreamConfig {
     /// Read the password from this file instead (Kubernetes/Docker secrets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
+    /// Pulls of the upstream's allowance (Docker Hub's `ratelimit-remaining`) left to clients:
+    /// prefetching pauses while fewer remain.
+    #[serde(default = "default_prefetch_reserve")]
+    pub prefetch_reserve: u64,
 }
 
 impl Default for Config {
@@ -448,6 +498,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             catalog: CatalogConfig::default(),
             access: Vec::new(),
+            prefetch: Vec::new(),
             allow_world_readable_secrets: false,
             upstreams: vec![UpstreamConfig::new(DOCKER_HUB_NAME, DOCKER_HUB_URL, true)],
         }
@@ -486,6 +537,7 @@ impl std::fmt::Debug for UpstreamConfig {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("password_file", &self.password_file)
+            .field("prefetch_reserve", &self.prefetch_reserve)
             .finish()
     }
 }
@@ -499,6 +551,7 @@ impl UpstreamConfig {
             username: None,
             password: None,
             password_file: None,
+            prefetch_reserve: default_prefetch_reserve(),
         }
     }
 
@@ -705,6 +758,20 @@ impl Config {
                 return invalid(format!(
                     "upstream {:?}: username and password go together",
                     u.name
+                ));
+            }
+        }
+        for rule in &self.prefetch {
+            if rule.image.is_empty() || rule.tags.is_empty() == rule.semver.is_empty() {
+                return invalid(format!(
+                    "[[prefetch]] {:?}: name the image and exactly one of tags and semver",
+                    rule.image
+                ));
+            }
+            if rule.interval_secs == 0 || rule.max_tags == 0 {
+                return invalid(format!(
+                    "[[prefetch]] {:?}: interval_secs and max_tags must be positive",
+                    rule.image
                 ));
             }
         }

@@ -4,6 +4,7 @@
 //! - [`digest`]: content digests and the incremental hasher that verifies them while bytes stream.
 //! - [`name`]: repository names and tags, validated by the OCI distribution grammar.
 //! - [`reference`]: what a manifest request names, a tag or a digest.
+//! - [`image`]: images as `docker pull` names them, and the walk from an index to its blobs.
 //! - [`media`]: manifest media types and `Accept` negotiation.
 //! - [`range`]: HTTP `Range` headers for blob requests.
 //! - [`error`]: the OCI error codes clients understand, with their HTTP status.
@@ -13,6 +14,7 @@ pub mod config;
 pub mod config_env;
 pub mod digest;
 pub mod error;
+pub mod image;
 pub mod media;
 pub mod name;
 pub mod range;

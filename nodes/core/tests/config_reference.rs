@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use wharf_core::config::{AccessRule, Config, UpstreamConfig};
+use wharf_core::config::{AccessRule, Config, PrefetchRule, UpstreamConfig};
 
 const REFERENCE: &str = include_str!("../../../deploy/wharf.example.toml");
 
@@ -53,6 +53,16 @@ fn reference_names_every_key() {
         groups: vec!["ci".into()],
         anonymous: true,
         allow: true,
+    });
+    full.prefetch.push(PrefetchRule {
+        image: "nginx".into(),
+        tags: "^1".into(),
+        semver: ">=1".into(),
+        platforms: vec!["linux/amd64".into()],
+        interval_secs: 60,
+        referrers: true,
+        pin: true,
+        max_tags: 5,
     });
     let mut known = BTreeSet::new();
     key_paths(&toml::Value::try_from(&full).unwrap(), "", &mut known);

@@ -229,6 +229,18 @@ impl BlobService {
         }
     }
 
+    /// Whether the store holds `digest` (the index first, then one stat).
+    pub async fn contains(&self, digest: &Digest) -> Result<bool, ApiError> {
+        if self.index.contains_key(digest) {
+            return Ok(true);
+        }
+        Ok(self
+            .store
+            .stat(&ObjectKey::Blob(digest.clone()))
+            .await?
+            .is_some())
+    }
+
     /// The evictor sharing this service's store and index.
     pub fn evictor(&self) -> &Arc<Evictor> {
         &self.evictor

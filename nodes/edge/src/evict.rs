@@ -6,7 +6,9 @@
 //! each one's last use as the latest of its write time and every node's recorded access, and
 //! deletes idle blobs, then the least recently used until under quota. Blobs written less than
 //! `min_age_secs` ago are never deleted (they are being fetched or were just fetched); in-flight
-//! downloads are not in the store at all. A deleted blob is fetched again on its next request.
+//! downloads are not in the store at all. Blobs listed in the pin record that `[[prefetch]]`
+//! writes (`prefetch/pins`) are never deleted either, whichever node runs the pass. A deleted
+//! blob is fetched again on its next request.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,9 +31,33 @@ pub const MAX_PENDING_ACCESSES: usize = 200_000;
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct EvictionReport {
     pub deleted: usize,
+    /// Blobs kept because a prefetch rule pins them.
+    pub pinned: usize,
     pub freed_bytes: u64,
     pub kept: usize,
     pub kept_bytes: u64,
+}
+
+/// The pin record: digests of blobs no pass may delete.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Pins {
+    pub digests: std::collections::BTreeSet<String>,
+}
+
+impl Pins {
+    /// The record in the store; none (or unreadable: pins are a preference, not data) is empty.
+    pub async fn read(store: &dyn BlobStore) -> Result<Pins, StoreError> {
+        Ok(store
+            .read_small(&ObjectKey::Pins)
+            .await?
+            .and_then(|body| serde_json::from_slice(&body).ok())
+            .unwrap_or_default())
+    }
+
+    pub async fn write(&self, store: &dyn BlobStore) -> Result<(), StoreError> {
+        let body = serde_json::to_vec(self).unwrap_or_default();
+        store.put_small(&ObjectKey::Pins, body.into()).await
+    }
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -167,6 +193,7 @@ impl Evictor {
         self.persist_access_log(&recorded).await?;
         drop(recorded);
         let last_access = self.merged_access_logs().await?;
+        let pins = Pins::read(self.store.as_ref()).await?;
         let now = now_secs();
         let mut blobs: Vec<(Digest, u64, u64, u64)> = Vec::new(); // digest, size, written, last used
         for object in listed {
@@ -186,6 +213,12 @@ impl Evictor {
         let quota = self.config.max_size_mib.saturating_mul(1024 * 1024);
         let mut report = EvictionReport::default();
         for (digest, size, written, used) in blobs {
+            if pins.digests.contains(&digest.to_string()) {
+                report.pinned += 1;
+                report.kept += 1;
+                report.kept_bytes += size;
+                continue;
+            }
             let young = now.saturating_sub(written) < self.config.min_age_secs;
             let idle = self.config.max_idle_secs > 0
                 && now.saturating_sub(used) > self.config.max_idle_secs;

@@ -21,6 +21,7 @@ pub mod http_metrics;
 pub mod links;
 pub mod manifests;
 pub mod negative;
+pub mod prefetch;
 pub mod referrers;
 pub mod route;
 pub mod sendfile;
@@ -98,6 +99,8 @@ pub struct Mirror {
     pub info: status::NodeInfo,
     /// The latest server-side errors, for the status page.
     pub recent_errors: status::RecentErrors,
+    /// `[[prefetch]]` rules and how their passes went.
+    pub prefetch: Arc<prefetch::Prefetcher>,
 }
 
 /// The version wharf was built as.
@@ -210,6 +213,7 @@ impl Mirror {
                 on_main_listener: config.metrics.main_listener,
             },
             recent_errors: status::RecentErrors::default(),
+            prefetch: Arc::new(prefetch::Prefetcher::from_config(config)?),
             connection_limits: connections::ConnectionLimits {
                 max_connections: limits.max_connections,
                 header_read_timeout: Duration::from_secs(limits.header_read_timeout_secs),
@@ -220,6 +224,7 @@ impl Mirror {
         if evictor.enabled() {
             tokio::spawn(evictor.run());
         }
+        tokio::spawn(mirror.prefetch.clone().run(Arc::downgrade(&mirror)));
         Ok(mirror)
     }
 }

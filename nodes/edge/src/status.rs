@@ -85,6 +85,9 @@ pub struct StatusReport {
     pub downloads: Vec<DownloadStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<CoordinatorHealth>,
+    /// `[[prefetch]]` rules as this node ran them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub prefetch: Vec<crate::prefetch::RuleStatus>,
     pub recent_errors: Vec<RecentError>,
 }
 
@@ -205,6 +208,7 @@ pub fn report(mirror: &Mirror) -> StatusReport {
             .collect(),
         downloads,
         cluster,
+        prefetch: mirror.prefetch.status(),
         recent_errors: mirror.recent_errors.list(),
     }
 }

@@ -72,16 +72,7 @@ impl TagsListService {
         let (entry, cache) = match &known {
             Some(entry) if entry.2.elapsed() < self.ttl => (entry.clone(), CacheResult::Hit),
             _ => {
-                let (cache, upstream, repo) = (self.cache.clone(), upstream.clone(), repo.clone());
-                let (result, joined) = self
-                    .flights
-                    .run(key.clone(), move || async move {
-                        let (name, tags) = fetch_all(&upstream, &repo).await?;
-                        let entry = Arc::new((name, tags, Instant::now()));
-                        cache.insert(key, entry.clone()).await;
-                        Ok(entry)
-                    })
-                    .await;
+                let (result, joined) = self.refresh(upstream, repo).await;
                 match (result, known) {
                     (Ok(entry), _) if joined => (entry, CacheResult::Coalesced),
                     (Ok(entry), _) => (entry, CacheResult::Miss),
@@ -101,6 +92,36 @@ impl TagsListService {
             next,
             cache,
         })
+    }
+}
+
+impl TagsListService {
+    /// The whole list as the upstream has it now (cached for clients too); true when joined
+    /// to a fetch already under way.
+    async fn refresh(
+        &self,
+        upstream: &Arc<UpstreamClient>,
+        repo: &RepoName,
+    ) -> (Result<Entry, ApiError>, bool) {
+        let key = (upstream.name().to_string(), repo.clone());
+        let (cache, upstream, repo) = (self.cache.clone(), upstream.clone(), repo.clone());
+        self.flights
+            .run(key.clone(), move || async move {
+                let (name, tags) = fetch_all(&upstream, &repo).await?;
+                let entry = Arc::new((name, tags, Instant::now()));
+                cache.insert(key, entry.clone()).await;
+                Ok(entry)
+            })
+            .await
+    }
+
+    /// Every tag of `repo`, fetched from the upstream now: prefetching must see new tags.
+    pub async fn current(
+        &self,
+        upstream: &Arc<UpstreamClient>,
+        repo: &RepoName,
+    ) -> Result<Vec<String>, ApiError> {
+        self.refresh(upstream, repo).await.0.map(|e| e.1.clone())
     }
 }
 

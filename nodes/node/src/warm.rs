@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use serde_json::Value;
+use wharf_core::image::{ImageRef, image_blobs, index_children};
 use wharf_core::{Digest, DigestHasher, media};
 
 /// Manifests larger than this are refused (as the node refuses them).
@@ -17,43 +18,12 @@ const MAX_MANIFEST: usize = 4 * 1024 * 1024;
 /// Blobs of one image downloaded at once.
 const PARALLEL_BLOBS: usize = 4;
 
-/// An image as `docker pull` names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageRef {
-    /// The registry host, when the name has one (`ghcr.io`, `localhost:5000`).
-    pub registry: Option<String>,
-    pub repository: String,
-    /// A tag or a digest.
-    pub reference: String,
+/// `?ns=` selecting the node's upstream of the image's registry.
+trait RegistryQuery {
+    fn query(&self) -> String;
 }
 
-impl ImageRef {
-    pub fn parse(name: &str) -> anyhow::Result<ImageRef> {
-        let (rest, reference) = match name.split_once('@') {
-            Some((rest, digest)) => (rest, digest.to_string()),
-            None => match name.rsplit_once(':') {
-                Some((rest, tag)) if !tag.contains('/') => (rest, tag.to_string()),
-                _ => (name, "latest".to_string()),
-            },
-        };
-        let (registry, repository) = match rest.split_once('/') {
-            Some((host, repo))
-                if host.contains('.') || host.contains(':') || host == "localhost" =>
-            {
-                (Some(host.to_string()), repo.to_string())
-            }
-            _ => (None, rest.to_string()),
-        };
-        if repository.is_empty() || reference.is_empty() {
-            bail!("{name:?} is no image name");
-        }
-        Ok(ImageRef {
-            registry,
-            repository,
-            reference,
-        })
-    }
-
+impl RegistryQuery for ImageRef {
     fn query(&self) -> String {
         self.registry
             .as_ref()
@@ -113,21 +83,6 @@ fn human(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
-/// `os/arch[/variant]` of an index entry.
-fn platform_of(descriptor: &Value) -> String {
-    let p = &descriptor["platform"];
-    let mut s = format!(
-        "{}/{}",
-        p["os"].as_str().unwrap_or("unknown"),
-        p["architecture"].as_str().unwrap_or("unknown")
-    );
-    if let Some(variant) = p["variant"].as_str() {
-        s.push('/');
-        s.push_str(variant);
-    }
-    s
-}
-
 impl Warmer {
     fn get(&self, path: &str) -> reqwest::RequestBuilder {
         let request = self.http.get(format!("{}{path}", self.node));
@@ -169,17 +124,12 @@ impl Warmer {
     async fn image(&self, name: &str, platform: Option<&str>) -> anyhow::Result<u64> {
         let image = ImageRef::parse(name)?;
         let top = self.manifest(&image, &image.reference).await?;
-        let manifests = match top["manifests"].as_array() {
-            Some(entries) => {
+        let platforms: Vec<String> = platform.map(str::to_string).into_iter().collect();
+        let manifests = match index_children(&top, &platforms) {
+            Some(children) => {
                 let mut chosen = Vec::new();
-                for entry in entries {
-                    if platform.is_some_and(|p| platform_of(entry) != p) {
-                        continue;
-                    }
-                    let digest = entry["digest"]
-                        .as_str()
-                        .context("an index entry without digest")?;
-                    chosen.push(self.manifest(&image, digest).await?);
+                for digest in children? {
+                    chosen.push(self.manifest(&image, &digest.to_string()).await?);
                 }
                 if chosen.is_empty() {
                     bail!("no manifest for platform {}", platform.unwrap_or("any"));
@@ -190,17 +140,9 @@ impl Warmer {
         };
         let mut blobs: Vec<(Digest, u64)> = Vec::new();
         for m in &manifests {
-            for d in
-                std::iter::once(&m["config"]).chain(m["layers"].as_array().into_iter().flatten())
-            {
-                let Some(digest) = d["digest"].as_str() else {
-                    continue;
-                };
-                let digest: Digest = digest
-                    .parse()
-                    .with_context(|| format!("blob digest {digest:?}"))?;
-                if !blobs.iter().any(|(b, _)| *b == digest) {
-                    blobs.push((digest, d["size"].as_u64().unwrap_or(0)));
+            for blob in image_blobs(m)? {
+                if !blobs.iter().any(|(b, _)| *b == blob.0) {
+                    blobs.push(blob);
                 }
             }
         }
@@ -247,37 +189,5 @@ impl Warmer {
             bail!("blob {digest}: the bytes do not match their digest");
         }
         Ok(len)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn images_are_named_as_docker_pull_names_them() {
-        let p = |s: &str| ImageRef::parse(s).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            p("library/nginx:1.27"),
-            ImageRef {
-                registry: None,
-                repository: "library/nginx".into(),
-                reference: "1.27".into()
-            }
-        );
-        assert_eq!(p("nginx").reference, "latest");
-        let ghcr = p("ghcr.io/org/app:v2");
-        assert_eq!(
-            (ghcr.registry.as_deref(), ghcr.repository.as_str()),
-            (Some("ghcr.io"), "org/app")
-        );
-        let local = p("localhost:5000/team/app");
-        assert_eq!(
-            (local.registry.as_deref(), local.reference.as_str()),
-            (Some("localhost:5000"), "latest")
-        );
-        let pinned = p("quay.io/a/b@sha256:00");
-        assert_eq!(pinned.reference, "sha256:00");
-        assert!(ImageRef::parse(":tag").is_err());
     }
 }

@@ -417,3 +417,59 @@ async fn a_rolling_restart_under_steady_load_fails_no_pull() {
         assert!(gets <= 1, "{digest} fetched {gets} times");
     }
 }
+
+/// Each member's `[[prefetch]]` passes, from its status page.
+async fn prefetch_passes(cluster: &WharfCluster) -> Vec<u64> {
+    let mut out = Vec::new();
+    for member in &cluster.members {
+        let status: serde_json::Value = reqwest::get(format!("{}/status.json", member.url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        out.push(status["prefetch"][0]["passes"].as_u64().unwrap_or(0));
+    }
+    out
+}
+
+#[tokio::test]
+async fn prefetch_in_a_three_node_cluster_runs_on_the_leader_only() {
+    let registry = Registry::start(RegistryOptions::default()).await.unwrap();
+    let image = wharf_testkit::image::image(wharf_testkit::image::Format::Oci, "warm", "amd64", 3);
+    Pusher::new(&registry.url(), PushAuth::None)
+        .push_image(REPO, "v1", &image)
+        .await
+        .unwrap();
+    let s3 = S3Server::start().await.unwrap();
+    s3.create_bucket("cluster").await.unwrap();
+    let config =
+        format!("[[prefetch]]\nimage = \"{REPO}\"\ntags = \"^v\"\ninterval_secs = 2\npin = true\n");
+    let binary = Path::new(env!("CARGO_BIN_EXE_wharf"));
+    let cluster =
+        WharfCluster::start_configured(binary, 3, &registry.url(), &s3, "cluster", &config)
+            .await
+            .unwrap();
+    // Over some intervals, the leader syncs and no other member does.
+    let synced = wait_until(Duration::from_secs(30), || async {
+        prefetch_passes(&cluster).await.iter().max() >= Some(&3)
+    })
+    .await;
+    let passes = prefetch_passes(&cluster).await;
+    assert!(synced, "no member ran 3 passes: {passes:?}");
+    let leader = cluster.leader().unwrap();
+    for (i, p) in passes.iter().enumerate() {
+        assert_eq!(*p > 0, i == leader, "passes {passes:?}, leader {leader}");
+    }
+    // Every blob came from the upstream once, and all members serve it from S3.
+    for blob in image.blobs() {
+        let path = format!("/v2/{REPO}/blobs/{}", blob.digest);
+        assert_eq!(registry.count_requests("GET", &path), 1, "{path}");
+        for member in &cluster.members {
+            pull(&reqwest::Client::new(), &member.url(), &blob.digest)
+                .await
+                .unwrap();
+        }
+        assert_eq!(registry.count_requests("GET", &path), 1, "{path}");
+    }
+}

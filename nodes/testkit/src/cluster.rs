@@ -41,6 +41,8 @@ pub struct WharfCluster {
     upstream: String,
     bucket: String,
     s3_env: Vec<(&'static str, String)>,
+    /// A config file every member reads (`--config`), when the test needs one.
+    config_file: Option<PathBuf>,
     pub members: Vec<Member>,
     /// Holds data directories and logs.
     dir: tempfile::TempDir,
@@ -56,12 +58,32 @@ impl WharfCluster {
         s3: &S3Server,
         bucket: &str,
     ) -> anyhow::Result<WharfCluster> {
+        WharfCluster::start_configured(binary, n, upstream, s3, bucket, "").await
+    }
+
+    /// As [`WharfCluster::start`], every member also reading the TOML `config` (flags win).
+    pub async fn start_configured(
+        binary: &Path,
+        n: usize,
+        upstream: &str,
+        s3: &S3Server,
+        bucket: &str,
+        config: &str,
+    ) -> anyhow::Result<WharfCluster> {
         let dir = tempfile::tempdir()?;
+        let config_file = if config.is_empty() {
+            None
+        } else {
+            let path = dir.path().join("wharf.toml");
+            std::fs::write(&path, config)?;
+            Some(path)
+        };
         let mut cluster = WharfCluster {
             binary: binary.to_path_buf(),
             upstream: upstream.to_string(),
             bucket: bucket.to_string(),
             s3_env: s3.env(),
+            config_file,
             members: Vec::new(),
             dir,
         };
@@ -94,8 +116,12 @@ impl WharfCluster {
             .append(true)
             .open(&member.log)?;
         let mut command = Command::new(&self.binary);
+        command.arg("serve");
+        if let Some(config) = &self.config_file {
+            command.arg("--config").arg(config);
+        }
         command
-            .args(["serve", "--listen"])
+            .arg("--listen")
             .arg(format!("127.0.0.1:{}", member.http_port))
             .args(["--upstream", &self.upstream, "--data-dir"])
             .arg(&member.data_dir)

@@ -1,29 +1,33 @@
-//! A man-in-the-middle between wharf and its upstream that flips one byte of every blob body
-//! while corruption is switched on: the upstream misbehaving, for verification tests.
+//! A man-in-the-middle between wharf and its upstream: the upstream misbehaving, for tests. It
+//! flips one byte of every blob body while corruption is switched on (verification tests), and
+//! adds Docker Hub's `ratelimit-*` headers to every answer while a remaining count is set.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 
-pub struct CorruptingProxy {
+pub struct MitmProxy {
     pub port: u16,
     upstream: String,
     corrupt: AtomicBool,
+    /// `ratelimit-remaining` to announce; negative: none.
+    ratelimit_remaining: AtomicI64,
     /// Blob bodies corrupted so far.
     pub corrupted: AtomicUsize,
     http: reqwest::Client,
 }
 
-impl CorruptingProxy {
-    pub async fn start(upstream: &str) -> anyhow::Result<Arc<CorruptingProxy>> {
+impl MitmProxy {
+    pub async fn start(upstream: &str) -> anyhow::Result<Arc<MitmProxy>> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let proxy = Arc::new(CorruptingProxy {
+        let proxy = Arc::new(MitmProxy {
             port: listener.local_addr()?.port(),
             upstream: upstream.trim_end_matches('/').to_string(),
             corrupt: AtomicBool::new(true),
+            ratelimit_remaining: AtomicI64::new(-1),
             corrupted: AtomicUsize::new(0),
             http: reqwest::Client::new(),
         });
@@ -43,9 +47,15 @@ impl CorruptingProxy {
     pub fn set_corrupt(&self, on: bool) {
         self.corrupt.store(on, Ordering::SeqCst);
     }
+
+    /// Announce `remaining` pulls of a 100-pull allowance on every answer; `None`: no headers.
+    pub fn set_ratelimit_remaining(&self, remaining: Option<u32>) {
+        self.ratelimit_remaining
+            .store(remaining.map_or(-1, i64::from), Ordering::SeqCst);
+    }
 }
 
-async fn forward(State(proxy): State<Arc<CorruptingProxy>>, request: Request) -> Response {
+async fn forward(State(proxy): State<Arc<MitmProxy>>, request: Request) -> Response {
     let path = request
         .uri()
         .path_and_query()
@@ -77,6 +87,17 @@ async fn forward(State(proxy): State<Arc<CorruptingProxy>>, request: Request) ->
     for (name, value) in &headers {
         if name != "transfer-encoding" {
             out.headers_mut().insert(name, value.clone());
+        }
+    }
+    let remaining = proxy.ratelimit_remaining.load(Ordering::SeqCst);
+    if remaining >= 0 {
+        let h = out.headers_mut();
+        h.insert(
+            "ratelimit-limit",
+            axum::http::HeaderValue::from_static("100;w=21600"),
+        );
+        if let Ok(v) = axum::http::HeaderValue::from_str(&format!("{remaining};w=21600")) {
+            h.insert("ratelimit-remaining", v);
         }
     }
     out

@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use wharf_testkit::proxy::CorruptingProxy;
+use wharf_testkit::proxy::MitmProxy;
 use wharf_testkit::push::{PushAuth, Pusher};
 use wharf_testkit::registry::{Registry, RegistryOptions};
 use wharf_testkit::wait_until;
@@ -126,7 +126,7 @@ async fn cold_pull_fetches_each_blob_once() {
 #[tokio::test]
 async fn corrupted_upstream_bytes_are_never_cached() {
     let (registry, seeds) = seeded_registry().await;
-    let proxy = CorruptingProxy::start(&registry.url()).await.unwrap();
+    let proxy = MitmProxy::start(&registry.url()).await.unwrap();
     let wharf = Wharf::start(test_config(vec![upstream("docker.io", &proxy.url(), true)])).await;
     let http = reqwest::Client::new();
     let layer = &seeds.oci.layers[0];

@@ -9,6 +9,7 @@ mod clients;
 mod common;
 mod metrics;
 mod outage;
+mod prefetch;
 mod referrers;
 mod s3;
 mod tags;

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use wharf_storage::s3::{PART_SIZE, S3Location, S3Store};
 use wharf_storage::{BlobStore, ByteSource, ObjectKey};
 use wharf_testkit::image::big_image;
-use wharf_testkit::proxy::CorruptingProxy;
+use wharf_testkit::proxy::MitmProxy;
 use wharf_testkit::push::{PushAuth, Pusher};
 use wharf_testkit::registry::{Registry, RegistryOptions};
 use wharf_testkit::s3::S3Server;
@@ -158,7 +158,7 @@ async fn two_nodes_share_one_bucket_and_survive_the_upstream() {
 #[tokio::test]
 async fn digest_mismatch_aborts_the_streamed_upload() {
     let (registry, image) = big_image_registry(11, 3 * PART_SIZE + 1000).await;
-    let proxy = CorruptingProxy::start(&registry.url()).await.unwrap();
+    let proxy = MitmProxy::start(&registry.url()).await.unwrap();
     let s3 = s3_with_bucket("verify").await;
     let wharf = Wharf::on_s3(
         test_config(vec![upstream("docker.io", &proxy.url(), true)]),
