@@ -386,6 +386,9 @@ pub struct S3Config {
     pub redirect_blobs: bool,
     /// Lifetime of those presigned URLs.
     pub presign_expiry_secs: u64,
+    /// Redirect to `<this>/<object key>` instead of a presigned URL: a CDN over the bucket
+    /// that signs (or needs no) URLs of its own, e.g. a CloudFront distribution with OAC.
+    pub redirect_base_url: String,
 }
 
 /// Keeping the store within bounds: least recently used blobs go first.
@@ -408,6 +411,7 @@ impl Default for S3Config {
             path_style: false,
             redirect_blobs: false,
             presign_expiry_secs: 600,
+            redirect_base_url: String::new(),
         }
     }
 }
@@ -440,6 +444,9 @@ pub struct CacheConfig {
     pub tags_list_ttl_secs: u64,
     /// Memory for manifest bodies and the content index, in MiB.
     pub memory_index_mib: u64,
+    /// `max-age` of `404` answers for caches in front of wharf (a CDN); 0: `no-store`, like
+    /// every other error.
+    pub not_found_max_age_secs: u64,
 }
 
 /// Timeouts and retries for every request to an upstream.
@@ -511,6 +518,7 @@ impl Default for CacheConfig {
             tag_ttl_secs: 60,
             tags_list_ttl_secs: 30,
             memory_index_mib: 128,
+            not_found_max_age_secs: 0,
         }
     }
 }
@@ -700,6 +708,15 @@ impl Config {
         self.storage_target()?;
         if self.s3.redirect_blobs && !matches!(self.storage_target()?, StorageTarget::S3 { .. }) {
             return invalid("s3.redirect_blobs needs s3:// storage".into());
+        }
+        let base = &self.s3.redirect_base_url;
+        if !base.is_empty()
+            && (!self.s3.redirect_blobs
+                || !(base.starts_with("https://") || base.starts_with("http://")))
+        {
+            return invalid(
+                "s3.redirect_base_url is an http(s):// URL and needs redirect_blobs".into(),
+            );
         }
         if self.cluster.enabled() {
             let advertised = self.cluster.advertised();

@@ -20,7 +20,7 @@ use crate::blobs::{BlobBody, BlobReply};
 use crate::error::ApiError;
 use crate::route::Route;
 use crate::sendfile::SendfileConn;
-use crate::{http_metrics, status};
+use crate::{http_cache, http_metrics, status};
 
 /// The v2 API router; every request runs in its own tracing span.
 pub fn router(mirror: Arc<Mirror>) -> Router {
@@ -86,7 +86,7 @@ async fn not_found() -> ApiError {
 }
 
 async fn v2(State(mirror): State<Arc<Mirror>>, request: Request) -> Response {
-    match handle(&mirror, request).await {
+    let mut response = match handle(&mirror, request).await {
         Ok(response) => response,
         Err(e) => {
             if e.status.is_server_error() {
@@ -95,8 +95,9 @@ async fn v2(State(mirror): State<Arc<Mirror>>, request: Request) -> Response {
             }
             e.into_response()
         }
-    }
-    .with_api_version()
+    };
+    mirror.http_cache.error(&mut response);
+    response.with_api_version()
 }
 
 trait WithApiVersion {
@@ -334,16 +335,19 @@ async fn manifest(
 ) -> Result<Response, ApiError> {
     // With auth on, content is served for a repository only if it belongs to it.
     let isolate = mirror.auth.restricted();
-    let manifest = match &reference {
+    let (manifest, cache, fresh_for) = match &reference {
         Reference::Digest(d) => {
             if isolate {
                 mirror.links.ensure(upstream, &repo, d, true).await?;
             }
-            mirror.manifests.by_digest(upstream, &repo, d).await?
+            let (m, cache) = mirror.manifests.by_digest(upstream, &repo, d).await?;
+            (m, cache, None)
         }
-        Reference::Tag(t) => mirror.manifests.by_tag(upstream, &repo, t).await?,
+        Reference::Tag(t) => {
+            let tagged = mirror.manifests.by_tag(upstream, &repo, t).await?;
+            (tagged.manifest, tagged.cache, Some(tagged.fresh_for))
+        }
     };
-    let (manifest, cache) = manifest;
     if isolate {
         mirror
             .links
@@ -362,19 +366,34 @@ async fn manifest(
             ),
         ));
     }
-    let mut response = if head {
-        Body::empty().into_response()
-    } else {
-        Body::from(manifest.body.clone()).into_response()
-    };
-    let h = response.headers_mut();
-    insert(h, header::CONTENT_TYPE, &manifest.media_type);
+    let mut h = HeaderMap::new();
+    insert(&mut h, header::CONTENT_TYPE, &manifest.media_type);
     h.insert(
         header::CONTENT_LENGTH,
         HeaderValue::from(manifest.body.len()),
     );
-    insert(h, "docker-content-digest", &manifest.digest.to_string());
-    insert(h, header::ETAG, &format!("\"{}\"", manifest.digest));
+    insert(
+        &mut h,
+        "docker-content-digest",
+        &manifest.digest.to_string(),
+    );
+    // The answer depends on Accept (a type the client does not take is a 404).
+    h.insert(header::VARY, HeaderValue::from_static("Accept"));
+    match fresh_for {
+        Some(fresh_for) => mirror.http_cache.tag(&mut h, &manifest.digest, fresh_for),
+        None => mirror.http_cache.immutable(&mut h, &manifest.digest),
+    }
+    let mut response = if http_cache::not_modified(headers, &manifest.digest, fresh_for.is_none()) {
+        http_cache::not_modified_response(h)
+    } else {
+        let mut response = if head {
+            Body::empty().into_response()
+        } else {
+            Body::from(manifest.body.clone()).into_response()
+        };
+        response.headers_mut().extend(h);
+        response
+    };
     response.extensions_mut().insert(Served {
         cache,
         upstream: upstream.name().to_string(),
@@ -392,6 +411,23 @@ async fn blob(
 ) -> Result<Response, ApiError> {
     if mirror.auth.restricted() {
         mirror.links.ensure(upstream, &repo, &digest, false).await?;
+    }
+    let mut validators = HeaderMap::new();
+    insert(
+        &mut validators,
+        "docker-content-digest",
+        &digest.to_string(),
+    );
+    validators.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    mirror.http_cache.immutable(&mut validators, &digest);
+    // The client (a CDN revalidating) holds these bytes already: they cannot have changed.
+    if http_cache::not_modified(headers, &digest, true) {
+        let mut response = http_cache::not_modified_response(validators);
+        response.extensions_mut().insert(Served {
+            cache: CacheResult::Hit,
+            upstream: upstream.name().to_string(),
+        });
+        return Ok(response);
     }
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let reply = mirror
@@ -464,14 +500,7 @@ async fn blob(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    insert(h, "docker-content-digest", &digest.to_string());
-    insert(h, header::ETAG, &format!("\"{digest}\""));
-    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    // Content-addressed: safe for any CDN or client cache to keep forever.
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=31536000, immutable"),
-    );
+    h.extend(validators);
     response.extensions_mut().insert(Served {
         cache,
         upstream: upstream.name().to_string(),

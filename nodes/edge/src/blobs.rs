@@ -66,6 +66,9 @@ pub struct BlobService {
     negative: Arc<NegativeCache>,
     /// The cluster, once it is up; a single node has none.
     coordinator: OnceLock<Arc<dyn FetchCoordinator>>,
+    /// CDN-origin mode through a CDN over the bucket: redirect to `<base><object key>`
+    /// instead of a presigned URL.
+    redirect_base: Option<String>,
 }
 
 /// How much blob work clients can start on this node.
@@ -159,7 +162,14 @@ impl BlobService {
             evictor,
             negative: limits.negative,
             coordinator: OnceLock::new(),
+            redirect_base: None,
         })
+    }
+
+    /// Redirect cached blobs to `base` + their object key (`base` ends with `/`).
+    pub fn with_redirect_base(mut self, base: Option<String>) -> BlobService {
+        self.redirect_base = base;
+        self
     }
 
     /// Wait, up to `timeout`, until no download is under way: a node leaving a cluster
@@ -437,6 +447,9 @@ impl BlobService {
         if self.evictor.enabled() || self.index.get(digest).await.is_none() {
             let size = self.store.stat(&key).await.ok()??;
             self.index.insert(digest.clone(), size).await;
+        }
+        if let Some(base) = &self.redirect_base {
+            return Some(format!("{base}{}", key.path()));
         }
         match self.store.presigned_url(&key, expires).await {
             Ok(url) => url,

@@ -17,6 +17,7 @@ pub mod download;
 pub mod error;
 pub mod evict;
 pub mod health;
+pub mod http_cache;
 pub mod http_metrics;
 pub mod links;
 pub mod manifests;
@@ -99,6 +100,8 @@ pub struct Mirror {
     pub info: status::NodeInfo,
     /// The latest server-side errors, for the status page.
     pub recent_errors: status::RecentErrors,
+    /// Validators and lifetimes for caches in front of wharf.
+    pub http_cache: http_cache::HttpCaching,
     /// `[[prefetch]]` rules and how their passes went.
     pub prefetch: Arc<prefetch::Prefetcher>,
 }
@@ -169,7 +172,8 @@ impl Mirror {
         .map_err(|source| EdgeError::Spool {
             path: spool,
             source,
-        })?;
+        })?
+        .with_redirect_base(redirect_base(config)?);
         let auth = Arc::new(wharf_auth::Authenticator::from_config(config).await?);
         let server_tls = if config.tls.enabled() {
             Some(tls::ServerTls::load(&config.tls)?)
@@ -177,6 +181,10 @@ impl Mirror {
             None
         };
         let mirror = Arc::new(Mirror {
+            http_cache: http_cache::HttpCaching::new(
+                auth.restricted(),
+                Duration::from_secs(config.cache.not_found_max_age_secs),
+            ),
             auth,
             tls: config.tls.enabled(),
             server_tls,
@@ -227,6 +235,19 @@ impl Mirror {
         tokio::spawn(mirror.prefetch.clone().run(Arc::downgrade(&mirror)));
         Ok(mirror)
     }
+}
+
+/// `[s3] redirect_base_url` joined with the store's prefix: where a CDN over the bucket serves
+/// an object key from.
+fn redirect_base(config: &Config) -> Result<Option<String>, EdgeError> {
+    let base = config.s3.redirect_base_url.trim_end_matches('/');
+    if base.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(match config.storage_target()? {
+        StorageTarget::S3 { prefix, .. } if !prefix.is_empty() => format!("{base}/{prefix}/"),
+        _ => format!("{base}/"),
+    }))
 }
 
 /// Serve the v2 API on `listener` until `shutdown` resolves, then drain.

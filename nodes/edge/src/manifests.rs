@@ -51,6 +51,14 @@ impl CachedManifest {
     }
 }
 
+/// A manifest by tag, and how long the tag may be trusted before it is asked again.
+pub struct TaggedManifest {
+    pub manifest: Arc<CachedManifest>,
+    pub cache: CacheResult,
+    /// Seconds left of the tag TTL (0 when served stale): a CDN's `max-age`.
+    pub fresh_for: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TagKey {
     pub upstream: String,
@@ -198,7 +206,7 @@ impl ManifestService {
         upstream: &Arc<UpstreamClient>,
         repo: &RepoName,
         tag: &Tag,
-    ) -> Result<(Arc<CachedManifest>, CacheResult), ApiError> {
+    ) -> Result<TaggedManifest, ApiError> {
         let key = TagKey {
             upstream: upstream.name().to_string(),
             repo: repo.clone(),
@@ -215,7 +223,7 @@ impl ManifestService {
             && now_secs().saturating_sub(record.fetched_at) < self.tag_ttl.as_secs()
             && let Some(m) = self.cached_record(record).await
         {
-            return Ok((m, CacheResult::Hit));
+            return Ok(self.tagged(m, CacheResult::Hit, record));
         }
         let this = self.clone();
         let (upstream_c, known_c) = (upstream.clone(), known.clone());
@@ -252,14 +260,29 @@ impl ManifestService {
             }
         };
         match self.cached_record(&record).await {
-            Some(m) => Ok((m, cache)),
+            Some(m) => Ok(self.tagged(m, cache, &record)),
             None => {
                 let digest: Digest = record
                     .digest
                     .parse()
                     .map_err(|_| ApiError::internal("tag record holds a malformed digest"))?;
-                self.by_digest(upstream, repo, &digest).await
+                let (m, cache) = self.by_digest(upstream, repo, &digest).await?;
+                Ok(self.tagged(m, cache, &record))
             }
+        }
+    }
+
+    fn tagged(
+        &self,
+        manifest: Arc<CachedManifest>,
+        cache: CacheResult,
+        record: &TagRecord,
+    ) -> TaggedManifest {
+        let age = now_secs().saturating_sub(record.fetched_at);
+        TaggedManifest {
+            manifest,
+            cache,
+            fresh_for: self.tag_ttl.as_secs().saturating_sub(age),
         }
     }
 

@@ -110,12 +110,13 @@ impl<'a> Pull<'a> {
         referrers: bool,
     ) -> Result<(), PrefetchError> {
         self.check_allowance(tag.as_str()).await?;
-        let (top, _) = self
+        let top = self
             .mirror
             .manifests
             .by_tag(self.upstream, &self.repo, tag)
             .await
-            .map_err(PrefetchError::pull(format!("tag {tag}")))?;
+            .map_err(PrefetchError::pull(format!("tag {tag}")))?
+            .manifest;
         self.tree(&top, platforms).await?;
         if referrers {
             self.referrers(&top.digest).await?;

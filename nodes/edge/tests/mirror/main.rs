@@ -5,6 +5,7 @@
 mod api;
 mod auth;
 mod blobs;
+mod cdn;
 mod clients;
 mod common;
 mod metrics;

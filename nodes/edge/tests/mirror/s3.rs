@@ -447,6 +447,57 @@ async fn cdn_origin_mode_redirects_cached_blobs_to_presigned_urls() {
     );
 }
 
+/// An HTTP server answering `GET /<key>` with the object of `bucket`; its base URL.
+async fn bucket_cdn(s3: &S3Server, bucket: &str) -> String {
+    let (client, bucket) = (s3.client(), bucket.to_string());
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let (client, bucket) = (client.clone(), bucket.clone());
+        async move {
+            let key = uri.path().trim_start_matches('/').to_string();
+            match client.get_object().bucket(bucket).key(key).send().await {
+                Ok(object) => match object.body.collect().await {
+                    Ok(bytes) => (axum::http::StatusCode::OK, bytes.into_bytes().to_vec()),
+                    Err(_) => (axum::http::StatusCode::BAD_GATEWAY, Vec::new()),
+                },
+                Err(_) => (axum::http::StatusCode::NOT_FOUND, Vec::new()),
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test]
+async fn cdn_origin_mode_redirects_to_a_cdn_base_url_instead_of_presigning() {
+    let (registry, seeds) = seeded_registry().await;
+    let s3 = s3_with_bucket("cdnbase").await;
+    let mut config = test_config(vec![upstream("docker.io", &registry.url(), true)]);
+    config.s3.redirect_blobs = true;
+    // A "CDN" over the bucket that signs its own requests to it (CloudFront with origin
+    // access control): serves /<key> from the bucket.
+    let cdn = bucket_cdn(&s3, "cdnbase").await;
+    config.s3.redirect_base_url = format!("{cdn}/");
+    let wharf = Wharf::on_s3(config, &s3, "cdnbase").await;
+    let layer = &seeds.oci.layers[0];
+    assert_eq!(fetch(&wharf, &registry, "test/oci", &layer.digest).await, 1);
+    wait_stored(&wharf, &layer.digest).await;
+    let no_follow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = format!("{}/v2/test/oci/blobs/{}", wharf.url, layer.digest);
+    let r = no_follow.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::TEMPORARY_REDIRECT);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let hex = layer.digest.trim_start_matches("sha256:");
+    assert_eq!(location, format!("{cdn}/blobs/sha256/{}/{hex}", &hex[..2]));
+    let r = reqwest::get(&url).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(hash_body(r).await.unwrap().0, layer.digest);
+}
+
 #[tokio::test]
 async fn a_hung_s3_endpoint_costs_a_timeout_not_a_wedged_node() {
     // An "S3" that accepts connections and never answers.

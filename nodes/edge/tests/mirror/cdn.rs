@@ -1,0 +1,176 @@
+//! What a CDN or proxy cache in front of wharf sees: validators and lifetimes on every answer,
+//! `304` for conditional requests, errors not stored.
+
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, HeaderName};
+
+use crate::common::*;
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
+    h.get(HeaderName::from_bytes(name.as_bytes()).unwrap())
+        .map_or("", |v| v.to_str().unwrap())
+}
+
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+#[tokio::test]
+async fn digests_are_immutable_tags_expire_with_their_ttl_and_validators_answer_304() {
+    let (registry, seeds) = seeded_registry().await;
+    let mut config = test_config(vec![upstream("docker.io", &registry.url(), true)]);
+    config.cache.tag_ttl_secs = 30;
+    let wharf = Wharf::start(config).await;
+    let http = reqwest::Client::new();
+    let layer = &seeds.oci.layers[0];
+    let etag = format!("\"{}\"", layer.digest);
+
+    // A blob: cold and warm answers carry the same validators.
+    let blob = format!("{}/v2/test/oci/blobs/{}", wharf.url, layer.digest);
+    for _ in 0..2 {
+        let r = http.get(&blob).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let h = r.headers().clone();
+        assert_eq!(header(&h, "etag"), etag);
+        assert_eq!(header(&h, "cache-control"), IMMUTABLE);
+        assert_eq!(header(&h, "accept-ranges"), "bytes");
+        assert!(httpdate::parse_http_date(header(&h, "last-modified")).is_ok());
+        assert_eq!(hash_body(r).await.unwrap().0, layer.digest);
+    }
+    let upstream_gets = || registry.count_matching("GET", &layer.digest);
+    let before = upstream_gets();
+    let conditional = [
+        ("if-none-match", etag.clone()),
+        (
+            "if-none-match",
+            format!("\"sha256:{}\", W/{etag}", "0".repeat(64)),
+        ),
+        (
+            "if-modified-since",
+            "Sun, 06 Nov 1994 08:49:37 GMT".to_string(),
+        ),
+    ];
+    for (name, value) in &conditional {
+        let r = http.get(&blob).header(*name, value).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_MODIFIED, "{name}: {value}");
+        assert_eq!(header(r.headers(), "etag"), etag);
+        assert_eq!(header(r.headers(), "cache-control"), IMMUTABLE);
+        assert!(r.bytes().await.unwrap().is_empty());
+    }
+    let other = format!("\"sha256:{}\"", "0".repeat(64));
+    let r = http
+        .get(&blob)
+        .header("if-none-match", &other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(hash_body(r).await.unwrap().0, layer.digest);
+    // A 304 for a cold blob costs the upstream nothing either.
+    let cold = &seeds.docker.layers[1];
+    let r = http
+        .get(format!(
+            "{}/v2/test/docker/blobs/{}",
+            wharf.url, cold.digest
+        ))
+        .header("if-none-match", format!("\"{}\"", cold.digest))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(registry.count_matching("GET", &cold.digest), 0);
+    assert_eq!(upstream_gets(), before);
+
+    // A manifest by digest: immutable too, and varies with Accept.
+    let manifest = &seeds.oci.manifest;
+    let by_digest = format!("{}/v2/test/oci/manifests/{}", wharf.url, manifest.digest);
+    let r = http
+        .get(&by_digest)
+        .header("accept", ACCEPT_ALL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(header(r.headers(), "cache-control"), IMMUTABLE);
+    assert_eq!(header(r.headers(), "vary"), "Accept");
+    assert_eq!(
+        header(r.headers(), "etag"),
+        format!("\"{}\"", manifest.digest)
+    );
+    let r = http
+        .get(&by_digest)
+        .header("accept", ACCEPT_ALL)
+        .header("if-none-match", format!("\"{}\"", manifest.digest))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(
+        header(r.headers(), "docker-content-digest"),
+        manifest.digest
+    );
+
+    // A tag: fresh for what is left of its TTL, revalidated by its digest.
+    let by_tag = format!("{}/v2/test/oci/manifests/v1", wharf.url);
+    let r = http
+        .get(&by_tag)
+        .header("accept", ACCEPT_ALL)
+        .send()
+        .await
+        .unwrap();
+    let control = header(r.headers(), "cache-control").to_string();
+    let max_age: u64 = control
+        .strip_prefix("public, max-age=")
+        .and_then(|rest| rest.strip_suffix(", stale-if-error=86400"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("tag cache-control: {control}"));
+    assert!((25..=30).contains(&max_age), "{control}");
+    assert_eq!(
+        header(r.headers(), "etag"),
+        format!("\"{}\"", manifest.digest)
+    );
+    let r = http
+        .get(&by_tag)
+        .header("accept", ACCEPT_ALL)
+        .header("if-none-match", format!("\"{}\"", manifest.digest))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    // If-Modified-Since alone says nothing of a tag, which may have moved.
+    let r = http
+        .get(&by_tag)
+        .header("accept", ACCEPT_ALL)
+        .header("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // Errors are not stored.
+    let r = http
+        .get(format!("{}/v2/test/oci/manifests/nope", wharf.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(header(r.headers(), "cache-control"), "no-store");
+    let r = http
+        .get(format!("{}/v2/test/oci/blobs/sha256:zz", wharf.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(header(r.headers(), "cache-control"), "no-store");
+}
+
+#[tokio::test]
+async fn not_found_answers_may_be_cached_briefly_when_configured() {
+    let (registry, _seeds) = seeded_registry().await;
+    let mut config = test_config(vec![upstream("docker.io", &registry.url(), true)]);
+    config.cache.not_found_max_age_secs = 7;
+    let wharf = Wharf::start(config).await;
+    let r = reqwest::get(format!("{}/v2/test/oci/manifests/nope", wharf.url))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(header(r.headers(), "cache-control"), "public, max-age=7");
+}
