@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every wharf test on a fresh Debian machine: installs what the tests start for real
-# (CNCF distribution as the upstream registry, skopeo, htpasswd, openssl, Prometheus and
-# Chromium from Debian; moto's S3 server from PyPI, in a virtualenv), then cargo test.
+# (CNCF distribution as the upstream registry, skopeo, htpasswd, openssl, Prometheus,
+# Chromium and nginx from Debian; moto's S3 server from PyPI, in a virtualenv), then cargo test.
 # Extra arguments go to `cargo test` (e.g. ./test.sh -p wharf-edge skopeo); with none, clippy, a
 # short chaos soak and the deployment tests (deploy/test.sh: image, compose, Helm, Terraform;
 # they install docker-compose, debootstrap, helm-python-sdk, kubernetes-validate and checkov)
@@ -18,6 +18,8 @@ command -v openssl >/dev/null || need+=(openssl)
 # headless Chromium.
 [ -x /usr/bin/prometheus ] || need+=(prometheus)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+# nginx proxy_cache stands in for a CDN in front of wharf.
+[ -x /usr/sbin/nginx ] || need+=(nginx)
 if [ "$#" -eq 0 ]; then
   command -v docker-compose >/dev/null || need+=(docker-compose)
   command -v debootstrap >/dev/null || need+=(debootstrap)

@@ -8,7 +8,8 @@
 //! - [`token`]: a token issuer signing ES256 JWTs that distribution verifies for real.
 //! - [`tls`]: a test CA with server and client certificates (openssl).
 //! - [`idp`]: an external JWT issuer (ES256 key, JWKS, tokens good and bad).
-//! - [`proxy`]: an HTTP proxy that corrupts blob bodies on demand.
+//! - [`proxy`]: an HTTP proxy that corrupts blob bodies or announces a pull allowance on demand.
+//! - [`nginx`]: Debian's nginx as a caching reverse proxy (a CDN stand-in) in front of wharf.
 //! - [`s3`]: a real S3-compatible server process (moto) on loopback.
 //! - [`wan`]: a bandwidth- and latency-shaped TCP link between a mirror and its upstream.
 //! - [`cluster`]: a wharf cluster of real processes over one bucket, with kill, restart and
@@ -18,6 +19,7 @@
 pub mod cluster;
 pub mod idp;
 pub mod image;
+pub mod nginx;
 pub mod proxy;
 pub mod push;
 pub mod registry;

@@ -174,3 +174,115 @@ async fn not_found_answers_may_be_cached_briefly_when_configured() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(header(r.headers(), "cache-control"), "public, max-age=7");
 }
+
+/// Content requests wharf answered, by route and status, from its own metrics (route `other`,
+/// which holds the scrapes themselves, left out).
+async fn wharf_requests(wharf: &Wharf) -> std::collections::BTreeMap<(String, String), u64> {
+    let text = reqwest::get(format!("{}/metrics", wharf.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("wharf_http_requests_total{"))
+    {
+        let label = |name: &str| {
+            line.split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let count: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        if label("route") == "other" {
+            continue;
+        }
+        *out.entry((label("route"), label("code"))).or_default() += count as u64;
+    }
+    out
+}
+
+/// Pull `test/oci:v1` as a client does: the tag's manifest, then the config and layers.
+async fn pull_through(http: &reqwest::Client, base: &str, seeds: &Seeds) {
+    let r = http
+        .get(format!("{base}/v2/test/oci/manifests/v1"))
+        .header("accept", ACCEPT_ALL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap(), seeds.oci.manifest.body);
+    for blob in seeds.oci.blobs() {
+        let r = http
+            .get(format!("{base}/v2/test/oci/blobs/{}", blob.digest))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(hash_body(r).await.unwrap().0, blob.digest);
+    }
+}
+
+#[tokio::test]
+async fn behind_nginx_proxy_cache_a_second_pull_costs_wharf_only_tag_revalidations() {
+    let (registry, seeds) = seeded_registry().await;
+    let mut config = test_config(vec![upstream("docker.io", &registry.url(), true)]);
+    config.cache.tag_ttl_secs = 2;
+    let wharf = Wharf::start(config).await;
+    let nginx = wharf_testkit::nginx::NginxCache::start(&wharf.host())
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+
+    pull_through(&http, &nginx.url(), &seeds).await;
+    let first = wharf_requests(&wharf).await;
+    let blob_gets = first.get(&("blob".to_string(), "200".to_string())).copied();
+    assert_eq!(blob_gets, Some(3), "{first:?}");
+
+    // Past the tag's max-age: nginx revalidates the tag, and serves the blobs itself.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    pull_through(&http, &nginx.url(), &seeds).await;
+    let second = wharf_requests(&wharf).await;
+    let added: Vec<_> = second
+        .iter()
+        .filter(|(k, v)| first.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v - first.get(k).copied().unwrap_or(0)))
+        .collect();
+    assert_eq!(
+        added,
+        vec![(("manifest".to_string(), "304".to_string()), 1)],
+        "what the second pull cost wharf; nginx: {:?}",
+        nginx.access_log()
+    );
+    let log = nginx.access_log();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("/manifests/v1 200 REVALIDATED")),
+        "{log:?}"
+    );
+    assert_eq!(
+        log.iter()
+            .filter(|l| l.contains("/blobs/") && l.ends_with("HIT"))
+            .count(),
+        3,
+        "{log:?}"
+    );
+
+    // A client's own conditional request is answered by nginx from its cache.
+    let layer = &seeds.oci.layers[0];
+    let r = http
+        .get(format!(
+            "{}/v2/test/oci/blobs/{}",
+            nginx.url(),
+            layer.digest
+        ))
+        .header("if-none-match", format!("\"{}\"", layer.digest))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(wharf_requests(&wharf).await, second);
+}
