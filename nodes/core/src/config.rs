@@ -482,6 +482,14 @@ pub struct UpstreamConfig {
     /// Read the password from this file instead (Kubernetes/Docker secrets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
+    /// The URLs are wharf nodes of a parent tier: the upstream's name goes with every request
+    /// as `ns=`, so the parent picks its upstream of that registry.
+    #[serde(default)]
+    pub parent: bool,
+    /// Tried in order after `url` when it does not answer (another region's parent, the
+    /// registry itself).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback_urls: Vec<String>,
     /// Pulls of the upstream's allowance (Docker Hub's `ratelimit-remaining`) left to clients:
     /// prefetching pauses while fewer remain.
     #[serde(default = "default_prefetch_reserve")]
@@ -545,6 +553,8 @@ impl std::fmt::Debug for UpstreamConfig {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("password_file", &self.password_file)
+            .field("parent", &self.parent)
+            .field("fallback_urls", &self.fallback_urls)
             .field("prefetch_reserve", &self.prefetch_reserve)
             .finish()
     }
@@ -559,6 +569,8 @@ impl UpstreamConfig {
             username: None,
             password: None,
             password_file: None,
+            parent: false,
+            fallback_urls: Vec::new(),
             prefetch_reserve: default_prefetch_reserve(),
         }
     }
@@ -762,8 +774,14 @@ impl Config {
                     u.name
                 ));
             }
-            if !(u.url.starts_with("http://") || u.url.starts_with("https://")) {
-                return invalid(format!("upstream {:?}: url must be http(s)://", u.name));
+            if std::iter::once(&u.url)
+                .chain(&u.fallback_urls)
+                .any(|url| !(url.starts_with("http://") || url.starts_with("https://")))
+            {
+                return invalid(format!(
+                    "upstream {:?}: url and fallback_urls must be http(s)://",
+                    u.name
+                ));
             }
             if u.password.is_some() && u.password_file.is_some() {
                 return invalid(format!(

@@ -45,6 +45,7 @@ fn reference_names_every_key() {
     with_everything.username = Some("u".into());
     with_everything.password = Some("p".into());
     with_everything.password_file = Some(PathBuf::from("/f"));
+    with_everything.fallback_urls = vec!["https://y".into()];
     full.upstreams.push(with_everything);
     full.auth.jwt.push(Default::default());
     full.access.push(AccessRule {

@@ -118,7 +118,10 @@ pub struct StoreReport {
 #[derive(Debug, Serialize)]
 pub struct UpstreamReport {
     pub name: String,
+    /// The URL requests go to now.
     pub url: String,
+    /// Every URL (`url`, then `fallback_urls`) and whether it answers.
+    pub endpoints: Vec<wharf_upstream::endpoints::EndpointStatus>,
     #[serde(flatten)]
     pub status: UpstreamStatus,
 }
@@ -203,6 +206,7 @@ pub fn report(mirror: &Mirror) -> StatusReport {
             .map(|c| UpstreamReport {
                 name: c.name().to_string(),
                 url: c.base_url().to_string(),
+                endpoints: c.endpoints(),
                 status: c.status(),
             })
             .collect(),

@@ -61,7 +61,8 @@ impl WharfCluster {
         WharfCluster::start_configured(binary, n, upstream, s3, bucket, "").await
     }
 
-    /// As [`WharfCluster::start`], every member also reading the TOML `config` (flags win).
+    /// As [`WharfCluster::start`], every member also reading the TOML `config` (flags win; an
+    /// empty `upstream` leaves the upstreams to `config`).
     pub async fn start_configured(
         binary: &Path,
         n: usize,
@@ -122,8 +123,13 @@ impl WharfCluster {
         }
         command
             .arg("--listen")
-            .arg(format!("127.0.0.1:{}", member.http_port))
-            .args(["--upstream", &self.upstream, "--data-dir"])
+            .arg(format!("127.0.0.1:{}", member.http_port));
+        // No URL: the config file names the upstreams.
+        if !self.upstream.is_empty() {
+            command.args(["--upstream", &self.upstream]);
+        }
+        command
+            .arg("--data-dir")
             .arg(&member.data_dir)
             .args([
                 "--storage",

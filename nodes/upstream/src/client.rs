@@ -13,7 +13,8 @@ use wharf_core::{Digest, OciCode, RepoName, media};
 use wharf_metrics::{Method as MetricMethod, UpstreamMetrics};
 
 use crate::MAX_MANIFEST_BYTES;
-use crate::auth::{AuthState, Challenge, Credentials, TokenResponse};
+use crate::auth::{Challenge, Credentials, TokenResponse};
+use crate::endpoints::{Endpoint, EndpointStatus, Endpoints};
 use crate::error::UpstreamError;
 use crate::state::{UpstreamState, UpstreamStatus, ratelimit_value};
 
@@ -51,11 +52,11 @@ pub struct TagsListResponse {
 /// A client for one configured upstream.
 pub struct UpstreamClient {
     name: String,
-    base: String,
+    /// `url`, then `fallback_urls`, with their health and auth state.
+    endpoints: Endpoints,
     docker_hub: bool,
     http: reqwest::Client,
     credentials: Option<Credentials>,
-    auth: AuthState,
     settings: UpstreamClientConfig,
     /// After a 429, no request is sent until this instant; cached content is served meanwhile.
     cooldown_until: Mutex<Option<(Instant, Option<Duration>)>>,
@@ -84,11 +85,13 @@ impl UpstreamClient {
         };
         Ok(UpstreamClient {
             name: upstream.name.clone(),
-            base: upstream.url.trim_end_matches('/').to_string(),
+            endpoints: Endpoints::new(
+                std::iter::once(upstream.url.clone()).chain(upstream.fallback_urls.clone()),
+                upstream.parent.then(|| upstream.name.clone()),
+            ),
             docker_hub: upstream.is_docker_hub(),
             http,
             credentials,
-            auth: AuthState::default(),
             settings: settings.clone(),
             cooldown_until: Mutex::new(None),
             metrics: UpstreamMetrics::detached(),
@@ -136,9 +139,15 @@ impl UpstreamClient {
         Ok(index.then_some(body))
     }
 
-    /// The upstream's base URL (never holds credentials: they come from separate settings).
+    /// The base URL requests go to now (never holds credentials: they come from separate
+    /// settings).
     pub fn base_url(&self) -> &str {
-        &self.base
+        self.endpoints.current()
+    }
+
+    /// Every URL of this upstream and whether it is answering.
+    pub fn endpoints(&self) -> Vec<EndpointStatus> {
+        self.endpoints.statuses()
     }
 
     /// The `ns=` name of this upstream.
@@ -323,10 +332,18 @@ impl UpstreamClient {
     ) -> Result<reqwest::Response, UpstreamError> {
         self.check_cooldown()?;
         let scope = format!("repository:{repo}:pull");
-        let url = format!("{}{}", self.base, path);
         let mut attempt = 0u32;
         let mut authenticated_retry = false;
+        // Each further URL is worth one more attempt.
+        let attempts = self
+            .settings
+            .retries
+            .saturating_add(u32::try_from(self.endpoints.len().saturating_sub(1)).unwrap_or(0));
         loop {
+            let Some((index, endpoint)) = self.endpoints.pick() else {
+                return Err(UpstreamError::Unreachable("no URL configured".into()));
+            };
+            let url = self.endpoints.url(endpoint, path);
             let mut request = self.http.request(method.clone(), &url);
             if let Some(accept) = accept {
                 request = request.header(header::ACCEPT, accept);
@@ -334,7 +351,7 @@ impl UpstreamClient {
             if let Some(range) = range {
                 request = request.header(header::RANGE, range);
             }
-            if let Some(auth) = self.authorization(&scope) {
+            if let Some(auth) = self.authorization(endpoint, &scope) {
                 request = request.header(header::AUTHORIZATION, auth);
             }
             let first_byte = Duration::from_secs(self.settings.first_byte_timeout_secs);
@@ -349,11 +366,14 @@ impl UpstreamClient {
             };
             self.observe(&method, path, &result, sent);
             let error = match result {
-                Ok(response) if response.status().is_success() => return Ok(response),
+                Ok(response) if response.status().is_success() => {
+                    self.endpoints.succeeded(index);
+                    return Ok(response);
+                }
                 Ok(response) => {
                     if response.status() == StatusCode::UNAUTHORIZED && !authenticated_retry {
                         authenticated_retry = true;
-                        if self.answer_challenge(&response, &scope).await? {
+                        if self.answer_challenge(endpoint, &response, &scope).await? {
                             continue;
                         }
                     }
@@ -361,16 +381,27 @@ impl UpstreamClient {
                 }
                 Err(e) => e,
             };
-            if error.is_transient() && attempt < self.settings.retries {
+            if error.is_transient() && attempt < attempts {
+                let failed_over = self.endpoints.failed(index);
+                attempt += 1;
+                self.metrics.retry();
+                if failed_over {
+                    warn!(upstream = %self.name, %path, %error, next = self.endpoints.current(), "upstream URL failed, trying the next");
+                    continue;
+                }
                 let delay = self
                     .settings
                     .retry_backoff_ms
-                    .saturating_mul(1 << attempt.min(10));
-                attempt += 1;
-                self.metrics.retry();
+                    .saturating_mul(1 << attempt.saturating_sub(1).min(10));
                 warn!(upstream = %self.name, %path, %error, attempt, "upstream request failed, retrying");
                 tokio::time::sleep(Duration::from_millis(delay)).await;
                 continue;
+            }
+            if error.is_transient() {
+                self.endpoints.failed(index);
+            } else if !matches!(error, UpstreamError::RateLimited { .. }) {
+                // It answered, if only "no": the URL works.
+                self.endpoints.succeeded(index);
             }
             return Err(error);
         }
@@ -409,10 +440,10 @@ impl UpstreamClient {
         }
     }
 
-    fn authorization(&self, scope: &str) -> Option<String> {
-        match self.auth.challenge()? {
+    fn authorization(&self, endpoint: &Endpoint, scope: &str) -> Option<String> {
+        match endpoint.auth.challenge()? {
             Challenge::Basic => self.credentials.as_ref().map(Credentials::basic_header),
-            Challenge::Bearer { .. } => self.auth.token(scope).map(|t| format!("Bearer {t}")),
+            Challenge::Bearer { .. } => endpoint.auth.token(scope).map(|t| format!("Bearer {t}")),
         }
     }
 
@@ -420,6 +451,7 @@ impl UpstreamClient {
     /// `Ok(true)`: retry the request now.
     async fn answer_challenge(
         &self,
+        endpoint: &Endpoint,
         response: &reqwest::Response,
         scope: &str,
     ) -> Result<bool, UpstreamError> {
@@ -432,12 +464,13 @@ impl UpstreamClient {
         else {
             return Ok(false);
         };
-        self.auth.learn(challenge.clone());
+        endpoint.auth.learn(challenge.clone());
         match challenge {
             Challenge::Basic => Ok(self.credentials.is_some()),
             Challenge::Bearer { realm, service } => {
-                self.auth.forget_token(scope);
-                self.fetch_token(&realm, service.as_deref(), scope).await?;
+                endpoint.auth.forget_token(scope);
+                self.fetch_token(endpoint, &realm, service.as_deref(), scope)
+                    .await?;
                 Ok(true)
             }
         }
@@ -445,6 +478,7 @@ impl UpstreamClient {
 
     async fn fetch_token(
         &self,
+        endpoint: &Endpoint,
         realm: &str,
         service: Option<&str>,
         scope: &str,
@@ -455,7 +489,7 @@ impl UpstreamClient {
         }
         let mut request = self.http.get(realm).query(&query);
         if let Some(credentials) = &self.credentials {
-            if credentials_may_go_to(&self.base, realm) {
+            if credentials_may_go_to(&endpoint.base, realm) {
                 request = request.header(header::AUTHORIZATION, credentials.basic_header());
             } else {
                 warn!(upstream = %self.name, %realm, "token realm is another host over plain HTTP: asking it without the upstream's credentials");
@@ -486,7 +520,8 @@ impl UpstreamClient {
             .or(token.access_token)
             .ok_or_else(|| UpstreamError::Failed("token endpoint sent no token".into()))?;
         debug!(upstream = %self.name, %scope, "fetched upstream token");
-        self.auth
+        endpoint
+            .auth
             .store_token(scope, value, token.expires_in.map(Duration::from_secs));
         Ok(())
     }

@@ -7,11 +7,13 @@
 //! turns `429` into a typed error carrying `Retry-After`.
 //!
 //! Module map: [`auth`] (challenges, token cache), [`client`] (requests, retries, responses),
+//! [`endpoints`] (an upstream's URLs in order of preference, failover, parents' `ns=`),
 //! [`error`] (what failed, and whether the edge should say 502, 503 or 504), [`state`] (health,
 //! last error and pull allowance for the status page).
 
 pub mod auth;
 pub mod client;
+pub mod endpoints;
 pub mod error;
 pub mod state;
 
