@@ -2,12 +2,14 @@
 //!
 //! Objects are immutable blobs and manifests named by digest, plus small mutable tag records.
 //! Backends: [`fs::FsStore`] (local disk, the embedded default) and [`mem::MemStore`] (unit
-//! tests); the S3 backend implements the same [`BlobStore`] trait. Callers only ever put
+//! tests); the S3 backend implements the same [`BlobStore`] trait, and [`hot::HotCache`] keeps
+//! a bounded local-disk copy of warm S3 blobs in front of it. Callers only ever put
 //! content they have verified, so every object under a final key is trusted when read back.
 
 pub mod contract;
 pub mod file_read;
 pub mod fs;
+pub mod hot;
 pub mod key;
 pub mod mem;
 pub mod s3;

@@ -44,6 +44,7 @@ pub struct Config {
     pub s3: S3Config,
     pub cache: CacheConfig,
     pub eviction: EvictionConfig,
+    pub hot_cache: HotCacheConfig,
     pub upstream_client: UpstreamClientConfig,
     pub cluster: ClusterConfig,
     pub limits: LimitsConfig,
@@ -391,6 +392,30 @@ pub struct S3Config {
     pub redirect_base_url: String,
 }
 
+/// A bounded local-disk copy of warm S3 blobs on each node, sent with `sendfile`; never the
+/// source of truth (deleting it loses nothing).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HotCacheConfig {
+    /// MiB of local copies at most, least recently used dropped first; 0: off.
+    pub max_size_mib: u64,
+    /// Where the copies live; relative paths are under `data_dir`.
+    pub dir: PathBuf,
+    /// How often copies of blobs deleted from S3 by another node are looked for (one listing
+    /// of the bucket's blobs); the longest a node may serve a blob evicted elsewhere.
+    pub check_interval_secs: u64,
+}
+
+impl Default for HotCacheConfig {
+    fn default() -> Self {
+        HotCacheConfig {
+            max_size_mib: 0,
+            dir: PathBuf::from("hot"),
+            check_interval_secs: 60,
+        }
+    }
+}
+
 /// Keeping the store within bounds: least recently used blobs go first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -505,6 +530,7 @@ impl Default for Config {
             s3: S3Config::default(),
             cache: CacheConfig::default(),
             eviction: EvictionConfig::default(),
+            hot_cache: HotCacheConfig::default(),
             upstream_client: UpstreamClientConfig::default(),
             cluster: ClusterConfig::default(),
             limits: LimitsConfig::default(),
@@ -754,6 +780,14 @@ impl Config {
                 "limits.max_downloads, max_connections and the limits' timeouts must be positive"
                     .into(),
             );
+        }
+        if self.hot_cache.max_size_mib > 0 {
+            if !matches!(self.storage_target()?, StorageTarget::S3 { .. }) {
+                return invalid("hot_cache needs s3:// storage (local disk is hot already)".into());
+            }
+            if self.hot_cache.check_interval_secs == 0 {
+                return invalid("hot_cache.check_interval_secs must be at least 1".into());
+            }
         }
         if self.eviction.interval_secs == 0 {
             return invalid("eviction.interval_secs must be at least 1".into());

@@ -100,6 +100,8 @@ pub struct Mirror {
     pub info: status::NodeInfo,
     /// The latest server-side errors, for the status page.
     pub recent_errors: status::RecentErrors,
+    /// The local-disk copies of warm S3 blobs, when `[hot_cache]` is on.
+    pub hot_cache: Option<Arc<wharf_storage::hot::HotCache>>,
     /// Validators and lifetimes for caches in front of wharf.
     pub http_cache: http_cache::HttpCaching,
     /// `[[prefetch]]` rules and how their passes went.
@@ -135,6 +137,25 @@ impl Mirror {
         config: &Config,
         store: Arc<dyn BlobStore>,
     ) -> Result<Arc<Mirror>, EdgeError> {
+        let hot_cache = if config.hot_cache.max_size_mib > 0 && store.shared() {
+            let dir = wharf_storage::hot::hot_dir(&config.data_dir, &config.hot_cache.dir);
+            let hot = wharf_storage::hot::HotCache::open(
+                store.clone(),
+                &dir,
+                config.hot_cache.max_size_mib.saturating_mul(1024 * 1024),
+            )
+            .await?;
+            hot.start_checks(Duration::from_secs(
+                config.hot_cache.check_interval_secs.max(1),
+            ));
+            Some(hot)
+        } else {
+            None
+        };
+        let store: Arc<dyn BlobStore> = match &hot_cache {
+            Some(hot) => Arc::new(hot.clone()),
+            None => store,
+        };
         let names: Vec<String> = config.upstreams.iter().map(|u| u.name.clone()).collect();
         let metrics = wharf_metrics::Metrics::new(&names, VERSION, COMMIT, config.metrics.enabled);
         let stats = Arc::new(Stats::new(metrics.clone()));
@@ -181,6 +202,7 @@ impl Mirror {
             None
         };
         let mirror = Arc::new(Mirror {
+            hot_cache,
             http_cache: http_cache::HttpCaching::new(
                 auth.restricted(),
                 Duration::from_secs(config.cache.not_found_max_age_secs),

@@ -113,6 +113,22 @@ pub struct StoreReport {
     pub counted_by: &'static str,
     /// `eviction.max_size_mib` in bytes; 0: no quota.
     pub quota_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hot_cache: Option<HotCacheReport>,
+}
+
+/// This node's local copies of warm S3 blobs.
+#[derive(Debug, Serialize)]
+pub struct HotCacheReport {
+    pub copies: u64,
+    pub bytes: u64,
+    pub max_bytes: u64,
+    /// Reads served from a local copy, and from S3.
+    pub hits: u64,
+    pub misses: u64,
+    pub fills: u64,
+    /// Copies dropped because their blob left S3 (evicted on another node).
+    pub dropped: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -198,6 +214,20 @@ pub fn report(mirror: &Mirror) -> StatusReport {
             blobs,
             counted_by,
             quota_bytes: evictor.quota_bytes(),
+            hot_cache: mirror.hot_cache.as_ref().map(|hot| {
+                let (copies, bytes) = hot.held();
+                let n =
+                    |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+                HotCacheReport {
+                    copies,
+                    bytes,
+                    max_bytes: hot.max_bytes(),
+                    hits: n(&hot.stats.hits),
+                    misses: n(&hot.stats.misses),
+                    fills: n(&hot.stats.fills),
+                    dropped: n(&hot.stats.dropped),
+                }
+            }),
         },
         upstreams: mirror
             .upstreams

@@ -562,3 +562,62 @@ async fn a_hung_s3_endpoint_costs_a_timeout_not_a_wedged_node() {
     assert_eq!(health["status"], "degraded");
     held.abort();
 }
+
+#[tokio::test]
+async fn the_hot_tier_serves_warm_s3_blobs_from_local_files_and_forgets_blobs_evicted_elsewhere() {
+    let (registry, seeds) = seeded_registry().await;
+    let s3 = s3_with_bucket("hot").await;
+    let mut config = test_config(vec![upstream("docker.io", &registry.url(), true)]);
+    config.hot_cache.max_size_mib = 64;
+    config.hot_cache.check_interval_secs = 1;
+    let hot = Wharf::on_s3(config, &s3, "hot").await;
+    let plain = Wharf::on_s3(
+        test_config(vec![upstream("docker.io", &registry.url(), true)]),
+        &s3,
+        "hot",
+    )
+    .await;
+    let layer = &seeds.oci.layers[0];
+    let tier = hot.mirror.hot_cache.clone().expect("hot tier on");
+
+    // Cold: fetched, stored in S3, then copied to local disk (read back, verified).
+    assert_eq!(fetch(&hot, &registry, "test/oci", &layer.digest).await, 1);
+    let copied = wait_until(Duration::from_secs(10), || async { tier.held().0 == 1 }).await;
+    assert!(copied, "{:?}", tier.held());
+    // Warm: from the local copy, with sendfile, not from S3.
+    let sent = hot
+        .mirror
+        .stats
+        .sendfile_bytes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(fetch(&hot, &registry, "test/oci", &layer.digest).await, 1);
+    assert_eq!(
+        tier.stats.hits.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    let sent_after = hot
+        .mirror
+        .stats
+        .sendfile_bytes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(sent_after - sent, layer.data.len() as u64);
+    let status: serde_json::Value = reqwest::get(format!("{}/status.json", hot.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["store"]["hot_cache"]["copies"], 1, "{status}");
+
+    // Another node evicts the blob from S3: within the check interval this node drops its
+    // copy, and the next request fetches the blob again instead of serving it forever.
+    plain
+        .mirror
+        .store
+        .delete(&ObjectKey::Blob(layer.digest.parse().unwrap()))
+        .await
+        .unwrap();
+    let dropped = wait_until(Duration::from_secs(5), || async { tier.held().0 == 0 }).await;
+    assert!(dropped, "copy of an evicted blob kept: {:?}", tier.held());
+    assert_eq!(fetch(&hot, &registry, "test/oci", &layer.digest).await, 2);
+}

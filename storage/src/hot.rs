@@ -1,0 +1,448 @@
+//! A bounded local-disk read cache of blobs in front of a remote store (S3): warm blobs are
+//! then sent from local files with `sendfile` instead of crossing S3 on every request.
+//!
+//! It is never the source of truth: blobs land in the remote store first; a local copy is
+//! filled after a read of the remote object or after this node stored it, from the remote
+//! object, verified against its digest while it is written, and renamed into place only when
+//! it matches. Deleting the directory loses nothing. Copies are evicted least recently used
+//! first when `max_bytes` is exceeded. A blob deleted from the remote store (eviction on any
+//! node) is dropped here at once when this node deleted it, and otherwise at the next check
+//! (one listing of the remote `blobs/` per interval), so no node serves an evicted blob for
+//! longer than that interval.
+//! Everything else (manifests, tag records, listings) passes straight to the remote store.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use moka::notification::RemovalCause;
+use tokio::sync::{Semaphore, mpsc};
+use tracing::{debug, warn};
+use wharf_core::{ByteRange, Digest, DigestHasher};
+
+use crate::fs::FsStore;
+use crate::{BlobStore, ByteSource, ObjectInfo, ObjectKey, ObjectReader, StoreError};
+
+/// Local copies being filled at once, at most; past it, a blob is simply not filled this time.
+const MAX_FILLS: usize = 4;
+/// Evicted copies waiting for their file to be removed; past it, the next check removes them.
+const REMOVALS_QUEUED: usize = 4096;
+
+/// Hits and misses of the hot tier, for the status page.
+#[derive(Debug, Default)]
+pub struct HotCacheStats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub fills: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+pub struct HotCache {
+    remote: Arc<dyn BlobStore>,
+    local: Arc<FsStore>,
+    /// Blobs with a local copy, weighed by size; dropping an entry removes its file.
+    copies: moka::sync::Cache<Digest, u64>,
+    fills: Arc<Semaphore>,
+    pub stats: Arc<HotCacheStats>,
+    max_bytes: u64,
+}
+
+impl HotCache {
+    /// Over `remote`, keeping at most `max_bytes` of copies under `dir`. Copies left in `dir`
+    /// by an earlier run are taken up again (they were verified when written).
+    pub async fn open(
+        remote: Arc<dyn BlobStore>,
+        dir: &Path,
+        max_bytes: u64,
+    ) -> Result<Arc<HotCache>, StoreError> {
+        let local = Arc::new(FsStore::open(dir).await?);
+        let (removed_tx, removed_rx) = mpsc::channel::<Digest>(REMOVALS_QUEUED);
+        let copies = moka::sync::Cache::builder()
+            .max_capacity((max_bytes / 1024).max(1))
+            .weigher(|_: &Digest, size: &u64| {
+                u32::try_from(*size / 1024).unwrap_or(u32::MAX).max(1)
+            })
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
+            .eviction_listener(move |digest: Arc<Digest>, _, cause| {
+                if cause != RemovalCause::Replaced {
+                    let _ = removed_tx.try_send((*digest).clone());
+                }
+            })
+            .build();
+        let hot = Arc::new(HotCache {
+            remote,
+            local: local.clone(),
+            copies,
+            fills: Arc::new(Semaphore::new(MAX_FILLS)),
+            stats: Arc::default(),
+            max_bytes,
+        });
+        for object in local.list("blobs/").await? {
+            if let Some(digest) = ObjectKey::blob_digest(&object.path) {
+                hot.copies.insert(digest, object.size);
+            }
+        }
+        tokio::spawn(remove_files(Arc::downgrade(&hot), local, removed_rx));
+        Ok(hot)
+    }
+
+    /// Capacity in bytes (weights are KiB).
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Copies held and their bytes.
+    pub fn held(&self) -> (u64, u64) {
+        self.copies.run_pending_tasks();
+        (
+            self.copies.entry_count(),
+            self.copies.iter().map(|(_, size)| size).sum(),
+        )
+    }
+
+    /// Drop copies of blobs the remote store no longer lists (evicted by any node), and
+    /// files no copy accounts for. Returns how many copies were dropped.
+    pub async fn check(&self) -> Result<usize, StoreError> {
+        let remote: HashSet<Digest> = self
+            .remote
+            .list("blobs/")
+            .await?
+            .iter()
+            .filter_map(|o| ObjectKey::blob_digest(&o.path))
+            .collect();
+        let mut dropped = 0;
+        for (digest, _) in self.copies.iter() {
+            if !remote.contains(digest.as_ref()) {
+                self.copies.invalidate(digest.as_ref());
+                dropped += 1;
+            }
+        }
+        self.copies.run_pending_tasks();
+        for object in self.local.list("blobs/").await? {
+            if let Some(digest) = ObjectKey::blob_digest(&object.path)
+                && !self.copies.contains_key(&digest)
+            {
+                self.local.delete(&ObjectKey::Blob(digest)).await?;
+            }
+        }
+        self.stats
+            .dropped
+            .fetch_add(dropped as u64, Ordering::Relaxed);
+        Ok(dropped)
+    }
+
+    /// Run [`HotCache::check`] every `interval` while the cache lives.
+    pub fn start_checks(self: &Arc<Self>, interval: Duration) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(hot) = weak.upgrade() else {
+                    return;
+                };
+                match hot.check().await {
+                    Ok(0) => {}
+                    Ok(n) => debug!(dropped = n, "hot tier: copies of deleted blobs dropped"),
+                    Err(e) => warn!(error = %e, "hot tier check failed"),
+                }
+            }
+        });
+    }
+
+    /// Copy `digest` from the remote store in the background, unless it is held, being
+    /// filled at the limit, or too large to hold.
+    fn fill(self: &Arc<Self>, digest: &Digest, size: u64) {
+        if self.copies.contains_key(digest) || size > self.max_bytes / 2 {
+            return;
+        }
+        let Ok(permit) = self.fills.clone().try_acquire_owned() else {
+            return;
+        };
+        let (hot, digest) = (self.clone(), digest.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = hot.copy(&digest).await {
+                debug!(%digest, error = %e, "hot tier fill failed");
+            }
+        });
+    }
+
+    async fn copy(&self, digest: &Digest) -> Result<(), StoreError> {
+        let key = ObjectKey::Blob(digest.clone());
+        let Some(reader) = self.remote.read(&key, None).await? else {
+            return Ok(());
+        };
+        let size = reader.size;
+        self.local
+            .put_stream(&key, verified(reader.stream, digest.clone()))
+            .await?;
+        self.copies.insert(digest.clone(), size);
+        self.stats.fills.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// The remote bytes, failing at the end unless they hash to `digest` (so a bad copy is never
+/// renamed into place).
+fn verified(
+    stream: futures::stream::BoxStream<'static, Result<Bytes, StoreError>>,
+    digest: Digest,
+) -> ByteSource {
+    let hasher = DigestHasher::new(digest.algorithm());
+    futures::stream::unfold(
+        (stream, Some(hasher), digest),
+        |(mut stream, hasher, digest)| async move {
+            let mut hasher = hasher?;
+            match stream.next().await {
+                Some(Ok(chunk)) => {
+                    hasher.update(&chunk);
+                    Some((Ok(chunk), (stream, Some(hasher), digest)))
+                }
+                Some(Err(e)) => Some((
+                    Err(std::io::Error::other(e.to_string())),
+                    (stream, None, digest),
+                )),
+                None if hasher.finish() == digest => None,
+                None => Some((
+                    Err(std::io::Error::other(
+                        "the remote copy does not match its digest",
+                    )),
+                    (stream, None, digest),
+                )),
+            }
+        },
+    )
+    .boxed()
+}
+
+/// Remove the files of evicted copies, off the request path.
+async fn remove_files(
+    hot: std::sync::Weak<HotCache>,
+    local: Arc<FsStore>,
+    mut removed: mpsc::Receiver<Digest>,
+) {
+    while let Some(digest) = removed.recv().await {
+        // Filled again since it was evicted: keep the file.
+        if hot
+            .upgrade()
+            .is_some_and(|h| h.copies.contains_key(&digest))
+        {
+            continue;
+        }
+        let _ = local.delete(&ObjectKey::Blob(digest)).await;
+    }
+}
+
+#[async_trait]
+impl BlobStore for Arc<HotCache> {
+    async fn stat(&self, key: &ObjectKey) -> Result<Option<u64>, StoreError> {
+        if let ObjectKey::Blob(digest) = key
+            && let Some(size) = self.copies.get(digest)
+        {
+            return Ok(Some(size));
+        }
+        self.remote.stat(key).await
+    }
+
+    async fn read(
+        &self,
+        key: &ObjectKey,
+        range: Option<ByteRange>,
+    ) -> Result<Option<ObjectReader>, StoreError> {
+        let ObjectKey::Blob(digest) = key else {
+            return self.remote.read(key, range).await;
+        };
+        if self.copies.get(digest).is_some() {
+            match self.local.read(key, range).await {
+                Ok(Some(reader)) => {
+                    self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Some(reader));
+                }
+                // The file went (removed by hand, or a check raced): the remote has it.
+                _ => self.copies.invalidate(digest),
+            }
+        }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        let reader = self.remote.read(key, range).await?;
+        if let Some(reader) = &reader {
+            self.fill(digest, reader.size);
+        }
+        Ok(reader)
+    }
+
+    async fn read_small(&self, key: &ObjectKey) -> Result<Option<Bytes>, StoreError> {
+        self.remote.read_small(key).await
+    }
+
+    async fn put_small(&self, key: &ObjectKey, body: Bytes) -> Result<(), StoreError> {
+        self.remote.put_small(key, body).await
+    }
+
+    async fn put_file(&self, key: &ObjectKey, file: &Path) -> Result<(), StoreError> {
+        let size = tokio::fs::metadata(file).await.map(|m| m.len()).ok();
+        self.remote.put_file(key, file).await?;
+        if let (ObjectKey::Blob(digest), Some(size)) = (key, size) {
+            self.fill(digest, size);
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<(), StoreError> {
+        self.remote.delete(key).await?;
+        if let ObjectKey::Blob(digest) = key {
+            self.copies.invalidate(digest);
+            self.local.delete(key).await?;
+        }
+        Ok(())
+    }
+
+    fn shared(&self) -> bool {
+        self.remote.shared()
+    }
+
+    fn streams_writes(&self) -> bool {
+        self.remote.streams_writes()
+    }
+
+    async fn put_stream(&self, key: &ObjectKey, body: ByteSource) -> Result<(), StoreError> {
+        let counted = Arc::new(AtomicU64::new(0));
+        let counter = counted.clone();
+        let body = body
+            .inspect(move |chunk| {
+                if let Ok(chunk) = chunk {
+                    counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                }
+            })
+            .boxed();
+        self.remote.put_stream(key, body).await?;
+        if let ObjectKey::Blob(digest) = key {
+            self.fill(digest, counted.load(Ordering::Relaxed));
+        }
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        self.remote.list(prefix).await
+    }
+
+    async fn presigned_url(
+        &self,
+        key: &ObjectKey,
+        expires: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        self.remote.presigned_url(key, expires).await
+    }
+}
+
+/// Where the hot tier lives when `[hot_cache] dir` is relative: under the data directory.
+pub fn hot_dir(data_dir: &Path, dir: &Path) -> PathBuf {
+    if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        data_dir.join(dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mem::MemStore;
+
+    async fn put(store: &dyn BlobStore, body: &'static [u8]) -> Digest {
+        let digest = Digest::sha256_of(body);
+        store
+            .put_stream(
+                &ObjectKey::Blob(digest.clone()),
+                futures::stream::iter(vec![Ok(Bytes::from_static(body))]).boxed(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        digest
+    }
+
+    async fn wait_held(hot: &Arc<HotCache>, n: u64) {
+        for _ in 0..200 {
+            if hot.held().0 == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("held {:?}, wanted {n}", hot.held());
+    }
+
+    #[tokio::test]
+    async fn fills_on_read_serves_files_and_drops_copies_of_deleted_blobs() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let remote: Arc<dyn BlobStore> = Arc::new(MemStore::default());
+        let hot = HotCache::open(remote.clone(), dir.path(), 1 << 20)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let store: Arc<dyn BlobStore> = Arc::new(hot.clone());
+        // Stored through the hot tier: copied locally after the remote put.
+        let a = put(store.as_ref(), b"stored through this node").await;
+        wait_held(&hot, 1).await;
+        // Stored by another node: copied after the first read.
+        let b = put(remote.as_ref(), b"stored by another node").await;
+        let key_b = ObjectKey::Blob(b.clone());
+        let first = store.read(&key_b, None).await.ok().flatten();
+        assert!(
+            first.is_some_and(|r| r.file.is_none()),
+            "first read: remote"
+        );
+        wait_held(&hot, 2).await;
+        let second = store.read(&key_b, None).await.ok().flatten();
+        assert!(
+            second.is_some_and(|r| r.file.is_some()),
+            "then a local file"
+        );
+        assert_eq!(hot.stats.hits.load(Ordering::Relaxed), 1);
+
+        // Another node evicts b from the remote store: the next check drops the copy.
+        remote
+            .delete(&key_b)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(hot.check().await.unwrap_or_else(|e| panic!("{e}")), 1);
+        assert!(store.read(&key_b, None).await.ok().flatten().is_none());
+        // This node evicts a: dropped at once.
+        store
+            .delete(&ObjectKey::Blob(a.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(hot.held().0, 0);
+        assert!(
+            store
+                .stat(&ObjectKey::Blob(a))
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_remote_copy_that_does_not_match_its_digest_is_never_kept() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let remote: Arc<dyn BlobStore> = Arc::new(MemStore::default());
+        let lie = Digest::sha256_of(b"what it should be");
+        remote
+            .put_stream(
+                &ObjectKey::Blob(lie.clone()),
+                futures::stream::iter(vec![Ok(Bytes::from_static(b"something else"))]).boxed(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let hot = HotCache::open(remote, dir.path(), 1 << 20)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(hot.copy(&lie).await.is_err());
+        assert_eq!(hot.held().0, 0);
+    }
+}
