@@ -12,6 +12,7 @@ mod plot;
 mod scenarios;
 mod security;
 mod soak;
+mod tiers;
 
 use std::path::PathBuf;
 
@@ -60,6 +61,10 @@ pub struct Args {
     /// Instead of the benchmarks: what TLS, auth+policy and metrics cost on the warm hot paths.
     #[arg(long)]
     security: bool,
+    /// Instead of the benchmarks: the hot tier over S3 against disk and S3, and a herd through
+    /// two tiers against one, across emulated WAN links (needs moto).
+    #[arg(long)]
+    tiers: bool,
     /// Run the chaos soak for this many minutes instead of the benchmarks (3 nodes on S3,
     /// random kills, stops, partitions, S3 and upstream outages, link cuts).
     #[arg(long, value_name = "MINUTES")]
@@ -88,6 +93,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.security {
         return security::security_costs(&args).await;
+    }
+    if args.tiers {
+        return tiers::tier_costs(&args).await;
     }
     let (results, series) = scenarios::run_all(&args).await?;
     println!("\n{}", scenarios::markdown(&results));

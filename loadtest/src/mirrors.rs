@@ -27,6 +27,16 @@ impl Mirror {
         upstream_url: &str,
         s3: Option<(&S3Server, &str)>,
     ) -> anyhow::Result<Mirror> {
+        Mirror::wharf_with_env(bin, upstream_url, s3, &[]).await
+    }
+
+    /// As [`Mirror::wharf`], with settings given as `WHARF_*` variables.
+    pub async fn wharf_with_env(
+        bin: &Path,
+        upstream_url: &str,
+        s3: Option<(&S3Server, &str)>,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Mirror> {
         let data = tempfile::tempdir()?;
         let port = free_port();
         let mut command = Command::new(bin);
@@ -40,11 +50,13 @@ impl Mirror {
                 .args(["--storage", &format!("s3://{bucket}"), "--s3-path-style"])
                 .envs(server.env());
         }
+        command.envs(env.iter().copied());
         Mirror::spawn_wharf(command, port, s3.is_some(), false, "warn", data).await
     }
 
     /// wharf on local disk with a config file (TLS, auth), `tls` saying whether it speaks TLS,
-    /// logging at `log` (`WHARF_LOG`; "info" writes an access line per request).
+    /// logging at `log` (`WHARF_LOG`; "info" writes an access line per request). An empty
+    /// `upstream_url` leaves the upstreams to the config file.
     pub async fn wharf_configured(
         bin: &Path,
         upstream_url: &str,
@@ -58,10 +70,12 @@ impl Mirror {
         command
             .args(["serve", "--config"])
             .arg(config)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--upstream", upstream_url])
-            .arg("--data-dir")
-            .arg(data.path());
+            .args(["--listen", &format!("127.0.0.1:{port}")]);
+        // Empty: the config names the upstreams.
+        if !upstream_url.is_empty() {
+            command.args(["--upstream", upstream_url]);
+        }
+        command.arg("--data-dir").arg(data.path());
         Mirror::spawn_wharf(command, port, false, tls, log, data).await
     }
 
