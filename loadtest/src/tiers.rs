@@ -19,6 +19,13 @@ use crate::Args;
 use crate::mirrors::Mirror;
 use crate::scenarios::{Load, blob_rate_and_cpu, get_ok, herd_times};
 
+/// A mirror to measure: its name, its bucket (none: local disk), its `WHARF_*` settings.
+type Variant = (
+    &'static str,
+    Option<&'static str>,
+    &'static [(&'static str, &'static str)],
+);
+
 /// Run both comparisons and print them as Markdown tables.
 pub async fn tier_costs(args: &Args) -> anyhow::Result<()> {
     let upstream = Registry::start(RegistryOptions::default()).await?;
@@ -41,7 +48,7 @@ pub async fn tier_costs(args: &Args) -> anyhow::Result<()> {
     println!("| --- | ---: | ---: | ---: | ---: |");
     let layer = &warm.layers[0].digest;
     let path = format!("/v2/bench/warm/blobs/{layer}");
-    let variants: [(&str, Option<&str>, &[(&str, &str)]); 4] = [
+    let variants: [Variant; 4] = [
         ("wharf (disk)", None, &[]),
         ("wharf (S3)", Some("s3"), &[]),
         (
