@@ -8,6 +8,7 @@ mod blobs;
 mod cdn;
 mod clients;
 mod common;
+mod conformance;
 mod metrics;
 mod outage;
 mod prefetch;
