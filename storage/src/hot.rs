@@ -96,12 +96,12 @@ impl HotCache {
         self.max_bytes
     }
 
-    /// Copies held and their bytes.
+    /// Copies held and their bytes (to the KiB the index weighs them in).
     pub fn held(&self) -> (u64, u64) {
         self.copies.run_pending_tasks();
         (
             self.copies.entry_count(),
-            self.copies.iter().map(|(_, size)| size).sum(),
+            self.copies.weighted_size().saturating_mul(1024),
         )
     }
 

@@ -6,6 +6,7 @@
 //! - [`reference`]: what a manifest request names, a tag or a digest.
 //! - [`image`]: images as `docker pull` names them, and the walk from an index to its blobs.
 //! - [`media`]: manifest media types and `Accept` negotiation.
+//! - [`query`]: percent-escapes of query-string values.
 //! - [`range`]: HTTP `Range` headers for blob requests.
 //! - [`error`]: the OCI error codes clients understand, with their HTTP status.
 //! - [`config`]: the node configuration, its defaults, and the file formats it is read from.
@@ -17,6 +18,7 @@ pub mod error;
 pub mod image;
 pub mod media;
 pub mod name;
+pub mod query;
 pub mod range;
 pub mod reference;
 

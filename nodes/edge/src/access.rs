@@ -112,7 +112,7 @@ pub async fn token_endpoint(State(mirror): State<Arc<Mirror>>, request: Request)
         .split('&')
         .filter_map(|pair| pair.split_once('='))
         .filter(|(k, _)| *k == "scope")
-        .map(|(_, v)| crate::api::percent_decode(&v.replace('+', " ")))
+        .map(|(_, v)| wharf_core::query::percent_decode(&v.replace('+', " ")))
         .collect();
     let repositories = wharf_auth::token::pull_scopes(scopes.iter().map(String::as_str));
     match auth.issue_token(&who, &repositories) {

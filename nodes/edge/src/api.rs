@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
+use wharf_core::query::{percent_decode, percent_encode};
 use wharf_core::{ByteRange, Digest, OciCode, Reference, RepoName, media};
 
 use crate::Mirror;
@@ -285,29 +286,6 @@ impl Query {
     }
 }
 
-/// Decode `%XX` escapes (invalid ones are kept as they are).
-pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The upstream a request goes to, and the repository as that upstream names it.
 type Target<'a> = (&'a Arc<wharf_upstream::UpstreamClient>, RepoName);
 
@@ -565,19 +543,6 @@ fn next_link(path: &str, next: Option<(u64, String)>, query: &Query) -> Option<S
     ))
 }
 
-/// Percent-encode what is not unreserved in a query value.
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// Insert a header whose value came from elsewhere; an unrepresentable value is skipped.
 fn insert<K: header::IntoHeaderName>(h: &mut HeaderMap, key: K, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
@@ -596,8 +561,5 @@ mod tests {
         assert_eq!(q.passthrough, "n=10&last=v1");
         let q = Query::parse(None);
         assert!(q.ns.is_none() && q.passthrough.is_empty());
-        assert_eq!(percent_decode("a%2"), "a%2");
-        assert_eq!(percent_decode("%zz"), "%zz");
-        assert_eq!(percent_decode("%"), "%");
     }
 }

@@ -188,7 +188,7 @@ pub(crate) fn pagination(query: &str) -> (Option<u64>, Option<String>) {
         match pair.split_once('=') {
             Some(("n", v)) => n = v.parse::<u64>().ok().or(n),
             Some(("last", v)) if !v.is_empty() => {
-                last = Some(crate::api::percent_decode(v));
+                last = Some(wharf_core::query::percent_decode(v));
             }
             _ => {}
         }

@@ -3,9 +3,8 @@
 //! and on file change, and a debug log that never shows a password.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use wharf_testkit::image::{Format, image};
@@ -13,36 +12,13 @@ use wharf_testkit::push::{PushAuth, Pusher};
 use wharf_testkit::registry::{Registry, RegistryAuth, RegistryOptions};
 use wharf_testkit::{free_port, wait_until};
 
+mod support;
+use support::{basic, hash_password};
+
 const UPSTREAM_PASSWORD: &str = "robot-upstream-pw-5772";
 const ALICE_PASSWORD: &str = "alice-binary-pw-8841";
 const CAROL_PASSWORD: &str = "carol-binary-pw-1123";
 const WRONG_PASSWORD: &str = "wrong-binary-pw-9090";
-
-fn hash_password(user: &str, password: &str) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wharf"))
-        .args(["auth", "hash-password", "--user", user, "--cost", "4"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn basic(user: &str, password: &str) -> String {
-    use base64::Engine;
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-    )
-}
 
 #[test]
 fn hash_password_prints_a_line_that_verifies() {

@@ -3,9 +3,8 @@
 //! authentication on) that mirrors the registry; each hop behind the testkit's WAN emulator.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -17,37 +16,14 @@ use wharf_testkit::s3::S3Server;
 use wharf_testkit::wan::{LinkShape, WanLink};
 use wharf_testkit::{free_port, sha256, wait_for_http};
 
+mod support;
+use support::{basic, hash_password};
+
 const REPO: &str = "team/tiered";
 const REGISTRY: &str = "registry.test";
 const REGION_USER: &str = "region-eu";
 const REGION_PASSWORD: &str = "region-parent-pw-4471";
 const MIB: usize = 1024 * 1024;
-
-fn basic(user: &str, password: &str) -> String {
-    use base64::Engine;
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-    )
-}
-
-fn hash_password(user: &str, password: &str) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wharf"))
-        .args(["auth", "hash-password", "--user", user, "--cost", "4"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// The central tier: one `wharf` mirroring `upstream` as `registry.test`, logins required.
 struct Parent {

@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use reqwest::StatusCode;
 
-use crate::image::{Blob, Image, Index, Manifest};
+use crate::image::{Artifact, Blob, Image, Index, Manifest, referrers_index};
 use crate::token::TokenIssuer;
 
 #[derive(Clone)]
@@ -119,6 +119,26 @@ impl Pusher {
     pub async fn push_image(&self, repo: &str, tag: &str, image: &Image) -> anyhow::Result<()> {
         self.push_blobs(repo, &image.blobs()).await?;
         self.push_manifest(repo, tag, &image.manifest).await
+    }
+
+    /// Push `artifacts` (signatures, SBOMs) referring to `subject`, and the referrers index
+    /// under the fallback tag `sha256-<hex>`, as cosign and oras do for a registry without
+    /// the referrers API.
+    pub async fn push_referrers(
+        &self,
+        repo: &str,
+        subject: &Manifest,
+        artifacts: &[&Artifact],
+    ) -> anyhow::Result<()> {
+        for artifact in artifacts {
+            self.push_blobs(repo, &artifact.blobs.iter().collect::<Vec<_>>())
+                .await?;
+            self.push_manifest(repo, &artifact.manifest.digest, &artifact.manifest)
+                .await?;
+        }
+        let fallback = format!("sha256-{}", subject.digest.trim_start_matches("sha256:"));
+        self.push_manifest(repo, &fallback, &referrers_index(artifacts))
+            .await
     }
 
     pub async fn push_index(&self, repo: &str, tag: &str, index: &Index) -> anyhow::Result<()> {

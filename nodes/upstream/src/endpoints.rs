@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use wharf_core::query::percent_encode;
 
 use crate::auth::AuthState;
 
@@ -113,7 +114,11 @@ impl Endpoints {
         match &self.forward_ns {
             Some(ns) => {
                 let separator = if path.contains('?') { '&' } else { '?' };
-                format!("{}{path}{separator}ns={}", endpoint.base, encode(ns))
+                format!(
+                    "{}{path}{separator}ns={}",
+                    endpoint.base,
+                    percent_encode(ns)
+                )
             }
             None => format!("{}{path}", endpoint.base),
         }
@@ -134,19 +139,6 @@ impl Endpoints {
             })
             .collect()
     }
-}
-
-/// Registry hosts are `[A-Za-z0-9.-]` with an optional `:port`; encode anything else.
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

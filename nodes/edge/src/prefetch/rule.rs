@@ -96,9 +96,9 @@ fn version_of(tag: &str) -> Option<semver::Version> {
 mod tests {
     use super::*;
 
-    fn rule(tags: &str, semver: &str, max_tags: usize) -> Rule {
-        Rule::compile(&PrefetchRule {
-            image: "docker.io/library/nginx".into(),
+    fn config(image: &str, tags: &str, semver: &str, max_tags: usize) -> PrefetchRule {
+        PrefetchRule {
+            image: image.into(),
             tags: tags.into(),
             semver: semver.into(),
             platforms: vec![],
@@ -106,8 +106,12 @@ mod tests {
             referrers: false,
             pin: false,
             max_tags,
-        })
-        .unwrap_or_else(|e| panic!("{e}"))
+        }
+    }
+
+    fn rule(tags: &str, semver: &str, max_tags: usize) -> Rule {
+        Rule::compile(&config("docker.io/library/nginx", tags, semver, max_tags))
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn strings(v: &[&str]) -> Vec<String> {
@@ -145,17 +149,7 @@ mod tests {
     #[test]
     fn bad_rules_are_refused() {
         let bad = |tags: &str, semver: &str, image: &str| {
-            Rule::compile(&PrefetchRule {
-                image: image.into(),
-                tags: tags.into(),
-                semver: semver.into(),
-                platforms: vec![],
-                interval_secs: 60,
-                referrers: false,
-                pin: false,
-                max_tags: 1,
-            })
-            .is_err()
+            Rule::compile(&config(image, tags, semver, 1)).is_err()
         };
         assert!(bad("(", "", "nginx"));
         assert!(bad("", ">>1", "nginx"));

@@ -4,7 +4,7 @@
 //! `last` on tag lists: wharf must answer as a conformant registry regardless.
 
 use reqwest::StatusCode;
-use wharf_testkit::image::{Artifact, referrers_index};
+use wharf_testkit::image::Artifact;
 use wharf_testkit::push::{PushAuth, Pusher};
 
 use crate::common::*;
@@ -35,19 +35,8 @@ async fn pull_discovery_and_referrers_checks_of_the_conformance_suite() {
         b"b",
         "application/vnd.test.b",
     );
-    for artifact in [&a, &b] {
-        pusher
-            .push_blobs("test/oci", &artifact.blobs.iter().collect::<Vec<_>>())
-            .await
-            .unwrap();
-        pusher
-            .push_manifest("test/oci", &artifact.manifest.digest, &artifact.manifest)
-            .await
-            .unwrap();
-    }
-    let fallback = format!("sha256-{}", manifest.digest.trim_start_matches("sha256:"));
     pusher
-        .push_manifest("test/oci", &fallback, &referrers_index(&[&a, &b]))
+        .push_referrers("test/oci", manifest, &[&a, &b])
         .await
         .unwrap();
     let wharf = Wharf::mirroring(&registry).await;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use wharf_core::Digest;
 use wharf_core::config::PrefetchRule;
 use wharf_edge::evict::Pins;
-use wharf_testkit::image::{self, Artifact, Format, referrers_index};
+use wharf_testkit::image::{self, Artifact, Format};
 use wharf_testkit::proxy::MitmProxy;
 use wharf_testkit::push::{PushAuth, Pusher};
 use wharf_testkit::registry::{Registry, RegistryOptions};
@@ -63,19 +63,7 @@ async fn matching_tags_platforms_and_referrers_are_prefetched_and_a_new_tag_with
         "application/vnd.dev.cosign.simplesigning.v1+json",
     );
     pusher
-        .push_blobs("team/app", &signature.blobs.iter().collect::<Vec<_>>())
-        .await
-        .unwrap();
-    pusher
-        .push_manifest("team/app", &signature.manifest.digest, &signature.manifest)
-        .await
-        .unwrap();
-    let fallback = format!(
-        "sha256-{}",
-        v125.manifest.digest.trim_start_matches("sha256:")
-    );
-    pusher
-        .push_manifest("team/app", &fallback, &referrers_index(&[&signature]))
+        .push_referrers("team/app", &v125.manifest, &[&signature])
         .await
         .unwrap();
 

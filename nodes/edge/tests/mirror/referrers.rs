@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use wharf_testkit::image::{Artifact, referrers_index};
+use wharf_testkit::image::Artifact;
 use wharf_testkit::push::{PushAuth, Pusher};
 
 use crate::common::*;
@@ -50,23 +50,8 @@ async fn referrers_from_the_fallback_tag_filtered_pulled_through_and_served_in_a
     );
     let sbom = Artifact::new(subject, SBOM, b"{\"spdxVersion\":\"SPDX-2.3\"}", SBOM);
     let pusher = Pusher::new(&registry.url(), PushAuth::None);
-    for artifact in [&signature, &sbom] {
-        pusher
-            .push_blobs("test/oci", &artifact.blobs.iter().collect::<Vec<_>>())
-            .await
-            .unwrap();
-        pusher
-            .push_manifest("test/oci", &artifact.manifest.digest, &artifact.manifest)
-            .await
-            .unwrap();
-    }
-    let fallback_tag = format!("sha256-{}", subject.digest.trim_start_matches("sha256:"));
     pusher
-        .push_manifest(
-            "test/oci",
-            &fallback_tag,
-            &referrers_index(&[&signature, &sbom]),
-        )
+        .push_referrers("test/oci", subject, &[&signature, &sbom])
         .await
         .unwrap();
     let mut config = test_config(vec![upstream("docker.io", &registry.url(), true)]);

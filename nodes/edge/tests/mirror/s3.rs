@@ -414,6 +414,17 @@ async fn eviction_by_quota_drops_the_least_recently_used_blob() {
     );
 }
 
+/// The `Location` of the `307` a GET of `url` answers.
+async fn redirect_location(url: &str) -> String {
+    let no_follow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_follow.get(url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::TEMPORARY_REDIRECT);
+    r.headers()["location"].to_str().unwrap().to_string()
+}
+
 #[tokio::test]
 async fn cdn_origin_mode_redirects_cached_blobs_to_presigned_urls() {
     let (registry, seeds) = seeded_registry().await;
@@ -426,14 +437,8 @@ async fn cdn_origin_mode_redirects_cached_blobs_to_presigned_urls() {
     assert_eq!(fetch(&wharf, &registry, "test/oci", &layer.digest).await, 1);
     wait_stored(&wharf, &layer.digest).await;
     // Warm: a 307 to S3, which serves the bytes.
-    let no_follow = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
     let url = format!("{}/v2/test/oci/blobs/{}", wharf.url, layer.digest);
-    let r = no_follow.get(&url).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::TEMPORARY_REDIRECT);
-    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let location = redirect_location(&url).await;
     assert!(
         location.starts_with(&s3.url()) && location.contains("X-Amz-Signature"),
         "{location}"
@@ -483,14 +488,8 @@ async fn cdn_origin_mode_redirects_to_a_cdn_base_url_instead_of_presigning() {
     let layer = &seeds.oci.layers[0];
     assert_eq!(fetch(&wharf, &registry, "test/oci", &layer.digest).await, 1);
     wait_stored(&wharf, &layer.digest).await;
-    let no_follow = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
     let url = format!("{}/v2/test/oci/blobs/{}", wharf.url, layer.digest);
-    let r = no_follow.get(&url).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::TEMPORARY_REDIRECT);
-    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let location = redirect_location(&url).await;
     let hex = layer.digest.trim_start_matches("sha256:");
     assert_eq!(location, format!("{cdn}/blobs/sha256/{}/{hex}", &hex[..2]));
     let r = reqwest::get(&url).await.unwrap();
