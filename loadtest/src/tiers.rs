@@ -37,7 +37,7 @@ pub async fn tier_costs(args: &Args) -> anyhow::Result<()> {
     pusher.push_image("bench/herd", "v1", &herd).await?;
     pusher.push_image("bench/herd2", "v1", &herd2).await?;
     let s3 = S3Server::start().await?;
-    for bucket in ["disk", "s3", "hot"] {
+    for bucket in ["tier-s3", "tier-hot"] {
         s3.create_bucket(bucket).await?;
     }
 
@@ -50,10 +50,10 @@ pub async fn tier_costs(args: &Args) -> anyhow::Result<()> {
     let path = format!("/v2/bench/warm/blobs/{layer}");
     let variants: [Variant; 4] = [
         ("wharf (disk)", None, &[]),
-        ("wharf (S3)", Some("s3"), &[]),
+        ("wharf (S3)", Some("tier-s3"), &[]),
         (
             "wharf (S3 + hot tier)",
-            Some("hot"),
+            Some("tier-hot"),
             &[("WHARF_HOT_CACHE__MAX_SIZE_MIB", "1024")],
         ),
         ("distribution proxy", None, &[]),
