@@ -802,6 +802,11 @@ impl Config {
             if self.upstreams[..i].iter().any(|o| o.name == u.name) {
                 return invalid(format!("upstream name {:?} is used twice", u.name));
             }
+            if u.name == "*" && (!u.parent || u.default) {
+                return invalid(
+                    "upstream \"*\" forwards every other ns= to a parent: it needs parent = true and cannot be the default".into(),
+                );
+            }
             if u.name.is_empty() || u.name.contains(['/', ' ']) {
                 return invalid(format!(
                     "upstream name {:?} must be a registry host",

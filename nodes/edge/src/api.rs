@@ -140,7 +140,7 @@ async fn handle(mirror: &Arc<Mirror>, request: Request) -> Result<Response, ApiE
     } else {
         None
     };
-    let target = |name: RepoName| -> Result<Target<'_>, ApiError> {
+    let target = |name: RepoName| -> Result<Target, ApiError> {
         let Some((who, origin)) = &caller else {
             return upstream_repo(mirror, &query, name);
         };
@@ -225,10 +225,11 @@ async fn handle(mirror: &Arc<Mirror>, request: Request) -> Result<Response, ApiE
 
 async fn referrers(
     mirror: &Arc<Mirror>,
-    (upstream, repo): Target<'_>,
+    (upstream, repo): Target,
     digest: &Digest,
     artifact_type: Option<&str>,
 ) -> Result<Response, ApiError> {
+    let upstream = &upstream;
     let answer = mirror
         .referrers
         .get(upstream, &repo, digest, artifact_type)
@@ -287,13 +288,9 @@ impl Query {
 }
 
 /// The upstream a request goes to, and the repository as that upstream names it.
-type Target<'a> = (&'a Arc<wharf_upstream::UpstreamClient>, RepoName);
+type Target = (Arc<wharf_upstream::UpstreamClient>, RepoName);
 
-fn upstream_repo<'a>(
-    mirror: &'a Mirror,
-    query: &Query,
-    name: RepoName,
-) -> Result<(&'a Arc<wharf_upstream::UpstreamClient>, RepoName), ApiError> {
+fn upstream_repo(mirror: &Mirror, query: &Query, name: RepoName) -> Result<Target, ApiError> {
     let upstream = mirror.upstreams.select(query.ns.as_deref())?;
     let repo = if upstream.is_docker_hub() {
         name.with_docker_hub_library()
@@ -306,11 +303,12 @@ fn upstream_repo<'a>(
 
 async fn manifest(
     mirror: &Arc<Mirror>,
-    (upstream, repo): Target<'_>,
+    (upstream, repo): Target,
     reference: Reference,
     headers: &HeaderMap,
     head: bool,
 ) -> Result<Response, ApiError> {
+    let upstream = &upstream;
     // With auth on, content is served for a repository only if it belongs to it.
     let isolate = mirror.auth.restricted();
     let (manifest, cache, fresh_for) = match &reference {
@@ -381,12 +379,13 @@ async fn manifest(
 
 async fn blob(
     mirror: &Arc<Mirror>,
-    (upstream, repo): Target<'_>,
+    (upstream, repo): Target,
     digest: Digest,
     headers: &HeaderMap,
     head: bool,
     sendfile: Option<&SendfileConn>,
 ) -> Result<Response, ApiError> {
+    let upstream = &upstream;
     if mirror.auth.restricted() {
         mirror.links.ensure(upstream, &repo, &digest, false).await?;
     }
@@ -505,10 +504,11 @@ fn set_length_and_range(h: &mut HeaderMap, r: ByteRange, size: u64) {
 
 async fn tags_list(
     mirror: &Arc<Mirror>,
-    (upstream, repo): Target<'_>,
+    (upstream, repo): Target,
     query: &Query,
     asked: &str,
 ) -> Result<Response, ApiError> {
+    let upstream = &upstream;
     let page = mirror
         .tags_lists
         .get(upstream, &repo, &query.passthrough)

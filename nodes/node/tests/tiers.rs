@@ -21,6 +21,8 @@ use support::{basic, hash_password};
 
 const REPO: &str = "team/tiered";
 const REGISTRY: &str = "registry.test";
+/// A second registry the parent mirrors, which the region reaches through its `"*"` upstream.
+const OTHER_REGISTRY: &str = "other.test";
 const REGION_USER: &str = "region-eu";
 const REGION_PASSWORD: &str = "region-parent-pw-4471";
 const MIB: usize = 1024 * 1024;
@@ -42,7 +44,8 @@ impl Parent {
             &config,
             format!(
                 "[auth]\nhtpasswd_file = {htpasswd:?}\nanonymous = false\n\n\
-                 [[upstream]]\nname = \"{REGISTRY}\"\nurl = \"{upstream}\"\ndefault = true\n"
+                 [[upstream]]\nname = \"{REGISTRY}\"\nurl = \"{upstream}\"\ndefault = true\n\n\
+                 [[upstream]]\nname = \"{OTHER_REGISTRY}\"\nurl = \"{upstream}\"\n"
             ),
         )
         .unwrap();
@@ -175,7 +178,8 @@ async fn a_regional_cluster_pulls_through_its_parent_once_and_falls_over_when_it
         "[[upstream]]\nname = \"{REGISTRY}\"\nurl = \"{}\"\nparent = true\n\
          fallback_urls = [\"{}\"]\ndefault = true\nusername = \"{REGION_USER}\"\n\
          password = \"{REGION_PASSWORD}\"\n\n\
-         [[upstream]]\nname = \"quay.io\"\nurl = \"{}\"\nparent = true\n",
+         [[upstream]]\nname = \"*\"\nurl = \"{}\"\nparent = true\n\
+         username = \"{REGION_USER}\"\npassword = \"{REGION_PASSWORD}\"\n",
         to_region.url(),
         registry.url(),
         to_region.url(),
@@ -255,7 +259,19 @@ async fn a_regional_cluster_pulls_through_its_parent_once_and_falls_over_when_it
     assert_eq!(range.status(), 206);
     assert_eq!(range.bytes().await.unwrap(), big.data.slice(1000..2000));
 
-    // A registry the parent does not mirror: its 403 DENIED reaches the client as such.
+    // Any other registry goes to the parent through the "*" upstream: one it mirrors is
+    // served, one it does not is its 403 DENIED, passed on as such.
+    let other = http
+        .get(format!(
+            "{}/v2/{REPO}/manifests/v1?ns={OTHER_REGISTRY}",
+            nodes[1]
+        ))
+        .header("accept", img.manifest.media_type.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
+    assert_eq!(other.bytes().await.unwrap(), img.manifest.body);
     let denied = http
         .get(format!("{}/v2/{REPO}/manifests/v1?ns=quay.io", nodes[0]))
         .send()

@@ -214,6 +214,7 @@ impl Prefetcher {
             .upstreams
             .select(rule.image.registry.as_deref())
             .map_err(not_found)?;
+        let upstream = &upstream;
         let mut repo: RepoName = rule.image.repository.parse().map_err(|e| {
             not_found(crate::error::ApiError::new(
                 wharf_core::OciCode::NameInvalid,

@@ -242,9 +242,22 @@ async fn behind_nginx_proxy_cache_a_second_pull_costs_wharf_only_tag_revalidatio
     let blob_gets = first.get(&("blob".to_string(), "200".to_string())).copied();
     assert_eq!(blob_gets, Some(3), "{first:?}");
 
-    // Past the tag's max-age: nginx revalidates the tag, and serves the blobs itself.
+    // Past the tag's max-age: nginx revalidates the tag, and serves the blobs itself. (Pulls
+    // while nginx still holds the tag as fresh cost wharf nothing at all; on a loaded machine
+    // it may take longer to expire, so pull until it has revalidated once.)
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    pull_through(&http, &nginx.url(), &seeds).await;
+    let revalidated = |log: &[String]| {
+        log.iter()
+            .any(|l| l.contains("/manifests/v1 200 REVALIDATED"))
+    };
+    for attempt in 0..20 {
+        pull_through(&http, &nginx.url(), &seeds).await;
+        if revalidated(&nginx.access_log()) {
+            eprintln!("nginx revalidated the tag on pull {}", attempt + 2);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
     let second = wharf_requests(&wharf).await;
     let added: Vec<_> = second
         .iter()
@@ -254,7 +267,7 @@ async fn behind_nginx_proxy_cache_a_second_pull_costs_wharf_only_tag_revalidatio
     assert_eq!(
         added,
         vec![(("manifest".to_string(), "304".to_string()), 1)],
-        "what the second pull cost wharf; nginx: {:?}",
+        "what the later pulls cost wharf; nginx: {:?}",
         nginx.access_log()
     );
     let log = nginx.access_log();
@@ -263,11 +276,11 @@ async fn behind_nginx_proxy_cache_a_second_pull_costs_wharf_only_tag_revalidatio
             .any(|l| l.contains("/manifests/v1 200 REVALIDATED")),
         "{log:?}"
     );
-    assert_eq!(
+    assert!(
         log.iter()
-            .filter(|l| l.contains("/blobs/") && l.ends_with("HIT"))
-            .count(),
-        3,
+            .filter(|l| l.contains("/blobs/"))
+            .skip(3)
+            .all(|l| l.ends_with("HIT")),
         "{log:?}"
     );
 
