@@ -102,11 +102,52 @@ pub fn render(r: &StatusReport) -> String {
     if let Some(e) = &r.store.error {
         let _ = write!(h, "<p class=\"bad\">store: {}</p>", escape(e));
     }
+    if let Some(hot) = &r.store.hot_cache {
+        let _ = write!(
+            h,
+            "<p id=\"hot-tier\">hot tier: {} copies, {} of {} on local disk; {} reads from it, \
+{} from S3, {} filled, {} dropped (evicted from S3)</p>",
+            hot.copies,
+            human_bytes(hot.bytes),
+            human_bytes(hot.max_bytes),
+            hot.hits,
+            hot.misses,
+            hot.fills,
+            hot.dropped
+        );
+    }
     let _ = write!(h, "<p>requests:");
     for (outcome, n) in &r.cache.requests {
         let _ = write!(h, " {outcome} <span class=\"num\">{n}</span>;");
     }
     h.push_str("</p>");
+
+    if !r.prefetch.is_empty() {
+        h.push_str(
+            "<h2>Prefetch</h2><table id=\"prefetch\"><tr><th>image</th><th>last pass</th>\
+<th>passes</th><th>tags</th><th>fetched</th><th>state</th></tr>",
+        );
+        for p in &r.prefetch {
+            let state = match (&p.paused, &p.last_error) {
+                (Some(why), _) => format!("<span>{}</span>", escape(why)),
+                (None, Some(e)) => status_span(false, &e.chars().take(200).collect::<String>()),
+                (None, None) if p.passes == 0 => "<span>not run here</span>".to_string(),
+                (None, None) => status_span(true, "ok"),
+            };
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td>\
+<td class=\"num\">{} blobs, {}</td><td>{state}</td></tr>",
+                escape(&p.image),
+                ago(p.last_pass, now),
+                p.passes,
+                escape(&p.tags.join(", ")),
+                p.blobs_fetched,
+                human_bytes(p.bytes_fetched),
+            );
+        }
+        h.push_str("</table>");
+    }
 
     h.push_str(
         "<h2>Upstreams</h2><table id=\"upstreams\"><tr><th>name</th><th>URL</th>\

@@ -99,6 +99,16 @@ async fn matching_tags_platforms_and_referrers_are_prefetched_and_a_new_tag_with
     let s = status(&wharf);
     assert_eq!(s.tags, vec!["1.25.0".to_string()]);
     assert!(s.last_error.is_none() && s.paused.is_none(), "{s:?}");
+    let page = reqwest::get(format!("{}/", wharf.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("<table id=\"prefetch\">") && page.contains("<td>team/app</td>"),
+        "{page}"
+    );
 
     // A new matching tag: cached within one interval of being pushed, with no client asking.
     let v126 = image::index(Format::Oci, "prefetch-1.26");

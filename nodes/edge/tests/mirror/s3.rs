@@ -607,6 +607,16 @@ async fn the_hot_tier_serves_warm_s3_blobs_from_local_files_and_forgets_blobs_ev
         .await
         .unwrap();
     assert_eq!(status["store"]["hot_cache"]["copies"], 1, "{status}");
+    let page = reqwest::get(format!("{}/", hot.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("id=\"hot-tier\">hot tier: 1 copies"),
+        "{page}"
+    );
 
     // Another node evicts the blob from S3: within the check interval this node drops its
     // copy, and the next request fetches the blob again instead of serving it forever.
