@@ -74,8 +74,10 @@ VALUE_SETS = {
         "upstreams": [
             {"name": "docker.io", "url": "https://registry-1.docker.io", "default": True,
              "username": "robot", "existingSecret": "hub-token"},
-            {"name": "ghcr.io", "url": "https://ghcr.io"},
+            {"name": "ghcr.io", "url": "https://wharf-central.example.com", "parent": True,
+             "fallbackUrls": ["https://wharf-us.example.com", "https://ghcr.io"]},
         ],
+        "hotCache": {"maxSizeMib": 10240},
         "tls": {"enabled": True, "existingSecret": "wharf-tls"},
         "auth": {"htpasswd": {"existingSecret": "wharf-htpasswd"}},
         "extraConfig": "[[access]]\nrepositories = [\"**\"]\nusers = [\"*\"]\n",
