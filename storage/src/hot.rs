@@ -1,10 +1,11 @@
 //! A bounded local-disk read cache of blobs in front of a remote store (S3): warm blobs are
 //! then sent from local files with `sendfile` instead of crossing S3 on every request.
 //!
-//! It is never the source of truth: blobs land in the remote store first; a local copy is
-//! filled after a read of the remote object or after this node stored it, from the remote
-//! object, verified against its digest while it is written, and renamed into place only when
-//! it matches. Deleting the directory loses nothing. Copies are evicted least recently used
+//! It is never the source of truth: a local copy is written from the same stream as this
+//! node's upload of a blob (placed only when the upload, which ends after the digest is
+//! verified, succeeds), or filled in the background after a read of a blob another node
+//! stored, from the remote object, verified against its digest while it is written and
+//! renamed into place only when it matches. Deleting the directory loses nothing. Copies are evicted least recently used
 //! first when `max_bytes` is exceeded. A blob deleted from the remote store (eviction on any
 //! node) is dropped here at once when this node deleted it, and otherwise at the next check
 //! (one listing of the remote `blobs/` per interval), so no node serves an evicted blob for
@@ -32,6 +33,8 @@ use crate::{BlobStore, ByteSource, ObjectInfo, ObjectKey, ObjectReader, StoreErr
 const MAX_FILLS: usize = 4;
 /// Evicted copies waiting for their file to be removed; past it, the next check removes them.
 const REMOVALS_QUEUED: usize = 4096;
+/// Chunks of an upload queued for its local copy: the local disk paces the upload beyond it.
+const TEE_CHUNKS: usize = 16;
 
 /// Hits and misses of the hot tier, for the status page.
 #[derive(Debug, Default)]
@@ -311,21 +314,63 @@ impl BlobStore for Arc<HotCache> {
         self.remote.streams_writes()
     }
 
+    /// A blob this node stores is written to S3 and, from the same stream, to its local copy
+    /// (the caller ends the stream only after verifying the digest, and fails it otherwise, so
+    /// the copy is placed exactly when the upload is): no read back from S3.
     async fn put_stream(&self, key: &ObjectKey, body: ByteSource) -> Result<(), StoreError> {
-        let counted = Arc::new(AtomicU64::new(0));
-        let counter = counted.clone();
-        let body = body
-            .inspect(move |chunk| {
-                if let Ok(chunk) = chunk {
-                    counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        let ObjectKey::Blob(digest) = key else {
+            return self.remote.put_stream(key, body).await;
+        };
+        let Ok(permit) = self.fills.clone().try_acquire_owned() else {
+            return self.remote.put_stream(key, body).await;
+        };
+        let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(TEE_CHUNKS);
+        let (local, local_key) = (self.local.clone(), key.clone());
+        let writer = tokio::spawn(async move {
+            let _permit = permit;
+            let copy = futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|item| (item, rx))
+            })
+            .boxed();
+            local.put_stream(&local_key, copy).await
+        });
+        let size = Arc::new(AtomicU64::new(0));
+        let counted = size.clone();
+        let tee = body
+            .then(move |chunk| {
+                let tx = tx.clone();
+                let counted = counted.clone();
+                async move {
+                    let copy = match &chunk {
+                        Ok(bytes) => {
+                            counted.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                            Ok(bytes.clone())
+                        }
+                        Err(e) => Err(std::io::Error::other(e.to_string())),
+                    };
+                    // A local writer that gave up costs the upload nothing.
+                    let _ = tx.send(copy).await;
+                    chunk
                 }
             })
             .boxed();
-        self.remote.put_stream(key, body).await?;
-        if let ObjectKey::Blob(digest) = key {
-            self.fill(digest, counted.load(Ordering::Relaxed));
+        let uploaded = self.remote.put_stream(key, tee).await;
+        let copied = writer
+            .await
+            .map_err(|e| StoreError::io(key, std::io::Error::other(e)));
+        match (&uploaded, copied) {
+            (Ok(()), Ok(Ok(()))) => {
+                self.copies
+                    .insert(digest.clone(), size.load(Ordering::Relaxed));
+                self.stats.fills.fetch_add(1, Ordering::Relaxed);
+            }
+            (Ok(()), _) => {}
+            // Not in S3: no copy may outlive the failed upload.
+            (Err(_), _) => {
+                let _ = self.local.delete(key).await;
+            }
         }
-        Ok(())
+        uploaded
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
@@ -420,6 +465,47 @@ mod tests {
         assert!(
             store
                 .stat(&ObjectKey::Blob(a))
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_upload_is_copied_as_it_streams_and_a_failed_one_leaves_no_copy() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let remote: Arc<dyn BlobStore> = Arc::new(MemStore::default());
+        let hot = HotCache::open(remote.clone(), dir.path(), 1 << 20)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let store: Arc<dyn BlobStore> = Arc::new(hot.clone());
+        // Held as soon as the put returns: no background read of S3.
+        let digest = put(store.as_ref(), b"uploaded by this node").await;
+        assert_eq!(hot.held().0, 1);
+        let reader = store
+            .read(&ObjectKey::Blob(digest), None)
+            .await
+            .ok()
+            .flatten();
+        assert!(reader.is_some_and(|r| r.file.is_some()));
+
+        let failed = Digest::sha256_of(b"never completes");
+        let broken = futures::stream::iter(vec![
+            Ok(Bytes::from_static(b"never ")),
+            Err(std::io::Error::other("the upstream broke off")),
+        ])
+        .boxed();
+        assert!(
+            store
+                .put_stream(&ObjectKey::Blob(failed.clone()), broken)
+                .await
+                .is_err()
+        );
+        assert_eq!(hot.held().0, 1);
+        assert!(
+            hot.local
+                .stat(&ObjectKey::Blob(failed))
                 .await
                 .ok()
                 .flatten()
