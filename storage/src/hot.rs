@@ -412,6 +412,16 @@ mod tests {
         digest
     }
 
+    /// A hot tier of 1 MiB over an in-memory remote store; the directory lives as long as it.
+    async fn hot_over_memory() -> (tempfile::TempDir, Arc<dyn BlobStore>, Arc<HotCache>) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let remote: Arc<dyn BlobStore> = Arc::new(MemStore::default());
+        let hot = HotCache::open(remote.clone(), dir.path(), 1 << 20)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        (dir, remote, hot)
+    }
+
     async fn wait_held(hot: &Arc<HotCache>, n: u64) {
         for _ in 0..200 {
             if hot.held().0 == n {
@@ -424,11 +434,7 @@ mod tests {
 
     #[tokio::test]
     async fn fills_on_read_serves_files_and_drops_copies_of_deleted_blobs() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let remote: Arc<dyn BlobStore> = Arc::new(MemStore::default());
-        let hot = HotCache::open(remote.clone(), dir.path(), 1 << 20)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let (_dir, remote, hot) = hot_over_memory().await;
         let store: Arc<dyn BlobStore> = Arc::new(hot.clone());
         // Stored through the hot tier: copied locally after the remote put.
         let a = put(store.as_ref(), b"stored through this node").await;
@@ -474,11 +480,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_upload_is_copied_as_it_streams_and_a_failed_one_leaves_no_copy() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let remote: Arc<dyn BlobStore> = Arc::new(MemStore::default());
-        let hot = HotCache::open(remote.clone(), dir.path(), 1 << 20)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let (_dir, _remote, hot) = hot_over_memory().await;
         let store: Arc<dyn BlobStore> = Arc::new(hot.clone());
         // Held as soon as the put returns: no background read of S3.
         let digest = put(store.as_ref(), b"uploaded by this node").await;

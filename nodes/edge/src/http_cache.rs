@@ -24,6 +24,8 @@ pub struct HttpCaching {
     /// `private` instead of `public` (client authentication on).
     private: bool,
     not_found_max_age: u64,
+    /// `Cache-Control` of content by digest, made once.
+    immutable: HeaderValue,
     /// `Last-Modified` of content by digest: when this node started (content never changes,
     /// so any later date is true of it).
     last_modified: HeaderValue,
@@ -32,9 +34,14 @@ pub struct HttpCaching {
 impl HttpCaching {
     pub fn new(private: bool, not_found_max_age: Duration) -> HttpCaching {
         let started = httpdate::fmt_http_date(SystemTime::now());
+        let scope = if private { "private" } else { "public" };
         HttpCaching {
             private,
             not_found_max_age: not_found_max_age.as_secs(),
+            immutable: HeaderValue::from_str(&format!(
+                "{scope}, max-age={IMMUTABLE_MAX_AGE}, immutable"
+            ))
+            .unwrap_or_else(|_| HeaderValue::from_static("no-store")),
             last_modified: HeaderValue::from_str(&started)
                 .unwrap_or_else(|_| HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT")),
         }
@@ -47,11 +54,7 @@ impl HttpCaching {
     /// Headers of content by digest (blobs, manifests by digest).
     pub fn immutable(&self, h: &mut HeaderMap, digest: &Digest) {
         set_etag(h, digest);
-        set(
-            h,
-            header::CACHE_CONTROL,
-            &format!("{}, max-age={IMMUTABLE_MAX_AGE}, immutable", self.scope()),
-        );
+        h.insert(header::CACHE_CONTROL, self.immutable.clone());
         h.insert(header::LAST_MODIFIED, self.last_modified.clone());
     }
 

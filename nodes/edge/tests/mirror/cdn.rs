@@ -13,6 +13,19 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
+/// GET a manifest with every type accepted and the given extra headers.
+async fn get_manifest(
+    http: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, String)],
+) -> reqwest::Response {
+    let mut request = http.get(url).header("accept", ACCEPT_ALL);
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    request.send().await.unwrap()
+}
+
 #[tokio::test]
 async fn digests_are_immutable_tags_expire_with_their_ttl_and_validators_answer_304() {
     let (registry, seeds) = seeded_registry().await;
@@ -82,12 +95,7 @@ async fn digests_are_immutable_tags_expire_with_their_ttl_and_validators_answer_
     // A manifest by digest: immutable too, and varies with Accept.
     let manifest = &seeds.oci.manifest;
     let by_digest = format!("{}/v2/test/oci/manifests/{}", wharf.url, manifest.digest);
-    let r = http
-        .get(&by_digest)
-        .header("accept", ACCEPT_ALL)
-        .send()
-        .await
-        .unwrap();
+    let r = get_manifest(&http, &by_digest, &[]).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(header(r.headers(), "cache-control"), IMMUTABLE);
     assert_eq!(header(r.headers(), "vary"), "Accept");
@@ -95,13 +103,12 @@ async fn digests_are_immutable_tags_expire_with_their_ttl_and_validators_answer_
         header(r.headers(), "etag"),
         format!("\"{}\"", manifest.digest)
     );
-    let r = http
-        .get(&by_digest)
-        .header("accept", ACCEPT_ALL)
-        .header("if-none-match", format!("\"{}\"", manifest.digest))
-        .send()
-        .await
-        .unwrap();
+    let r = get_manifest(
+        &http,
+        &by_digest,
+        &[("if-none-match", format!("\"{}\"", manifest.digest))],
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(
         header(r.headers(), "docker-content-digest"),
@@ -110,12 +117,7 @@ async fn digests_are_immutable_tags_expire_with_their_ttl_and_validators_answer_
 
     // A tag: fresh for what is left of its TTL, revalidated by its digest.
     let by_tag = format!("{}/v2/test/oci/manifests/v1", wharf.url);
-    let r = http
-        .get(&by_tag)
-        .header("accept", ACCEPT_ALL)
-        .send()
-        .await
-        .unwrap();
+    let r = get_manifest(&http, &by_tag, &[]).await;
     let control = header(r.headers(), "cache-control").to_string();
     let max_age: u64 = control
         .strip_prefix("public, max-age=")
@@ -127,22 +129,23 @@ async fn digests_are_immutable_tags_expire_with_their_ttl_and_validators_answer_
         header(r.headers(), "etag"),
         format!("\"{}\"", manifest.digest)
     );
-    let r = http
-        .get(&by_tag)
-        .header("accept", ACCEPT_ALL)
-        .header("if-none-match", format!("\"{}\"", manifest.digest))
-        .send()
-        .await
-        .unwrap();
+    let r = get_manifest(
+        &http,
+        &by_tag,
+        &[("if-none-match", format!("\"{}\"", manifest.digest))],
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
     // If-Modified-Since alone says nothing of a tag, which may have moved.
-    let r = http
-        .get(&by_tag)
-        .header("accept", ACCEPT_ALL)
-        .header("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT")
-        .send()
-        .await
-        .unwrap();
+    let r = get_manifest(
+        &http,
+        &by_tag,
+        &[(
+            "if-modified-since",
+            "Sun, 06 Nov 1994 08:49:37 GMT".to_string(),
+        )],
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::OK);
 
     // Errors are not stored.

@@ -189,6 +189,16 @@ pub async fn seeded_registry() -> (Registry, Seeds) {
     (registry, seeds)
 }
 
+/// The status page's HTML.
+pub async fn status_page(wharf: &Wharf) -> String {
+    reqwest::get(format!("{}/", wharf.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Every manifest type wharf negotiates.
 pub const ACCEPT_ALL: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 

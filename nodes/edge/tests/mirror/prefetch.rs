@@ -99,12 +99,7 @@ async fn matching_tags_platforms_and_referrers_are_prefetched_and_a_new_tag_with
     let s = status(&wharf);
     assert_eq!(s.tags, vec!["1.25.0".to_string()]);
     assert!(s.last_error.is_none() && s.paused.is_none(), "{s:?}");
-    let page = reqwest::get(format!("{}/", wharf.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = status_page(&wharf).await;
     assert!(
         page.contains("<table id=\"prefetch\">") && page.contains("<td>team/app</td>"),
         "{page}"

@@ -607,12 +607,7 @@ async fn the_hot_tier_serves_warm_s3_blobs_from_local_files_and_forgets_blobs_ev
         .await
         .unwrap();
     assert_eq!(status["store"]["hot_cache"]["copies"], 1, "{status}");
-    let page = reqwest::get(format!("{}/", hot.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = status_page(&hot).await;
     assert!(
         page.contains("id=\"hot-tier\">hot tier: 1 copies"),
         "{page}"
