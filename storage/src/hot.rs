@@ -324,6 +324,9 @@ impl BlobStore for Arc<HotCache> {
         let Ok(permit) = self.fills.clone().try_acquire_owned() else {
             return self.remote.put_stream(key, body).await;
         };
+        if self.copies.contains_key(digest) {
+            return self.remote.put_stream(key, body).await;
+        }
         let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(TEE_CHUNKS);
         let (local, local_key) = (self.local.clone(), key.clone());
         let writer = tokio::spawn(async move {
@@ -358,11 +361,15 @@ impl BlobStore for Arc<HotCache> {
         let copied = writer
             .await
             .map_err(|e| StoreError::io(key, std::io::Error::other(e)));
+        let size = size.load(Ordering::Relaxed);
         match (&uploaded, copied) {
-            (Ok(()), Ok(Ok(()))) => {
-                self.copies
-                    .insert(digest.clone(), size.load(Ordering::Relaxed));
+            (Ok(()), Ok(Ok(()))) if size <= self.max_bytes / 2 => {
+                self.copies.insert(digest.clone(), size);
                 self.stats.fills.fetch_add(1, Ordering::Relaxed);
+            }
+            (Ok(()), Ok(Ok(()))) => {
+                // Too large to hold: it would evict everything else.
+                let _ = self.local.delete(key).await;
             }
             (Ok(()), _) => {}
             // Not in S3: no copy may outlive the failed upload.

@@ -168,6 +168,14 @@ impl Prefetcher {
                 continue;
             }
             let pins: BTreeSet<String> = pinned.iter().flatten().flatten().cloned().collect();
+            if written.is_none() {
+                // Newly running here: what the record holds (nodes without rules write
+                // nothing unless a record of removed rules is left to clear).
+                written = Pins::read(mirror.store.as_ref())
+                    .await
+                    .ok()
+                    .map(|p| p.digests);
+            }
             if written.as_ref() != Some(&pins) {
                 let record = Pins { digests: pins };
                 match record.write(mirror.store.as_ref()).await {
