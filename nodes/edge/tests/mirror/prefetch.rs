@@ -112,16 +112,22 @@ async fn matching_tags_platforms_and_referrers_are_prefetched_and_a_new_tag_with
         .await
         .unwrap();
     let pushed = Instant::now();
-    let picked_up = wait_until(Duration::from_secs(interval + 10), || async {
+    let passes_at_push = status(&wharf).passes;
+    let picked_up = wait_until(Duration::from_secs(3 * interval + 10), || async {
         all_cached(&wharf, &v126.images[1].blobs()).await
     })
     .await;
     let took = pushed.elapsed();
     assert!(picked_up, "1.26.0 never prefetched: {:?}", status(&wharf));
+    // The pass under way at the push may have listed the tags before it; the next one, which
+    // starts within an interval, must pull it.
+    let passes = status(&wharf).passes;
     assert!(
-        took <= Duration::from_secs(interval + 2),
-        "1.26.0 took {took:?} with a {interval} s interval"
+        passes <= passes_at_push + 2,
+        "1.26.0 took {} passes ({took:?}, {interval} s interval)",
+        passes - passes_at_push
     );
+    eprintln!("1.26.0 cached {took:?} after the push ({interval} s interval)");
 
     // Each blob came from the upstream once, and a client now pulls it from the cache.
     for blob in arm64.iter().chain(&v126.images[1].blobs()) {
