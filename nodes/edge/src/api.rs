@@ -342,34 +342,28 @@ async fn manifest(
             ),
         ));
     }
-    let mut h = HeaderMap::new();
-    insert(&mut h, header::CONTENT_TYPE, &manifest.media_type);
+    let not_modified = http_cache::not_modified(headers, &manifest.digest, fresh_for.is_none());
+    let mut response = if head || not_modified {
+        Body::empty().into_response()
+    } else {
+        Body::from(manifest.body.clone()).into_response()
+    };
+    let h = response.headers_mut();
+    insert(h, header::CONTENT_TYPE, &manifest.media_type);
     h.insert(
         header::CONTENT_LENGTH,
         HeaderValue::from(manifest.body.len()),
     );
-    insert(
-        &mut h,
-        "docker-content-digest",
-        &manifest.digest.to_string(),
-    );
+    insert(h, "docker-content-digest", &manifest.digest.to_string());
     // The answer depends on Accept (a type the client does not take is a 404).
     h.insert(header::VARY, HeaderValue::from_static("Accept"));
     match fresh_for {
-        Some(fresh_for) => mirror.http_cache.tag(&mut h, &manifest.digest, fresh_for),
-        None => mirror.http_cache.immutable(&mut h, &manifest.digest),
+        Some(fresh_for) => mirror.http_cache.tag(h, &manifest.digest, fresh_for),
+        None => mirror.http_cache.immutable(h, &manifest.digest),
     }
-    let mut response = if http_cache::not_modified(headers, &manifest.digest, fresh_for.is_none()) {
-        http_cache::not_modified_response(h)
-    } else {
-        let mut response = if head {
-            Body::empty().into_response()
-        } else {
-            Body::from(manifest.body.clone()).into_response()
-        };
-        response.headers_mut().extend(h);
-        response
-    };
+    if not_modified {
+        response = http_cache::not_modified_response(std::mem::take(response.headers_mut()));
+    }
     response.extensions_mut().insert(Served {
         cache,
         upstream: upstream.name().to_string(),
@@ -389,16 +383,10 @@ async fn blob(
     if mirror.auth.restricted() {
         mirror.links.ensure(upstream, &repo, &digest, false).await?;
     }
-    let mut validators = HeaderMap::new();
-    insert(
-        &mut validators,
-        "docker-content-digest",
-        &digest.to_string(),
-    );
-    validators.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    mirror.http_cache.immutable(&mut validators, &digest);
     // The client (a CDN revalidating) holds these bytes already: they cannot have changed.
     if http_cache::not_modified(headers, &digest, true) {
+        let mut validators = HeaderMap::new();
+        blob_validators(mirror, &mut validators, &digest);
         let mut response = http_cache::not_modified_response(validators);
         response.extensions_mut().insert(Served {
             cache: CacheResult::Hit,
@@ -477,7 +465,7 @@ async fn blob(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    h.extend(validators);
+    blob_validators(mirror, h, &digest);
     response.extensions_mut().insert(Served {
         cache,
         upstream: upstream.name().to_string(),
@@ -495,6 +483,13 @@ async fn blob(
         _ => {}
     }
     Ok(response)
+}
+
+/// What a blob answer (200, 206 or 304) says of the blob: its digest, ranges, lifetime.
+fn blob_validators(mirror: &Mirror, h: &mut HeaderMap, digest: &Digest) {
+    insert(h, "docker-content-digest", &digest.to_string());
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    mirror.http_cache.immutable(h, digest);
 }
 
 fn set_length_and_range(h: &mut HeaderMap, r: ByteRange, size: u64) {
