@@ -38,10 +38,13 @@ pub struct EvictionReport {
     pub kept_bytes: u64,
 }
 
-/// The pin record: digests of blobs no pass may delete.
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// The pin record: digests of blobs no pass may delete, and which prefetch rule pinned which
+/// (so a rule whose passes fail keeps its pins while the others' are replaced).
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Pins {
     pub digests: std::collections::BTreeSet<String>,
+    #[serde(default)]
+    pub by_rule: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
 impl Pins {

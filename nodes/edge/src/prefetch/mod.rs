@@ -6,7 +6,8 @@
 //! client pull, skipping blobs already cached. It pauses while the upstream's pull allowance is
 //! at the reserve kept for clients. Blobs of rules with `pin = true` are written to the pin
 //! record, which eviction on every node honours; a rule's pins are replaced by each complete
-//! pass, so removing a rule (or a tag leaving it) unpins its blobs.
+//! pass (a failing rule keeps its earlier ones), so removing a rule (or a tag leaving it)
+//! unpins its blobs.
 
 pub mod pull;
 pub mod rule;
@@ -120,9 +121,10 @@ impl Prefetcher {
     /// Run the rules until the mirror is dropped.
     pub async fn run(self: Arc<Self>, mirror: Weak<Mirror>) {
         let mut due: Vec<Instant> = vec![Instant::now(); self.rules.len()];
-        // Per pinning rule, the blobs of its latest complete pass; what this node last wrote.
+        // Per pinning rule, the blobs it pins (from its latest complete pass, else from the
+        // record); the record as this node last read or wrote it.
         let mut pinned: Vec<Option<BTreeSet<String>>> = vec![None; self.rules.len()];
-        let mut written: Option<BTreeSet<String>> = None;
+        let mut written: Option<Pins> = None;
         loop {
             let wake = due
                 .iter()
@@ -147,6 +149,18 @@ impl Prefetcher {
                 }
                 continue;
             }
+            if written.is_none() {
+                // Newly running here: take up what the record holds, so a rule whose passes
+                // fail keeps its pins (and a node without rules only clears removed rules').
+                match Pins::read(mirror.store.as_ref()).await {
+                    Ok(record) => {
+                        self.take_up(&record, &mut pinned);
+                        written = Some(record);
+                    }
+                    // Passes go on; pins are written once the record could be read.
+                    Err(e) => warn!(error = %e, "reading the prefetch pins"),
+                }
+            }
             for (i, rule) in self.rules.iter().enumerate() {
                 if due[i] > Instant::now() {
                     continue;
@@ -158,31 +172,36 @@ impl Prefetcher {
                 }
                 due[i] = Instant::now() + Duration::from_secs(rule.config.interval_secs);
             }
-            // Until every pinning rule completed a pass, its earlier pins (in the record)
-            // stay: a restart must not unpin.
-            if pinned
-                .iter()
-                .zip(&self.rules)
-                .any(|(p, r)| r.config.pin && p.is_none())
-            {
-                continue;
-            }
-            let pins: BTreeSet<String> = pinned.iter().flatten().flatten().cloned().collect();
-            if written.is_none() {
-                // Newly running here: what the record holds (nodes without rules write
-                // nothing unless a record of removed rules is left to clear).
-                written = Pins::read(mirror.store.as_ref())
-                    .await
-                    .ok()
-                    .map(|p| p.digests);
-            }
-            if written.as_ref() != Some(&pins) {
-                let record = Pins { digests: pins };
+            let record = self.pins(&pinned);
+            if written.as_ref().is_some_and(|w| *w != record) {
                 match record.write(mirror.store.as_ref()).await {
-                    Ok(()) => written = Some(record.digests),
+                    Ok(()) => written = Some(record),
                     Err(e) => warn!(error = %e, "writing the prefetch pins"),
                 }
             }
+        }
+    }
+
+    /// Seed the pins of rules that have not completed a pass here from the record.
+    fn take_up(&self, record: &Pins, pinned: &mut [Option<BTreeSet<String>>]) {
+        for (slot, rule) in pinned.iter_mut().zip(&self.rules) {
+            if rule.config.pin && slot.is_none() {
+                *slot = record.by_rule.get(&rule.key()).cloned();
+            }
+        }
+    }
+
+    /// The pin record for what the pinning rules pin now.
+    fn pins(&self, pinned: &[Option<BTreeSet<String>>]) -> Pins {
+        let by_rule: std::collections::BTreeMap<String, BTreeSet<String>> = pinned
+            .iter()
+            .zip(&self.rules)
+            .filter(|(_, rule)| rule.config.pin)
+            .filter_map(|(blobs, rule)| Some((rule.key(), blobs.clone()?)))
+            .collect();
+        Pins {
+            digests: by_rule.values().flatten().cloned().collect(),
+            by_rule,
         }
     }
 
@@ -267,5 +286,60 @@ impl Prefetcher {
             info!(image = %rule.config.image, tags = tags.len(), fetched, bytes, "prefetched");
         }
         result.map(|()| pull.blobs.iter().map(|d| d.to_string()).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wharf_core::config::PrefetchRule;
+
+    use super::*;
+
+    fn rule(image: &str, pin: bool) -> PrefetchRule {
+        PrefetchRule {
+            image: image.into(),
+            tags: ".".into(),
+            semver: String::new(),
+            platforms: vec![],
+            interval_secs: 60,
+            referrers: false,
+            pin,
+            max_tags: 5,
+        }
+    }
+
+    fn set(items: &[&str]) -> BTreeSet<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_failing_rule_keeps_its_pins_across_a_restart_and_others_are_replaced() {
+        let config = Config {
+            prefetch: vec![
+                rule("team/a", true),
+                rule("team/b", true),
+                rule("team/c", false),
+            ],
+            ..Config::default()
+        };
+        let prefetcher = Prefetcher::from_config(&config).unwrap_or_else(|e| panic!("{e}"));
+        // Before the restart: a pinned x, b pinned y; c pins nothing.
+        let before = prefetcher.pins(&[Some(set(&["x"])), Some(set(&["y"])), Some(set(&["z"]))]);
+        assert_eq!(before.digests, set(&["x", "y"]));
+        // After it: a's passes fail, b completes with new content.
+        let mut pinned = vec![None, None, None];
+        prefetcher.take_up(&before, &mut pinned);
+        pinned[1] = Some(set(&["y2"]));
+        let after = prefetcher.pins(&pinned);
+        assert_eq!(after.digests, set(&["x", "y2"]));
+        // A rule removed from the config: its pins go with the next record.
+        let fewer = Config {
+            prefetch: vec![rule("team/b", true)],
+            ..Config::default()
+        };
+        let prefetcher = Prefetcher::from_config(&fewer).unwrap_or_else(|e| panic!("{e}"));
+        let mut pinned = vec![None];
+        prefetcher.take_up(&after, &mut pinned);
+        assert_eq!(prefetcher.pins(&pinned).digests, set(&["y2"]));
     }
 }

@@ -48,6 +48,15 @@ impl Rule {
         })
     }
 
+    /// Names the rule in the pin record: a changed rule is another rule.
+    pub fn key(&self) -> String {
+        let c = &self.config;
+        format!(
+            "{} tags={:?} semver={:?} platforms={:?}",
+            c.image, c.tags, c.semver, c.platforms
+        )
+    }
+
     pub fn matches(&self, tag: &str) -> bool {
         match &self.matcher {
             TagMatcher::Regex(re) => re.is_match(tag),
