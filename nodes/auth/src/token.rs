@@ -159,6 +159,7 @@ impl TokenIssuer {
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.service]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
         validation.leeway = 5;
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
             .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
@@ -279,6 +280,16 @@ mod tests {
         )
         .unwrap();
         assert!(strict.verify(&stale).is_err(), "expired");
+        // Review #16: a token not valid yet is refused too.
+        claims["exp"] = serde_json::json!(4_000_000_000u64);
+        claims["nbf"] = serde_json::json!(3_900_000_000u64);
+        let early = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(&[7u8; 40]).unwrap(),
+        )
+        .unwrap();
+        assert!(strict.verify(&early).is_err(), "not valid before nbf");
         assert!(strict.verify("not.a.token").is_err());
         let none = format!(
             "{}.{}.",

@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod upstream;
+pub use upstream::{EndpointConfig, FallbackConfig, UpstreamConfig, UpstreamPasswords};
+
 /// Docker Hub's registry API host; mirrored by default.
 pub const DOCKER_HUB_URL: &str = "https://registry-1.docker.io";
 /// The `ns=` name containerd sends for Docker Hub.
@@ -182,8 +185,11 @@ pub struct JwtIssuerConfig {
     pub audience: String,
     /// Its public keys as a JWKS document on disk (reloaded on change)...
     pub jwks_file: PathBuf,
-    /// ...or at a URL (fetched at start, every 5 minutes, and on an unknown key id).
+    /// ...or at a URL (fetched at start, every 5 minutes, and on an unknown key id); https://
+    /// only, since whoever can change the keys can sign any identity.
     pub jwks_url: String,
+    /// Accept an `http://` `jwks_url` (a test IdP on loopback; never across a network).
+    pub allow_http_jwks: bool,
     /// The claim holding the user's groups (a list of strings, or one string).
     pub groups_claim: String,
     /// The claim naming the user.
@@ -253,10 +259,6 @@ fn default_prefetch_max_tags() -> usize {
     20
 }
 
-fn default_prefetch_reserve() -> u64 {
-    20
-}
-
 impl AccessRule {
     /// A rule for `repositories` naming `users`, `groups` and (if `anonymous`) callers without
     /// credentials; `allow` or deny.
@@ -285,6 +287,7 @@ impl Default for JwtIssuerConfig {
             audience: String::new(),
             jwks_file: PathBuf::new(),
             jwks_url: String::new(),
+            allow_http_jwks: false,
             groups_claim: "groups".to_string(),
             username_claim: "sub".to_string(),
         }
@@ -489,38 +492,6 @@ pub struct UpstreamClientConfig {
     pub retry_backoff_ms: u64,
 }
 
-/// One registry wharf mirrors.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamConfig {
-    /// The registry host clients name in containerd's `?ns=` parameter (`docker.io`, `ghcr.io`).
-    pub name: String,
-    /// Base URL of its v2 API.
-    pub url: String,
-    /// Serves clients that send no `ns=` (Docker's `registry-mirrors`, skopeo, podman).
-    #[serde(default)]
-    pub default: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
-    /// Read the password from this file instead (Kubernetes/Docker secrets).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password_file: Option<PathBuf>,
-    /// The URLs are wharf nodes of a parent tier: the upstream's name goes with every request
-    /// as `ns=`, so the parent picks its upstream of that registry.
-    #[serde(default)]
-    pub parent: bool,
-    /// Tried in order after `url` when it does not answer (another region's parent, the
-    /// registry itself).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub fallback_urls: Vec<String>,
-    /// Pulls of the upstream's allowance (Docker Hub's `ratelimit-remaining`) left to clients:
-    /// prefetching pauses while fewer remain.
-    #[serde(default = "default_prefetch_reserve")]
-    pub prefetch_reserve: u64,
-}
-
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -565,78 +536,6 @@ impl Default for UpstreamClientConfig {
             idle_timeout_secs: 60,
             retries: 2,
             retry_backoff_ms: 200,
-        }
-    }
-}
-
-/// By hand, so that no log line or error ever prints the password.
-impl std::fmt::Debug for UpstreamConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamConfig")
-            .field("name", &self.name)
-            .field("url", &self.url)
-            .field("default", &self.default)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("password_file", &self.password_file)
-            .field("parent", &self.parent)
-            .field("fallback_urls", &self.fallback_urls)
-            .field("prefetch_reserve", &self.prefetch_reserve)
-            .finish()
-    }
-}
-
-impl UpstreamConfig {
-    pub fn new(name: &str, url: &str, default: bool) -> Self {
-        UpstreamConfig {
-            name: name.to_string(),
-            url: url.trim_end_matches('/').to_string(),
-            default,
-            username: None,
-            password: None,
-            password_file: None,
-            parent: false,
-            fallback_urls: Vec::new(),
-            prefetch_reserve: default_prefetch_reserve(),
-        }
-    }
-
-    /// `ns=` name for a URL given on the command line: Docker Hub's API host maps to `docker.io`.
-    pub fn name_for_url(url: &str) -> String {
-        let host = url
-            .split_once("://")
-            .map_or(url, |(_, rest)| rest)
-            .split('/')
-            .next()
-            .unwrap_or_default();
-        if host == "registry-1.docker.io" || host == "index.docker.io" {
-            DOCKER_HUB_NAME.to_string()
-        } else {
-            host.to_string()
-        }
-    }
-
-    /// Docker Hub stores single-segment names under `library/`.
-    pub fn is_docker_hub(&self) -> bool {
-        self.name == DOCKER_HUB_NAME
-    }
-
-    /// The password, from the file if one is named. Read once at start-up; a file others
-    /// may read is refused unless `allow_world_readable` (see [`read_secret_file`]).
-    pub fn resolved_password(
-        &self,
-        allow_world_readable: bool,
-    ) -> Result<Option<String>, ConfigError> {
-        match &self.password_file {
-            None => Ok(self.password.clone()),
-            Some(path) => {
-                let secret = read_secret_file(path, allow_world_readable)?;
-                Ok(Some(
-                    String::from_utf8_lossy(&secret)
-                        .trim_end_matches(['\n', '\r'])
-                        .to_string(),
-                ))
-            }
         }
     }
 }
@@ -756,6 +655,12 @@ impl Config {
                 "s3.redirect_base_url is an http(s):// URL and needs redirect_blobs".into(),
             );
         }
+        if !base.is_empty() && (self.auth.has_mechanism() || !self.access.is_empty()) {
+            // wharf cannot sign CDN URLs: anyone holding a digest would get a private blob.
+            return invalid(
+                "s3.redirect_base_url hands out unsigned URLs, which would bypass [auth] and [[access]]: with auth on, use presigned redirects (redirect_blobs without redirect_base_url) or none".into(),
+            );
+        }
         if self.cluster.enabled() {
             let advertised = self.cluster.advertised();
             if is_wildcard(advertised) {
@@ -813,27 +718,7 @@ impl Config {
                     u.name
                 ));
             }
-            if std::iter::once(&u.url)
-                .chain(&u.fallback_urls)
-                .any(|url| !(url.starts_with("http://") || url.starts_with("https://")))
-            {
-                return invalid(format!(
-                    "upstream {:?}: url and fallback_urls must be http(s)://",
-                    u.name
-                ));
-            }
-            if u.password.is_some() && u.password_file.is_some() {
-                return invalid(format!(
-                    "upstream {:?}: set password or password_file, not both",
-                    u.name
-                ));
-            }
-            if u.password.is_some() != u.username.is_some() && u.password_file.is_none() {
-                return invalid(format!(
-                    "upstream {:?}: username and password go together",
-                    u.name
-                ));
-            }
+            u.validate()?;
         }
         for rule in &self.prefetch {
             if rule.image.is_empty() || rule.tags.is_empty() == rule.semver.is_empty() {
@@ -879,6 +764,15 @@ impl Config {
             if set(&jwt.jwks_file) != jwt.jwks_url.is_empty() {
                 return invalid(format!(
                     "[[auth.jwt]] {:?}: set exactly one of jwks_file and jwks_url",
+                    jwt.issuer
+                ));
+            }
+            let jwks_transport_ok = jwt.jwks_url.is_empty()
+                || jwt.jwks_url.starts_with("https://")
+                || (jwt.allow_http_jwks && jwt.jwks_url.starts_with("http://"));
+            if !jwks_transport_ok {
+                return invalid(format!(
+                    "[[auth.jwt]] {:?}: jwks_url must be https:// (anyone on the path of plain HTTP could swap the keys and sign any identity; allow_http_jwks = true accepts http:// for a test IdP)",
                     jwt.issuer
                 ));
             }
@@ -1199,8 +1093,24 @@ proxy:
             ..JwtIssuerConfig::default()
         });
         assert!(c.validate().is_err(), "issuer without keys");
+        c.auth.jwt[0].jwks_url = "http://idp/jwks".into();
+        assert!(c.validate().is_err(), "keys over plain HTTP");
+        c.auth.jwt[0].allow_http_jwks = true;
+        c.validate().unwrap();
+        c.auth.jwt[0].allow_http_jwks = false;
         c.auth.jwt[0].jwks_url = "https://idp/jwks".into();
         c.validate().unwrap();
+        // Review #3: unsigned CDN URLs and client auth do not go together.
+        let mut cdn = Config {
+            storage: "s3://bucket".into(),
+            ..Config::default()
+        };
+        cdn.s3.redirect_blobs = true;
+        cdn.s3.redirect_base_url = "https://cdn.example".into();
+        cdn.validate().unwrap();
+        cdn.auth.htpasswd_file = "/etc/wharf/htpasswd".into();
+        let err = cdn.validate().unwrap_err().to_string();
+        assert!(err.contains("redirect_base_url"), "{err}");
         c.access.push(AccessRule {
             repositories: vec![],
             users: vec![],

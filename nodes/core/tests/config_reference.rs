@@ -46,6 +46,12 @@ fn reference_names_every_key() {
     with_everything.password = Some("p".into());
     with_everything.password_file = Some(PathBuf::from("/f"));
     with_everything.fallback_urls = vec!["https://y".into()];
+    with_everything.fallback = vec![wharf_core::config::FallbackConfig {
+        url: "https://z".into(),
+        username: Some("u".into()),
+        password: Some("p".into()),
+        password_file: Some(PathBuf::from("/f")),
+    }];
     full.upstreams.push(with_everything);
     full.auth.jwt.push(Default::default());
     full.access.push(AccessRule {

@@ -140,21 +140,27 @@ async fn handle(mirror: &Arc<Mirror>, request: Request) -> Result<Response, ApiE
     } else {
         None
     };
+    // The policy decides on the name before any upstream client is looked up or made.
     let target = |name: RepoName| -> Result<Target, ApiError> {
-        let Some((who, origin)) = &caller else {
-            return upstream_repo(mirror, &query, name);
-        };
+        let resolved = mirror.upstreams.resolve(query.ns.as_deref())?;
         let asked = name.as_str().to_string();
-        let (upstream, repo) = upstream_repo(mirror, &query, name)?;
-        access::authorize(
-            &mirror.auth,
-            who,
-            origin,
-            upstream.name(),
-            &asked,
-            repo.as_str(),
-        )?;
-        Ok((upstream, repo))
+        let repo = if resolved.docker_hub {
+            name.with_docker_hub_library()
+                .map_err(|e| ApiError::new(OciCode::NameInvalid, e.to_string()))?
+        } else {
+            name
+        };
+        if let Some((who, origin)) = &caller {
+            access::authorize(
+                &mirror.auth,
+                who,
+                origin,
+                &resolved.name,
+                &asked,
+                repo.as_str(),
+            )?;
+        }
+        Ok((mirror.upstreams.client(&resolved)?, repo))
     };
     match route {
         Route::Base => {
@@ -290,17 +296,6 @@ impl Query {
 /// The upstream a request goes to, and the repository as that upstream names it.
 type Target = (Arc<wharf_upstream::UpstreamClient>, RepoName);
 
-fn upstream_repo(mirror: &Mirror, query: &Query, name: RepoName) -> Result<Target, ApiError> {
-    let upstream = mirror.upstreams.select(query.ns.as_deref())?;
-    let repo = if upstream.is_docker_hub() {
-        name.with_docker_hub_library()
-            .map_err(|e| ApiError::new(OciCode::NameInvalid, e.to_string()))?
-    } else {
-        name
-    };
-    Ok((upstream, repo))
-}
-
 async fn manifest(
     mirror: &Arc<Mirror>,
     (upstream, repo): Target,
@@ -384,7 +379,15 @@ async fn blob(
         mirror.links.ensure(upstream, &repo, &digest, false).await?;
     }
     // The client (a CDN revalidating) holds these bytes already: they cannot have changed.
+    // Only for a blob that exists (RFC 9110: `*` matches a current representation only):
+    // cached, or confirmed by an upstream HEAD (which costs no download).
     if http_cache::not_modified(headers, &digest, true) {
+        if !mirror.blobs.contains(&digest).await? {
+            mirror
+                .blobs
+                .get(upstream, &repo, &digest, None, true, None)
+                .await?;
+        }
         let mut validators = HeaderMap::new();
         blob_validators(mirror, &mut validators, &digest);
         let mut response = http_cache::not_modified_response(validators);

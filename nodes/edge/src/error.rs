@@ -62,21 +62,32 @@ impl ApiError {
                 err.retry_after_secs = retry_after.map(|d| d.as_secs().max(1));
                 err
             }
-            UpstreamError::Unreachable(why) => ApiError::new(
-                OciCode::Unavailable,
-                format!("upstream registry {upstream} is unreachable: {why}"),
-            )
-            .with_status(StatusCode::SERVICE_UNAVAILABLE),
-            UpstreamError::Timeout(why) => ApiError::new(
-                OciCode::Unavailable,
-                format!("upstream registry {upstream} timed out: {why}"),
-            )
-            .with_status(StatusCode::GATEWAY_TIMEOUT),
-            UpstreamError::Failed(why) => ApiError::new(
-                OciCode::Unavailable,
-                format!("upstream registry {upstream} failed: {why}"),
-            )
-            .with_status(StatusCode::BAD_GATEWAY),
+            // What failed inside (an internal URL, a parent's address, a TLS detail) goes to
+            // the log and the status page, not to clients.
+            UpstreamError::Unreachable(why) => {
+                tracing::debug!(%upstream, %why, "upstream unreachable");
+                ApiError::new(
+                    OciCode::Unavailable,
+                    format!("upstream registry {upstream} is unreachable"),
+                )
+                .with_status(StatusCode::SERVICE_UNAVAILABLE)
+            }
+            UpstreamError::Timeout(why) => {
+                tracing::debug!(%upstream, %why, "upstream timed out");
+                ApiError::new(
+                    OciCode::Unavailable,
+                    format!("upstream registry {upstream} timed out"),
+                )
+                .with_status(StatusCode::GATEWAY_TIMEOUT)
+            }
+            UpstreamError::Failed(why) => {
+                tracing::debug!(%upstream, %why, "upstream failed");
+                ApiError::new(
+                    OciCode::Unavailable,
+                    format!("upstream registry {upstream} failed to answer"),
+                )
+                .with_status(StatusCode::BAD_GATEWAY)
+            }
             UpstreamError::ManifestTooLarge { limit } => ApiError::new(
                 OciCode::ManifestInvalid,
                 format!("upstream manifest exceeds wharf's limit of {limit} bytes"),

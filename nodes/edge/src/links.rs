@@ -281,7 +281,8 @@ mod tests {
             retries: 0,
             ..Default::default()
         };
-        let upstream = Arc::new(UpstreamClient::new(&config, None, &settings).unwrap());
+        let upstream =
+            Arc::new(UpstreamClient::new(&config, Default::default(), &settings).unwrap());
         let links = Arc::new(RepoLinks::with_bounds(
             Arc::new(wharf_storage::mem::MemStore::default()),
             1,

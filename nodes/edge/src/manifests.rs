@@ -253,7 +253,7 @@ impl ManifestService {
             Err(e) => {
                 if known.is_none() {
                     self.negative
-                        .remember(upstream.name(), repo, tag.as_str(), &e)
+                        .remember(upstream.name(), repo, &what, &e)
                         .await;
                 }
                 return Err(e);

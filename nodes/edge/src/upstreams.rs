@@ -3,18 +3,21 @@
 //! may name its parent once for every registry (`name = "*"`, `parent = true`): any other
 //! `ns=` then goes to that parent, which decides whether it mirrors that registry.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use wharf_core::OciCode;
-use wharf_core::config::{Config, UpstreamClientConfig, UpstreamConfig};
+use wharf_core::config::{
+    Config, DOCKER_HUB_NAME, UpstreamClientConfig, UpstreamConfig, UpstreamPasswords,
+};
 use wharf_metrics::Metrics;
 use wharf_upstream::{UpstreamClient, UpstreamError};
 
 use crate::error::ApiError;
 
-/// Registries forwarded through a `"*"` parent at most; past it, others are refused.
-pub const MAX_FORWARDED_REGISTRIES: usize = 64;
+/// Registries forwarded through a `"*"` parent kept at once; past it, the least recently used
+/// registry's client is dropped (and made again when next asked), so junk `ns=` values can
+/// never lock a real registry out.
+pub const MAX_FORWARDED_REGISTRIES: u64 = 64;
 
 pub struct Upstreams {
     clients: Vec<Arc<UpstreamClient>>,
@@ -22,17 +25,37 @@ pub struct Upstreams {
     any: Option<AnyRegistry>,
 }
 
-/// The `name = "*"` parent: one client per registry named in `ns=`, made on first use (each
-/// keeps its own tokens, health and cache namespace).
-struct AnyRegistry {
-    template: UpstreamConfig,
-    password: Option<String>,
-    settings: UpstreamClientConfig,
-    metrics: Arc<Metrics>,
-    clients: Mutex<HashMap<String, Arc<UpstreamClient>>>,
+/// Where a request goes, decided before anything is made for it: the policy is checked on
+/// `name` first, and only then is a client looked up or created ([`Upstreams::client`]).
+#[derive(Clone)]
+pub struct Resolved {
+    /// The upstream's `ns=` name, normalised (lowercase, no trailing dot).
+    pub name: String,
+    /// Docker Hub keeps single-segment names under `library/`.
+    pub docker_hub: bool,
+    kind: Kind,
 }
 
-/// A registry host as `ns=` names it: `[A-Za-z0-9.-]` with an optional `:port`.
+#[derive(Clone)]
+enum Kind {
+    Configured(Arc<UpstreamClient>),
+    /// Through the `"*"` parent, whose client for `name` is made on first use.
+    Forwarded,
+    /// No upstream has this name: refused once the caller may know it.
+    Unknown,
+}
+
+/// The `name = "*"` parent: one client per registry named in `ns=`, made on first use (each
+/// keeps its own tokens, health and cache namespace), the least recently used dropped first.
+struct AnyRegistry {
+    template: UpstreamConfig,
+    passwords: UpstreamPasswords,
+    settings: UpstreamClientConfig,
+    metrics: Arc<Metrics>,
+    clients: moka::sync::Cache<String, Arc<UpstreamClient>>,
+}
+
+/// A registry host as `ns=` names it: `[a-z0-9.-]` with an optional `:port`.
 fn is_registry_host(ns: &str) -> bool {
     !ns.is_empty()
         && ns.len() <= 253
@@ -41,27 +64,25 @@ fn is_registry_host(ns: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
 }
 
+/// `ns=` as one registry: hosts are case-insensitive and `docker.io.` is `docker.io`.
+pub fn normalise_ns(ns: &str) -> String {
+    let lower = ns.to_ascii_lowercase();
+    match lower.rsplit_once(':') {
+        Some((host, port)) => format!("{}:{port}", host.trim_end_matches('.')),
+        None => lower.trim_end_matches('.').to_string(),
+    }
+}
+
 impl AnyRegistry {
     fn client(&self, ns: &str) -> Result<Arc<UpstreamClient>, ApiError> {
-        let refused =
-            |why: &str| ApiError::new(OciCode::Denied, format!("upstream registry {ns:?} {why}"));
-        if !is_registry_host(ns) {
-            return Err(refused("is not a registry host"));
-        }
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(client) = clients.get(ns) {
-            return Ok(client.clone());
-        }
-        if clients.len() >= MAX_FORWARDED_REGISTRIES {
-            return Err(refused("is one registry too many for this mirror's parent"));
-        }
-        let mut config = self.template.clone();
-        config.name = ns.to_string();
-        let client = UpstreamClient::new(&config, self.password.clone(), &self.settings)
-            .map_err(|e| ApiError::from_upstream(ns, e, OciCode::NameUnknown))?;
-        let client = Arc::new(client.with_metrics(self.metrics.upstream(ns)));
-        clients.insert(ns.to_string(), client.clone());
-        Ok(client)
+        self.clients
+            .try_get_with(ns.to_string(), || {
+                let mut config = self.template.clone();
+                config.name = ns.to_string();
+                UpstreamClient::new(&config, self.passwords.clone(), &self.settings)
+                    .map(|c| Arc::new(c.with_metrics(self.metrics.upstream(ns))))
+            })
+            .map_err(|e| ApiError::from_upstream(ns, (*e).clone(), OciCode::NameUnknown))
     }
 }
 
@@ -82,23 +103,22 @@ impl Upstreams {
         let mut clients = Vec::new();
         let mut any = None;
         for upstream in &config.upstreams {
-            let password = upstream.resolved_password(config.allow_world_readable_secrets)?;
+            let passwords = upstream.resolved_passwords(config.allow_world_readable_secrets)?;
             if upstream.name == "*" {
                 any = Some(AnyRegistry {
                     template: upstream.clone(),
-                    password,
+                    passwords,
                     settings: config.upstream_client.clone(),
                     metrics: metrics.clone(),
-                    clients: Mutex::default(),
+                    clients: moka::sync::Cache::new(MAX_FORWARDED_REGISTRIES),
                 });
                 continue;
             }
-            let client = UpstreamClient::new(upstream, password, &config.upstream_client).map_err(
-                |source| UpstreamsError::Client {
+            let client = UpstreamClient::new(upstream, passwords, &config.upstream_client)
+                .map_err(|source| UpstreamsError::Client {
                     name: upstream.name.clone(),
                     source,
-                },
-            )?;
+                })?;
             clients.push(Arc::new(
                 client.with_metrics(metrics.upstream(&upstream.name)),
             ));
@@ -120,31 +140,71 @@ impl Upstreams {
         &self.clients
     }
 
-    /// The client for `ns` (a configured upstream, else one forwarded to the `"*"` parent),
-    /// or the default upstream's without `ns`.
-    pub fn select(&self, ns: Option<&str>) -> Result<Arc<UpstreamClient>, ApiError> {
-        match ns {
-            Some(ns) => match self.clients.iter().find(|c| c.name() == ns) {
-                Some(client) => Ok(client.clone()),
-                None => match &self.any {
-                    Some(any) => any.client(ns),
-                    None => Err(ApiError::new(
-                        OciCode::Denied,
-                        format!("upstream registry {ns:?} is not configured on this mirror"),
-                    )),
-                },
-            },
-            None => self
+    /// Where `ns` leads (the default upstream without it), without creating anything: a
+    /// malformed `ns=` is refused here, an unknown one only by [`Upstreams::client`], after
+    /// the caller was authorized, so that no one learns the configuration unasked.
+    pub fn resolve(&self, ns: Option<&str>) -> Result<Resolved, ApiError> {
+        let Some(ns) = ns else {
+            return self
                 .default
                 .and_then(|i| self.clients.get(i))
-                .cloned()
+                .map(|client| Resolved {
+                    name: client.name().to_string(),
+                    docker_hub: client.is_docker_hub(),
+                    kind: Kind::Configured(client.clone()),
+                })
                 .ok_or_else(|| {
                     ApiError::new(
                         OciCode::Denied,
                         "this mirror has no default upstream: name one with ?ns=<registry host>",
                     )
-                }),
+                });
+        };
+        let name = normalise_ns(ns);
+        if !is_registry_host(&name) {
+            return Err(ApiError::new(
+                OciCode::NameInvalid,
+                "ns= must name a registry host",
+            ));
         }
+        let kind = match self
+            .clients
+            .iter()
+            .find(|c| c.name().eq_ignore_ascii_case(&name))
+        {
+            Some(client) => Kind::Configured(client.clone()),
+            None if self.any.is_some() => Kind::Forwarded,
+            None => Kind::Unknown,
+        };
+        Ok(Resolved {
+            docker_hub: match &kind {
+                Kind::Configured(client) => client.is_docker_hub(),
+                _ => name == DOCKER_HUB_NAME,
+            },
+            name,
+            kind,
+        })
+    }
+
+    /// The client a resolved request goes to; for a registry forwarded to the `"*"` parent,
+    /// made on first use. Call only for callers the policy admitted.
+    pub fn client(&self, resolved: &Resolved) -> Result<Arc<UpstreamClient>, ApiError> {
+        match (&resolved.kind, &self.any) {
+            (Kind::Configured(client), _) => Ok(client.clone()),
+            (Kind::Forwarded, Some(any)) => any.client(&resolved.name),
+            _ => Err(ApiError::new(
+                OciCode::Denied,
+                format!(
+                    "upstream registry {:?} is not configured on this mirror",
+                    resolved.name
+                ),
+            )),
+        }
+    }
+
+    /// [`Upstreams::resolve`] then [`Upstreams::client`], for callers already authorized.
+    pub fn select(&self, ns: Option<&str>) -> Result<Arc<UpstreamClient>, ApiError> {
+        self.client(&self.resolve(ns)?)
     }
 }
 
@@ -168,23 +228,37 @@ mod tests {
     }
 
     #[test]
-    fn a_star_parent_takes_every_other_registry_within_a_bound() {
+    fn a_star_parent_takes_every_other_registry_and_junk_cannot_lock_one_out() {
         let u = upstreams(&[("ghcr.io", false), ("*", true)]);
         let name = |ns: &str| u.select(Some(ns)).map(|c| c.name().to_string());
         assert_eq!(name("ghcr.io").ok().as_deref(), Some("ghcr.io"));
+        assert_eq!(
+            name("GHCR.io.").ok().as_deref(),
+            Some("ghcr.io"),
+            "normalised"
+        );
         assert_eq!(name("quay.io").ok().as_deref(), Some("quay.io"));
+        assert_eq!(name("Quay.IO.").ok().as_deref(), Some("quay.io"));
         let first = u.select(Some("quay.io")).ok();
         let again = u.select(Some("quay.io")).ok();
         assert!(first.zip(again).is_some_and(|(a, b)| Arc::ptr_eq(&a, &b)));
         assert!(name("bad/host").is_err() && name("").is_err());
-        for i in 0..MAX_FORWARDED_REGISTRIES {
-            let _ = u.select(Some(&format!("r{i}.example")));
+        // Ten times the bound of junk registries: a real one is still served after them.
+        for i in 0..10 * MAX_FORWARDED_REGISTRIES {
+            let _ = u.select(Some(&format!("junk{i}.invalid")));
         }
-        assert!(name("one-more.example").is_err());
         assert_eq!(
-            name("quay.io").ok().as_deref(),
-            Some("quay.io"),
-            "known ones still served"
+            name("one-more.example").ok().as_deref(),
+            Some("one-more.example")
+        );
+        assert_eq!(name("quay.io").ok().as_deref(), Some("quay.io"));
+        let any = u.any.as_ref().map(|a| {
+            a.clients.run_pending_tasks();
+            a.clients.entry_count()
+        });
+        assert!(
+            any.is_some_and(|n| n <= MAX_FORWARDED_REGISTRIES),
+            "{any:?}"
         );
         // Only "ghcr.io" is named: the default without ns=.
         assert_eq!(
@@ -192,6 +266,11 @@ mod tests {
             Some("ghcr.io")
         );
         let without = upstreams(&[("ghcr.io", false), ("docker.io", false)]);
-        assert!(without.select(Some("quay.io")).is_err());
+        let unknown = without.resolve(Some("quay.io"));
+        assert!(
+            unknown.is_ok(),
+            "an unknown registry is resolved, to be authorized first"
+        );
+        assert!(unknown.and_then(|r| without.client(&r)).is_err());
     }
 }

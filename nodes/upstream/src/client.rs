@@ -3,18 +3,19 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use http::{HeaderMap, Method, StatusCode, header};
-use tracing::{debug, warn};
-use wharf_core::config::{UpstreamClientConfig, UpstreamConfig};
+use tracing::warn;
+use wharf_core::config::{UpstreamClientConfig, UpstreamConfig, UpstreamPasswords};
 use wharf_core::{Digest, OciCode, RepoName, media};
 use wharf_metrics::{Method as MetricMethod, UpstreamMetrics};
 
 use crate::MAX_MANIFEST_BYTES;
-use crate::auth::{Challenge, Credentials, TokenResponse};
-use crate::endpoints::{Endpoint, EndpointStatus, Endpoints};
+use crate::body::{clip_message, read_error_body, read_limited};
+use crate::challenge::Authorizer;
+use crate::endpoints::{EndpointStatus, Endpoints};
 use crate::error::UpstreamError;
 use crate::state::{UpstreamState, UpstreamStatus, ratelimit_value};
 
@@ -56,7 +57,7 @@ pub struct UpstreamClient {
     endpoints: Endpoints,
     docker_hub: bool,
     http: reqwest::Client,
-    credentials: Option<Credentials>,
+    authorizer: Authorizer,
     settings: UpstreamClientConfig,
     /// After a 429, no request is sent until this instant; cached content is served meanwhile.
     cooldown_until: Mutex<Option<(Instant, Option<Duration>)>>,
@@ -65,9 +66,11 @@ pub struct UpstreamClient {
 }
 
 impl UpstreamClient {
+    /// A client for `upstream`; `passwords` are its URLs' (see
+    /// [`UpstreamConfig::resolved_passwords`]), each sent to its own URL only.
     pub fn new(
         upstream: &UpstreamConfig,
-        password: Option<String>,
+        passwords: UpstreamPasswords,
         settings: &UpstreamClientConfig,
     ) -> Result<UpstreamClient, UpstreamError> {
         let http = reqwest::Client::builder()
@@ -76,22 +79,20 @@ impl UpstreamClient {
             .user_agent(concat!("wharf/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| UpstreamError::Failed(format!("building HTTP client: {e}")))?;
-        let credentials = match (&upstream.username, password) {
-            (Some(username), Some(password)) => Some(Credentials {
-                username: username.clone(),
-                password,
-            }),
-            _ => None,
-        };
+        let authorizer = Authorizer::new(
+            &upstream.name,
+            Duration::from_secs(settings.connect_timeout_secs),
+            Duration::from_secs(settings.first_byte_timeout_secs),
+        )?;
         Ok(UpstreamClient {
             name: upstream.name.clone(),
             endpoints: Endpoints::new(
-                std::iter::once(upstream.url.clone()).chain(upstream.fallback_urls.clone()),
+                upstream.endpoints(&passwords),
                 upstream.parent.then(|| upstream.name.clone()),
             ),
             docker_hub: upstream.is_docker_hub(),
             http,
-            credentials,
+            authorizer,
             settings: settings.clone(),
             cooldown_until: Mutex::new(None),
             metrics: UpstreamMetrics::detached(),
@@ -351,7 +352,7 @@ impl UpstreamClient {
             if let Some(range) = range {
                 request = request.header(header::RANGE, range);
             }
-            if let Some(auth) = self.authorization(endpoint, &scope) {
+            if let Some(auth) = self.authorizer.authorization(endpoint, &scope) {
                 request = request.header(header::AUTHORIZATION, auth);
             }
             let first_byte = Duration::from_secs(self.settings.first_byte_timeout_secs);
@@ -373,7 +374,7 @@ impl UpstreamClient {
                 Ok(response) => {
                     if response.status() == StatusCode::UNAUTHORIZED && !authenticated_retry {
                         authenticated_retry = true;
-                        if self.answer_challenge(endpoint, &response, &scope).await? {
+                        if self.authorizer.answer(endpoint, &response, &scope).await? {
                             continue;
                         }
                     }
@@ -440,98 +441,12 @@ impl UpstreamClient {
         }
     }
 
-    fn authorization(&self, endpoint: &Endpoint, scope: &str) -> Option<String> {
-        match endpoint.auth.challenge()? {
-            Challenge::Basic => self.credentials.as_ref().map(Credentials::basic_header),
-            Challenge::Bearer { .. } => endpoint.auth.token(scope).map(|t| format!("Bearer {t}")),
-        }
-    }
-
-    /// Learn the upstream's auth scheme from a 401 and get what it asks for.
-    /// `Ok(true)`: retry the request now.
-    async fn answer_challenge(
-        &self,
-        endpoint: &Endpoint,
-        response: &reqwest::Response,
-        scope: &str,
-    ) -> Result<bool, UpstreamError> {
-        let Some(challenge) = response
-            .headers()
-            .get_all(header::WWW_AUTHENTICATE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(Challenge::parse)
-        else {
-            return Ok(false);
-        };
-        endpoint.auth.learn(challenge.clone());
-        match challenge {
-            Challenge::Basic => Ok(self.credentials.is_some()),
-            Challenge::Bearer { realm, service } => {
-                endpoint.auth.forget_token(scope);
-                self.fetch_token(endpoint, &realm, service.as_deref(), scope)
-                    .await?;
-                Ok(true)
-            }
-        }
-    }
-
-    async fn fetch_token(
-        &self,
-        endpoint: &Endpoint,
-        realm: &str,
-        service: Option<&str>,
-        scope: &str,
-    ) -> Result<(), UpstreamError> {
-        let mut query = vec![("scope", scope)];
-        if let Some(service) = service {
-            query.push(("service", service));
-        }
-        let mut request = self.http.get(realm).query(&query);
-        if let Some(credentials) = &self.credentials {
-            if credentials_may_go_to(&endpoint.base, realm) {
-                request = request.header(header::AUTHORIZATION, credentials.basic_header());
-            } else {
-                warn!(upstream = %self.name, %realm, "token realm is another host over plain HTTP: asking it without the upstream's credentials");
-            }
-        }
-        let first_byte = Duration::from_secs(self.settings.first_byte_timeout_secs);
-        let response = tokio::time::timeout(first_byte, request.send())
-            .await
-            .map_err(|_| UpstreamError::Timeout("token endpoint did not answer".into()))?
-            .map_err(|e| UpstreamError::from_reqwest(&e))?;
-        let status = response.status();
-        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            return Err(UpstreamError::Denied {
-                status: status.as_u16(),
-            });
-        }
-        if !status.is_success() {
-            return Err(UpstreamError::Failed(format!(
-                "token endpoint answered {status}"
-            )));
-        }
-        let token: TokenResponse = response
-            .json()
-            .await
-            .map_err(|e| UpstreamError::Failed(format!("token endpoint answer: {e}")))?;
-        let value = token
-            .token
-            .or(token.access_token)
-            .ok_or_else(|| UpstreamError::Failed("token endpoint sent no token".into()))?;
-        debug!(upstream = %self.name, %scope, "fetched upstream token");
-        endpoint
-            .auth
-            .store_token(scope, value, token.expires_in.map(Duration::from_secs));
-        Ok(())
-    }
-
     async fn status_error(&self, response: reqwest::Response) -> UpstreamError {
         let status = response.status();
         let retry_after = retry_after(response.headers());
         match status {
             StatusCode::NOT_FOUND => {
-                let body = response.bytes().await.unwrap_or_default();
+                let body = read_error_body(response).await.unwrap_or_default();
                 let (code, message) = first_error(&body);
                 UpstreamError::NotFound {
                     code,
@@ -539,7 +454,7 @@ impl UpstreamClient {
                 }
             }
             StatusCode::BAD_REQUEST | StatusCode::URI_TOO_LONG => {
-                let body = response.bytes().await.unwrap_or_default();
+                let body = read_error_body(response).await.unwrap_or_default();
                 let (code, message) = first_error(&body);
                 UpstreamError::Rejected {
                     code,
@@ -556,19 +471,6 @@ impl UpstreamClient {
             other => UpstreamError::Failed(format!("upstream answered {other}")),
         }
     }
-}
-
-async fn read_limited(response: reqwest::Response, limit: u64) -> Result<Bytes, UpstreamError> {
-    let mut body = BytesMut::new();
-    let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| UpstreamError::from_reqwest(&e))?;
-        if (body.len() + chunk.len()) as u64 > limit {
-            return Err(UpstreamError::ManifestTooLarge { limit });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
@@ -614,7 +516,10 @@ fn first_error(body: &[u8]) -> (Option<OciCode>, Option<String>) {
     }
     match serde_json::from_slice::<Body>(body) {
         Ok(b) => match b.errors.into_iter().next() {
-            Some(e) => (OciCode::from_code(&e.code), e.message),
+            Some(e) => (
+                OciCode::from_code(&e.code),
+                e.message.as_deref().map(clip_message),
+            ),
             None => (None, None),
         },
         Err(_) => (None, None),
@@ -632,23 +537,7 @@ fn blob_response(response: reqwest::Response, metrics: UpstreamMetrics) -> BlobR
     BlobResponse { size, stream }
 }
 
-/// Whether the upstream's credentials may be sent to a token `realm`: over HTTPS to any
-/// host (Docker Hub's realm is auth.docker.io), over plain HTTP only to the upstream's own
-/// host (any port: a registry and its token server often share one), so that a challenge
-/// cannot lure them to another machine in clear text.
-pub fn credentials_may_go_to(upstream_base: &str, realm: &str) -> bool {
-    let (Ok(base), Ok(realm)) = (
-        reqwest::Url::parse(upstream_base),
-        reqwest::Url::parse(realm),
-    ) else {
-        return false;
-    };
-    match realm.scheme() {
-        "https" => true,
-        "http" => realm.host_str() == base.host_str(),
-        _ => false,
-    }
-}
+pub use crate::challenge::credentials_may_go_to;
 
 #[cfg(test)]
 mod tests {
@@ -684,8 +573,12 @@ mod tests {
     #[test]
     fn a_huge_retry_after_cools_down_an_hour_at_most() {
         let upstream = UpstreamConfig::new("up", "http://127.0.0.1:9", true);
-        let client =
-            UpstreamClient::new(&upstream, None, &UpstreamClientConfig::default()).unwrap();
+        let client = UpstreamClient::new(
+            &upstream,
+            UpstreamPasswords::default(),
+            &UpstreamClientConfig::default(),
+        )
+        .unwrap();
         client.start_cooldown(Some(Duration::MAX));
         match client.check_cooldown() {
             Err(UpstreamError::RateLimited {

@@ -11,15 +11,19 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use wharf_core::config::EndpointConfig;
 use wharf_core::query::percent_encode;
 
-use crate::auth::AuthState;
+use crate::auth::{AuthState, Credentials};
 
 /// How long a URL that failed is passed over while another is listed.
 pub const DOWN_FOR: Duration = Duration::from_secs(30);
 
+/// One URL of an upstream, with the login that goes to it and to no other URL.
 pub struct Endpoint {
     pub base: String,
+    /// Sent to this URL (and the token realm it names) only; `None`: asked anonymously.
+    pub login: Option<Credentials>,
     /// Challenges and tokens are per URL: a token one host issued never goes to another.
     pub auth: AuthState,
     down_until: Mutex<Option<Instant>>,
@@ -40,13 +44,19 @@ pub struct Endpoints {
 }
 
 impl Endpoints {
-    /// `urls` in order of preference (at least one).
-    pub fn new(urls: impl IntoIterator<Item = String>, forward_ns: Option<String>) -> Endpoints {
+    /// `urls` in order of preference (at least one), each with its own login.
+    pub fn new(
+        urls: impl IntoIterator<Item = EndpointConfig>,
+        forward_ns: Option<String>,
+    ) -> Endpoints {
         Endpoints {
             list: urls
                 .into_iter()
                 .map(|u| Endpoint {
-                    base: u.trim_end_matches('/').to_string(),
+                    base: u.url.trim_end_matches('/').to_string(),
+                    login: u
+                        .login
+                        .map(|(username, password)| Credentials { username, password }),
                     auth: AuthState::default(),
                     down_until: Mutex::new(None),
                 })
@@ -145,9 +155,18 @@ impl Endpoints {
 mod tests {
     use super::*;
 
+    fn anonymous(urls: &[&str]) -> Vec<EndpointConfig> {
+        urls.iter()
+            .map(|u| EndpointConfig {
+                url: u.to_string(),
+                login: None,
+            })
+            .collect()
+    }
+
     #[test]
     fn fails_over_in_order_and_prefers_the_first_again_once_it_answers() {
-        let e = Endpoints::new(["http://a/".to_string(), "http://b".to_string()], None);
+        let e = Endpoints::new(anonymous(&["http://a/", "http://b"]), None);
         assert_eq!(e.current(), "http://a");
         assert!(e.failed(0), "b takes over");
         assert_eq!(e.current(), "http://b");
@@ -159,14 +178,14 @@ mod tests {
         assert_eq!(e.current(), "http://a");
         e.succeeded(0);
         assert_eq!(e.statuses().iter().filter(|s| s.healthy).count(), 1);
-        let single = Endpoints::new(["http://only".to_string()], None);
+        let single = Endpoints::new(anonymous(&["http://only"]), None);
         assert!(!single.failed(0));
         assert_eq!(single.current(), "http://only");
     }
 
     #[test]
     fn parents_get_the_registry_name() {
-        let e = Endpoints::new(["http://p".to_string()], Some("127.0.0.1:5000".into()));
+        let e = Endpoints::new(anonymous(&["http://p"]), Some("127.0.0.1:5000".into()));
         let (_, first) = e.pick().unwrap_or_else(|| panic!("one endpoint"));
         assert_eq!(
             e.url(first, "/v2/a/tags/list?n=1"),

@@ -6,12 +6,16 @@
 //! idle timeouts, retries idempotent requests that failed before any body byte arrived, and
 //! turns `429` into a typed error carrying `Retry-After`.
 //!
-//! Module map: [`auth`] (challenges, token cache), [`client`] (requests, retries, responses),
+//! Module map: [`auth`] (challenges, token cache), [`challenge`] (which login goes to which
+//! origin, token fetches), [`body`] (bounded reads of upstream bodies), [`client`] (requests,
+//! retries, responses),
 //! [`endpoints`] (an upstream's URLs in order of preference, failover, parents' `ns=`),
 //! [`error`] (what failed, and whether the edge should say 502, 503 or 504), [`state`] (health,
 //! last error and pull allowance for the status page).
 
 pub mod auth;
+pub mod body;
+pub mod challenge;
 pub mod client;
 pub mod endpoints;
 pub mod error;

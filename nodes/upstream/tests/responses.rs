@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::response::IntoResponse;
-use wharf_core::config::{UpstreamClientConfig, UpstreamConfig};
+use wharf_core::config::{UpstreamClientConfig, UpstreamConfig, UpstreamPasswords};
 use wharf_upstream::{UpstreamClient, UpstreamError};
 
 async fn serve(app: axum::Router) -> String {
@@ -23,7 +23,12 @@ fn client(url: &str) -> UpstreamClient {
         retry_backoff_ms: 10,
         ..UpstreamClientConfig::default()
     };
-    UpstreamClient::new(&UpstreamConfig::new("fake", url, true), None, &settings).unwrap()
+    UpstreamClient::new(
+        &UpstreamConfig::new("fake", url, true),
+        UpstreamPasswords::default(),
+        &settings,
+    )
+    .unwrap()
 }
 
 /// A fake upstream answering every request with `answer`; the number of requests it got.
@@ -135,7 +140,12 @@ async fn credentials_never_go_to_a_plain_http_realm_on_another_host() {
         retries: 0,
         ..UpstreamClientConfig::default()
     };
-    let upstream = UpstreamClient::new(&config, Some("hunter2".into()), &settings).unwrap();
+    let upstream = UpstreamClient::new(
+        &config,
+        UpstreamPasswords::for_url(Some("hunter2".into())),
+        &settings,
+    )
+    .unwrap();
     let repo = "library/x".parse().unwrap();
     let _ = upstream.get_manifest(&repo, "latest").await;
     let seen = seen.lock().unwrap().clone();

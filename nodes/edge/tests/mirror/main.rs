@@ -15,3 +15,4 @@ mod prefetch;
 mod referrers;
 mod s3;
 mod tags;
+mod trust;

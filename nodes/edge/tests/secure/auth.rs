@@ -370,6 +370,16 @@ async fn external_jwts_are_verified_against_the_issuers_keys() {
             ),
         ),
         ("garbage", "a.b.c".to_string()),
+        (
+            "not valid before an hour from now (review #16)",
+            idp.sign(
+                &serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": "key-1"}),
+                &serde_json::json!({
+                    "iss": idp.issuer, "sub": "ci@acme", "aud": "wharf.test",
+                    "groups": ["platform"], "nbf": now + 3600, "exp": now + 7200,
+                }),
+            ),
+        ),
     ];
     for (why, token) in refused {
         let (status, code, _) = outcome(get(&manifest, Some(&bearer(token))).await).await;
@@ -416,6 +426,7 @@ async fn jwks_from_a_url_follow_key_rotation() {
         issuer: old.issuer.clone(),
         audience: "wharf.test".into(),
         jwks_url,
+        allow_http_jwks: true,
         ..JwtIssuerConfig::default()
     });
     let wharf = Wharf::start(config).await;

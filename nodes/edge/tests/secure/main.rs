@@ -13,3 +13,4 @@ mod auth;
 mod clients;
 mod isolation;
 mod tls;
+mod trust;

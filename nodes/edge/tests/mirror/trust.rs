@@ -1,0 +1,66 @@
+//! The security review's defects in the pull path, one test each.
+
+use reqwest::StatusCode;
+
+use crate::common::*;
+
+/// Review #12: a missing tag is remembered like a missing blob: repeated requests within the
+/// negative cache's lifetime reach the upstream once.
+#[tokio::test]
+async fn a_missing_tag_is_asked_of_the_upstream_once() {
+    let (registry, _seeds) = seeded_registry().await;
+    let wharf = Wharf::mirroring(&registry).await;
+    let url = format!("{}/v2/test/docker/manifests/no-such-tag", wharf.url);
+    for _ in 0..3 {
+        let r = reqwest::Client::new()
+            .get(&url)
+            .header("accept", ACCEPT_ALL)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
+    }
+    assert_eq!(
+        registry.count_matching("GET", "/manifests/no-such-tag"),
+        1,
+        "one upstream GET for three requests"
+    );
+}
+
+/// Review #19: validators never turn a digest that exists nowhere into a `304`.
+#[tokio::test]
+async fn validators_get_304_only_for_blobs_that_exist() {
+    let (registry, seeds) = seeded_registry().await;
+    let wharf = Wharf::mirroring(&registry).await;
+    let http = reqwest::Client::new();
+    let random = format!("sha256:{}", "7".repeat(64));
+    for repo in ["test/docker", "no/such-repo"] {
+        for (name, value) in [
+            ("if-none-match", "*".to_string()),
+            ("if-none-match", format!("\"{random}\"")),
+            ("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT".into()),
+        ] {
+            let r = http
+                .get(format!("{}/v2/{repo}/blobs/{random}", wharf.url))
+                .header(name, &value)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::NOT_FOUND, "{repo} {name}: {value}");
+        }
+    }
+    // A blob that exists upstream (cold here) still gets its 304.
+    let cold = &seeds.docker.layers[0];
+    let r = http
+        .get(format!(
+            "{}/v2/test/docker/blobs/{}",
+            wharf.url, cold.digest
+        ))
+        .header("if-none-match", "*")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(registry.count_matching("GET", &cold.digest), 0);
+}
