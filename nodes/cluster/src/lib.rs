@@ -9,6 +9,7 @@
 //! [`FetchCoordinator`](wharf_edge::singleflight::FetchCoordinator)). [`faults`] cuts a node
 //! off for partition tests.
 
+pub mod auth;
 pub mod coordinator;
 pub mod error;
 pub mod faults;
@@ -39,6 +40,8 @@ use wharf_proto::v1::leases_server::LeasesServer;
 use wharf_proto::v1::raft_server::RaftServer;
 use wharf_proto::v1::{StatusReply, StatusRequest};
 
+pub use crate::auth::ClusterKey;
+use crate::auth::Verify;
 pub use crate::error::ClusterError;
 use crate::faults::Faults;
 use crate::network::Peers;
@@ -72,8 +75,11 @@ pub struct Cluster {
 impl Cluster {
     /// Start this node's Raft member and gRPC endpoint on `listener`, bootstrap or join the
     /// cluster, and make `mirror` coordinate cold fetches through it.
+    /// `key` (from [`ClusterKey::load`]) is proven on every call this node makes and
+    /// demanded of every call it answers.
     pub async fn start(
         config: &ClusterConfig,
+        key: Option<ClusterKey>,
         data_dir: &Path,
         listener: TcpListener,
         mirror: Arc<Mirror>,
@@ -87,7 +93,7 @@ impl Cluster {
         let log = LogStore::open(&dir).map_err(state_error)?;
         let state = StateMachine::open(&dir).map_err(state_error)?;
         let faults = Faults::from_env();
-        let peers = Peers::new(faults.clone());
+        let peers = Peers::new(faults.clone(), key.clone());
         let heartbeat = config.heartbeat_ms.max(10);
         let raft_config = openraft::Config {
             cluster_name: "wharf".into(),
@@ -123,10 +129,19 @@ impl Cluster {
             tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
-                .add_service(RaftServer::new(endpoint.clone()))
-                .add_service(AdminServer::new(endpoint.clone()))
-                .add_service(LeasesServer::new(endpoint.clone()))
-                .add_service(BlobsServer::new(endpoint))
+                .add_service(RaftServer::with_interceptor(
+                    endpoint.clone(),
+                    Verify(key.clone()),
+                ))
+                .add_service(AdminServer::with_interceptor(
+                    endpoint.clone(),
+                    Verify(key.clone()),
+                ))
+                .add_service(LeasesServer::with_interceptor(
+                    endpoint.clone(),
+                    Verify(key.clone()),
+                ))
+                .add_service(BlobsServer::with_interceptor(endpoint, Verify(key)))
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                     let _ = stopped.await;
                 }),
@@ -226,8 +241,8 @@ fn node_identity(dir: &Path) -> std::io::Result<NodeId> {
 
 /// Remove node `id` from the membership through the member at `addr` (for a node lost for
 /// good: until removed it counts towards the quorum).
-pub async fn remove(addr: &str, id: NodeId) -> Result<(), ClusterError> {
-    let peers = Peers::new(Faults::default());
+pub async fn remove(addr: &str, key: Option<ClusterKey>, id: NodeId) -> Result<(), ClusterError> {
+    let peers = Peers::new(Faults::default(), key);
     let mut client = peers.admin(addr).map_err(|e| ClusterError::peer(addr, e))?;
     client
         .leave(wharf_proto::v1::LeaveRequest { node_id: id })
@@ -237,8 +252,8 @@ pub async fn remove(addr: &str, id: NodeId) -> Result<(), ClusterError> {
 }
 
 /// Ask the member at `addr` for its view of the cluster (for `wharf cluster status`).
-pub async fn status(addr: &str) -> Result<StatusReply, ClusterError> {
-    let peers = Peers::new(Faults::default());
+pub async fn status(addr: &str, key: Option<ClusterKey>) -> Result<StatusReply, ClusterError> {
+    let peers = Peers::new(Faults::default(), key);
     let mut client = peers.admin(addr).map_err(|e| ClusterError::peer(addr, e))?;
     let reply = client
         .status(StatusRequest {})

@@ -16,6 +16,7 @@ use openraft::raft::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use wharf_proto::v1::RaftMessage;
 use wharf_proto::v1::admin_client::AdminClient;
@@ -23,6 +24,7 @@ use wharf_proto::v1::blobs_client::BlobsClient;
 use wharf_proto::v1::leases_client::LeasesClient;
 use wharf_proto::v1::raft_client::RaftClient;
 
+use crate::auth::{ClusterKey, Prove};
 use crate::faults::Faults;
 use crate::types::{NodeId, TypeConfig};
 
@@ -30,11 +32,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// A dead peer's stream is noticed within about this long even without a TCP reset.
 const KEEPALIVE: Duration = Duration::from_secs(2);
 
+/// A channel to a peer whose every request carries proof of the cluster key.
+pub type PeerChannel = InterceptedService<Channel, Prove>;
+
 /// Channels to peers, by `host:port`.
 #[derive(Clone, Default)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     faults: Faults,
+    prove: Prove,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,10 +55,12 @@ pub enum PeerError {
 }
 
 impl Peers {
-    pub fn new(faults: Faults) -> Peers {
+    /// Peers proving `key` (none: a cluster without a key) on every call.
+    pub fn new(faults: Faults, key: Option<ClusterKey>) -> Peers {
         Peers {
             channels: Arc::default(),
             faults,
+            prove: Prove(key),
         }
     }
 
@@ -62,13 +70,13 @@ impl Peers {
     }
 
     /// A lazily connecting channel to `addr`, reused across calls.
-    pub fn channel(&self, addr: &str) -> Result<Channel, PeerError> {
+    pub fn channel(&self, addr: &str) -> Result<PeerChannel, PeerError> {
         if self.faults.isolated() {
             return Err(PeerError::Isolated);
         }
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(channel) = channels.get(addr) {
-            return Ok(channel.clone());
+            return Ok(InterceptedService::new(channel.clone(), self.prove.clone()));
         }
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|source| PeerError::Address {
@@ -82,18 +90,18 @@ impl Peers {
             .keep_alive_while_idle(true);
         let channel = endpoint.connect_lazy();
         channels.insert(addr.to_string(), channel.clone());
-        Ok(channel)
+        Ok(InterceptedService::new(channel, self.prove.clone()))
     }
 
-    pub fn admin(&self, addr: &str) -> Result<AdminClient<Channel>, PeerError> {
+    pub fn admin(&self, addr: &str) -> Result<AdminClient<PeerChannel>, PeerError> {
         Ok(AdminClient::new(self.channel(addr)?))
     }
 
-    pub fn leases(&self, addr: &str) -> Result<LeasesClient<Channel>, PeerError> {
+    pub fn leases(&self, addr: &str) -> Result<LeasesClient<PeerChannel>, PeerError> {
         Ok(LeasesClient::new(self.channel(addr)?))
     }
 
-    pub fn blobs(&self, addr: &str) -> Result<BlobsClient<Channel>, PeerError> {
+    pub fn blobs(&self, addr: &str) -> Result<BlobsClient<PeerChannel>, PeerError> {
         Ok(BlobsClient::new(self.channel(addr)?).max_decoding_message_size(8 * 1024 * 1024))
     }
 }
@@ -220,7 +228,7 @@ mod tests {
             }
         });
         let mut connection = Connection {
-            peers: Peers::new(Faults::default()),
+            peers: Peers::new(Faults::default(), None),
             target: 2,
             addr,
         };

@@ -351,6 +351,12 @@ pub struct ClusterConfig {
     pub lease_ttl_secs: u64,
     /// Raft heartbeat interval; elections start after 4–8 missed heartbeats.
     pub heartbeat_ms: u64,
+    /// A shared key (at least 32 bytes, mode 0600, the same file on every member): every
+    /// cluster RPC carries proof of it, and calls without it are refused.
+    pub secret_file: PathBuf,
+    /// Run a cluster listener on a non-loopback address without `secret_file`: anyone who
+    /// reaches the port can then read any cached blob and change the membership.
+    pub insecure: bool,
 }
 
 impl Default for ClusterConfig {
@@ -361,6 +367,8 @@ impl Default for ClusterConfig {
             join: Vec::new(),
             lease_ttl_secs: 5,
             heartbeat_ms: 250,
+            secret_file: PathBuf::new(),
+            insecure: false,
         }
     }
 }
@@ -368,6 +376,21 @@ impl Default for ClusterConfig {
 impl ClusterConfig {
     pub fn enabled(&self) -> bool {
         !self.listen.is_empty()
+    }
+
+    /// Whether the cluster listener takes connections from loopback only (a development
+    /// cluster on one machine), where an unauthenticated port reaches no one else.
+    pub fn loopback_only(&self) -> bool {
+        let host = self
+            .listen
+            .rsplit_once(':')
+            .map_or(self.listen.as_str(), |(host, _)| host)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
     }
 
     /// The address peers dial.
@@ -667,6 +690,13 @@ impl Config {
                 return invalid(
                     "cluster.advertise is needed when cluster.listen is a wildcard address".into(),
                 );
+            }
+            let secured = !self.cluster.secret_file.as_os_str().is_empty();
+            if !secured && !self.cluster.insecure && !self.cluster.loopback_only() {
+                return invalid(format!(
+                    "cluster.listen {:?} is reachable from other hosts, and the cluster port serves every cached blob and the membership: set cluster.secret_file (a shared key of at least 32 bytes, e.g. `openssl rand -hex 32`, mode 0600, on every member), or cluster.insecure = true on a network only the members reach",
+                    self.cluster.listen
+                ));
             }
             if self.cluster.lease_ttl_secs == 0 || self.cluster.heartbeat_ms == 0 {
                 return invalid(
@@ -1100,6 +1130,23 @@ proxy:
         c.auth.jwt[0].allow_http_jwks = false;
         c.auth.jwt[0].jwks_url = "https://idp/jwks".into();
         c.validate().unwrap();
+        // A cluster port reachable from other hosts needs the key, or an explicit waiver.
+        let mut clustered = Config::default();
+        clustered.cluster.listen = "127.0.0.1:6000".into();
+        clustered.validate().unwrap();
+        clustered.cluster.listen = "[::1]:6000".into();
+        clustered.validate().unwrap();
+        clustered.cluster.listen = "10.0.0.5:6000".into();
+        let err = clustered.validate().unwrap_err().to_string();
+        assert!(err.contains("secret_file"), "{err}");
+        clustered.cluster.advertise = "wharf1:6000".into();
+        clustered.cluster.listen = "0.0.0.0:6000".into();
+        assert!(clustered.validate().is_err());
+        clustered.cluster.secret_file = "/run/secrets/cluster-key".into();
+        clustered.validate().unwrap();
+        clustered.cluster.secret_file = PathBuf::new();
+        clustered.cluster.insecure = true;
+        clustered.validate().unwrap();
         // Review #3: unsigned CDN URLs and client auth do not go together.
         let mut cdn = Config {
             storage: "s3://bucket".into(),

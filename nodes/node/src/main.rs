@@ -87,6 +87,10 @@ enum ClusterCommand {
         /// Print the raw status as JSON.
         #[arg(long)]
         json: bool,
+        /// The config file whose `[cluster] secret_file` proves the cluster key (also
+        /// `WHARF_CLUSTER__SECRET_FILE`); a secured member refuses calls without it.
+        #[arg(long, value_name = "FILE", env = "WHARF_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Remove a member lost for good (it counts towards the quorum until removed). A stopped
     /// node leaves by itself; a removed node that comes back rejoins.
@@ -96,6 +100,9 @@ enum ClusterCommand {
         node: String,
         /// The node id to remove (from `wharf cluster status`).
         id: u64,
+        /// As for `status`: where the cluster key comes from.
+        #[arg(long, value_name = "FILE", env = "WHARF_CONFIG")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -202,8 +209,8 @@ async fn main() -> anyhow::Result<()> {
     }
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
-        Command::Cluster(ClusterCommand::Status { node, json }) => {
-            cluster_status(&node, json).await
+        Command::Cluster(ClusterCommand::Status { node, json, config }) => {
+            cluster_status(&node, json, cluster_key(config.as_deref())?).await
         }
         Command::Auth(AuthCommand::HashPassword { user, cost }) => hash_password(&user, cost),
         Command::Warm {
@@ -237,8 +244,8 @@ async fn main() -> anyhow::Result<()> {
             println!("{status}");
             Ok(())
         }
-        Command::Cluster(ClusterCommand::Remove { node, id }) => {
-            wharf_cluster::remove(&node, id)
+        Command::Cluster(ClusterCommand::Remove { node, id, config }) => {
+            wharf_cluster::remove(&node, cluster_key(config.as_deref())?, id)
                 .await
                 .with_context(|| format!("removing node {id} through {node}"))?;
             println!("node {id} removed");
@@ -265,8 +272,27 @@ fn hash_password(user: &str, cost: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn cluster_status(node: &str, json: bool) -> anyhow::Result<()> {
-    let status = wharf_cluster::status(node)
+/// The cluster key of the config file (if any) and the environment, for the admin commands.
+fn cluster_key(
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<Option<wharf_cluster::ClusterKey>> {
+    let mut loaded = match config {
+        Some(path) => Config::load(path).with_context(|| format!("loading {}", path.display()))?,
+        None => Config::default(),
+    };
+    loaded
+        .apply_env_settings(std::env::vars())
+        .context("WHARF_* settings")?;
+    wharf_cluster::ClusterKey::load(&loaded.cluster, loaded.allow_world_readable_secrets)
+        .context("reading the cluster key")
+}
+
+async fn cluster_status(
+    node: &str,
+    json: bool,
+    key: Option<wharf_cluster::ClusterKey>,
+) -> anyhow::Result<()> {
+    let status = wharf_cluster::status(node, key)
         .await
         .with_context(|| format!("asking {node} for the cluster status"))?;
     if json {
@@ -289,8 +315,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let cluster_listener = tokio::net::TcpListener::bind(&config.cluster.listen)
             .await
             .with_context(|| format!("listening on {}", config.cluster.listen))?;
+        let key =
+            wharf_cluster::ClusterKey::load(&config.cluster, config.allow_world_readable_secrets)
+                .context("reading the cluster key")?;
+        if key.is_none() && !config.cluster.loopback_only() {
+            tracing::warn!(cluster_listen = %config.cluster.listen, "cluster.insecure: the cluster port takes calls from anyone who reaches it");
+        }
         let cluster = wharf_cluster::Cluster::start(
             &config.cluster,
+            key,
             &config.data_dir,
             cluster_listener,
             mirror.clone(),

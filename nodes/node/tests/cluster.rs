@@ -227,6 +227,7 @@ async fn killing_the_raft_leader_elects_another_and_pulls_go_on() {
     // An operator removes the dead member; the two left are the whole cluster.
     let survivor = s.cluster.running().next().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .env("WHARF_CLUSTER__SECRET_FILE", s.cluster.secret_file())
         .args(["cluster", "remove", "--node"])
         .arg(s.cluster.members[survivor].cluster_addr())
         .arg(old_id.to_string())

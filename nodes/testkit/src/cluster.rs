@@ -43,6 +43,8 @@ pub struct WharfCluster {
     s3_env: Vec<(&'static str, String)>,
     /// A config file every member reads (`--config`), when the test needs one.
     config_file: Option<PathBuf>,
+    /// The cluster key every member (and `wharf cluster ...`) proves, mode 0600.
+    secret_file: PathBuf,
     pub members: Vec<Member>,
     /// Holds data directories and logs.
     dir: tempfile::TempDir,
@@ -79,7 +81,17 @@ impl WharfCluster {
             std::fs::write(&path, config)?;
             Some(path)
         };
+        let secret_file = dir.path().join("cluster.key");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let secret: String = (0..64)
+                .map(|i| char::from(b'a' + ((i * 7 + std::process::id() as usize) % 26) as u8))
+                .collect();
+            std::fs::write(&secret_file, secret)?;
+            std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600))?;
+        }
         let mut cluster = WharfCluster {
+            secret_file,
             binary: binary.to_path_buf(),
             upstream: upstream.to_string(),
             bucket: bucket.to_string(),
@@ -117,7 +129,9 @@ impl WharfCluster {
             .append(true)
             .open(&member.log)?;
         let mut command = Command::new(&self.binary);
-        command.arg("serve");
+        command
+            .arg("serve")
+            .env("WHARF_CLUSTER__SECRET_FILE", &self.secret_file);
         if let Some(config) = &self.config_file {
             command.arg("--config").arg(config);
         }
@@ -192,6 +206,11 @@ impl WharfCluster {
         (0..self.members.len()).filter(|i| self.members[*i].is_running())
     }
 
+    /// The cluster key file the members share (for `wharf cluster ...` calls of a test).
+    pub fn secret_file(&self) -> &Path {
+        &self.secret_file
+    }
+
     /// Resident memory of member `i`'s process, in KiB (Linux), while it runs.
     pub fn rss_kib(&self, i: usize) -> Option<u64> {
         crate::registry::rss_kib(self.members[i].process.as_ref()?.id())
@@ -200,6 +219,7 @@ impl WharfCluster {
     /// `wharf cluster status --json` of member `i`, if it answers.
     pub fn status(&self, i: usize) -> Option<serde_json::Value> {
         let out = Command::new(&self.binary)
+            .env("WHARF_CLUSTER__SECRET_FILE", &self.secret_file)
             .args(["cluster", "status", "--json", "--node"])
             .arg(self.members[i].cluster_addr())
             .output()

@@ -1,0 +1,136 @@
+//! The cluster port is authenticated: every service (Raft, admin, leases, blob streams)
+//! refuses a caller without proof of the cluster key, or with proof of another key, before
+//! any of its code runs; a caller with the key is served.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use tonic::Code;
+use tonic::transport::Channel;
+use wharf_cluster::auth::Prove;
+use wharf_cluster::{Cluster, ClusterKey};
+use wharf_core::config::Config;
+use wharf_proto::v1::admin_client::AdminClient;
+use wharf_proto::v1::blobs_client::BlobsClient;
+use wharf_proto::v1::leases_client::LeasesClient;
+use wharf_proto::v1::raft_client::RaftClient;
+use wharf_proto::v1::{
+    AcquireRequest, FetchRequest, JoinRequest, LeaveRequest, RaftMessage, StatusRequest,
+};
+
+/// Every RPC's status code for a caller proving `key` (`join` and `leave` only with
+/// `membership`).
+async fn codes(addr: &str, key: Option<ClusterKey>, membership: bool) -> Vec<(&'static str, Code)> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let prove = Prove(key);
+    let mut admin = AdminClient::with_interceptor(channel.clone(), prove.clone());
+    let mut leases = LeasesClient::with_interceptor(channel.clone(), prove.clone());
+    let mut blobs = BlobsClient::with_interceptor(channel.clone(), prove.clone());
+    let mut raft = RaftClient::with_interceptor(channel, prove);
+    let code = |r: Result<(), tonic::Status>| r.err().map_or(Code::Ok, |s| s.code());
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let mut codes = Vec::new();
+    if membership {
+        codes.extend([
+            (
+                "join",
+                code(
+                    admin
+                        .join(JoinRequest {
+                            node_id: 77,
+                            addr: "127.0.0.1:9".into(),
+                        })
+                        .await
+                        .map(drop),
+                ),
+            ),
+            (
+                "leave",
+                code(admin.leave(LeaveRequest { node_id: 77 }).await.map(drop)),
+            ),
+        ]);
+    }
+    codes.extend([
+        (
+            "status",
+            code(admin.status(StatusRequest {}).await.map(drop)),
+        ),
+        (
+            "acquire",
+            code(
+                leases
+                    .acquire(AcquireRequest {
+                        digest: digest.clone(),
+                        node_id: 77,
+                        addr: "127.0.0.1:9".into(),
+                    })
+                    .await
+                    .map(drop),
+            ),
+        ),
+        (
+            "fetch",
+            code(
+                match blobs.fetch(FetchRequest { digest, offset: 0 }).await {
+                    Ok(mut stream) => stream.get_mut().message().await.map(drop),
+                    Err(e) => Err(e),
+                },
+            ),
+        ),
+        (
+            "vote",
+            code(
+                raft.vote(RaftMessage {
+                    json: b"{}".to_vec().into(),
+                })
+                .await
+                .map(drop),
+            ),
+        ),
+    ]);
+    codes
+}
+
+#[tokio::test]
+async fn every_cluster_service_refuses_callers_without_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut config = Config {
+        data_dir: dir.path().join("data"),
+        ..Config::default()
+    };
+    config.cluster.listen = addr.clone();
+    let mirror = wharf_edge::Mirror::open(&config).await.unwrap();
+    let key = ClusterKey::from_secret(b"0123456789abcdef0123456789abcdef-cluster").unwrap();
+    let cluster = Cluster::start(
+        &config.cluster,
+        Some(key.clone()),
+        &config.data_dir,
+        listener,
+        Arc::clone(&mirror),
+    )
+    .await
+    .unwrap();
+
+    let wrong = ClusterKey::from_secret(b"another-key-another-key-another-key!!").unwrap();
+    for (who, caller) in [("no key", None), ("a wrong key", Some(wrong))] {
+        for (rpc, code) in codes(&addr, caller, true).await {
+            assert_eq!(code, Code::Unauthenticated, "{rpc} with {who}");
+        }
+    }
+    assert_eq!(
+        cluster.node.members().len(),
+        1,
+        "no caller without the key changed the membership"
+    );
+    // The key opens every service (what each then answers is its own business).
+    for (rpc, code) in codes(&addr, Some(key), false).await {
+        assert_ne!(code, Code::Unauthenticated, "{rpc} with the key");
+    }
+    cluster.shutdown().await;
+}
