@@ -946,11 +946,13 @@ mod tests {
                 "{wildcard} accepted without advertise"
             );
             c.cluster.advertise = "10.0.0.1:6000".into();
+            c.cluster.insecure = true;
             assert!(c.validate().is_ok(), "{wildcard} with advertise");
         }
         for dialable in ["10.0.0.1:6000", "[::1]:6000", "wharf-0.wharf:6000"] {
             let mut c = Config::default();
             c.cluster.listen = dialable.into();
+            c.cluster.secret_file = "/run/secrets/cluster-key".into();
             assert!(c.validate().is_ok(), "{dialable}");
         }
     }
