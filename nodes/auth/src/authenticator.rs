@@ -136,15 +136,20 @@ impl Authenticator {
         out
     }
 
-    /// Check the credentials of a request's `Authorization` header.
-    pub async fn identify(&self, header: Option<&[u8]>) -> Result<Authenticated, AuthError> {
+    /// Check the credentials of a request's `Authorization` header; `client` is the caller's
+    /// address (its share of password hashing).
+    pub async fn identify(
+        &self,
+        header: Option<&[u8]>,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<Authenticated, AuthError> {
         match credentials::parse(header)? {
             Presented::Nothing => Ok(Authenticated {
                 identity: Identity::Anonymous,
                 token_repositories: None,
             }),
             Presented::Basic { user, password } => {
-                let identity = self.check_password(&user, &password).await?;
+                let identity = self.check_password(&user, &password, client).await?;
                 Ok(Authenticated {
                     identity,
                     token_repositories: None,
@@ -154,11 +159,16 @@ impl Authenticator {
         }
     }
 
-    async fn check_password(&self, user: &str, password: &str) -> Result<Identity, AuthError> {
+    async fn check_password(
+        &self,
+        user: &str,
+        password: &str,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<Identity, AuthError> {
         if let Some(passwords) = &self.passwords
             && passwords.has_user(user)
         {
-            return if passwords.verify(user, password).await? {
+            return if passwords.verify(user, password, client).await? {
                 Ok(self.htpasswd_user(user))
             } else {
                 Err(AuthError::BadCredentials)
@@ -170,6 +180,10 @@ impl Authenticator {
                 .external(password)
                 .await
                 .map_err(|_| AuthError::BadCredentials);
+        }
+        // An unknown name costs what a known one does: timing tells no one which exist.
+        if let Some(passwords) = &self.passwords {
+            passwords.verify(user, password, client).await?;
         }
         Err(AuthError::BadCredentials)
     }

@@ -20,13 +20,17 @@ pub async fn identify(
     origin: &Origin,
 ) -> Result<Authenticated, ApiError> {
     let header = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
-    auth.identify(header)
+    auth.identify(header, origin.client)
         .await
         .map_err(|e| refused(auth, &e, origin))
 }
 
 /// `<scheme>://<host>` of a request, for the token realm in challenges.
-pub struct Origin(String);
+pub struct Origin {
+    base: String,
+    /// The caller's address (from the accept loop), for its share of password hashing.
+    client: Option<std::net::IpAddr>,
+}
 
 impl Origin {
     pub fn of(request: &Request, tls: bool) -> Origin {
@@ -36,7 +40,13 @@ impl Origin {
             .and_then(|h| h.to_str().ok())
             .or_else(|| request.uri().authority().map(|a| a.as_str()))
             .unwrap_or("localhost");
-        Origin(format!("{}://{host}", if tls { "https" } else { "http" }))
+        Origin {
+            base: format!("{}://{host}", if tls { "https" } else { "http" }),
+            client: request
+                .extensions()
+                .get::<crate::access_log::ClientAddr>()
+                .map(|c| c.0.ip()),
+        }
     }
 }
 
@@ -58,7 +68,7 @@ pub fn authorize(
                 OciCode::Unauthorized,
                 format!("authentication required to pull {asked}"),
             );
-            e.challenge = Some(auth.challenge(&origin.0, Some(asked)));
+            e.challenge = Some(auth.challenge(&origin.base, Some(asked)));
             Err(e)
         }
         Decision::Forbidden => Err(ApiError::new(
@@ -77,7 +87,7 @@ pub fn admit(auth: &Authenticator, who: &Authenticated, origin: &Origin) -> Resu
         return Ok(());
     }
     let mut e = ApiError::new(OciCode::Unauthorized, "authentication required");
-    e.challenge = Some(auth.challenge(&origin.0, None));
+    e.challenge = Some(auth.challenge(&origin.base, None));
     Err(e)
 }
 
@@ -90,7 +100,7 @@ fn refused(auth: &Authenticator, e: &AuthError, origin: &Origin) -> ApiError {
         return err;
     }
     let mut err = ApiError::new(OciCode::Unauthorized, e.to_string());
-    err.challenge = Some(auth.challenge(&origin.0, None));
+    err.challenge = Some(auth.challenge(&origin.base, None));
     err
 }
 

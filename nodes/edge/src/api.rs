@@ -49,14 +49,20 @@ pub fn router(mirror: Arc<Mirror>) -> Router {
 
 /// Liveness and degradation: 200 with `"status":"ok"` or `"degraded"` (the store is failing
 /// and content is passed through uncached); load balancers should keep a degraded node.
+/// It needs no authentication, so it says nothing but `ok`/`degraded` and a coarse reason; the
+/// details are on `/status.json`.
 async fn health(State(mirror): State<Arc<Mirror>>) -> Response {
-    let mut report = mirror.health.report();
+    let mut report = mirror.health.public();
     if let Some(coordinator) = mirror.blobs.coordinator() {
         let cluster = coordinator.health();
         if !cluster.ok {
             report.status = "degraded";
+            report.reason = report.reason.or(Some("no_quorum"));
         }
-        report.cluster = Some(cluster);
+        report.cluster = Some(crate::health::ClusterHealth {
+            ok: cluster.ok,
+            fallbacks: cluster.fallbacks,
+        });
     }
     let body = serde_json::to_string(&report).unwrap_or_else(|_| "{}".into());
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()

@@ -16,7 +16,24 @@ use wharf_storage::{BlobStore, ByteSource, ObjectInfo, ObjectKey, ObjectReader, 
 #[derive(Default)]
 struct State {
     last_success: Option<Instant>,
-    last_failure: Option<(Instant, String)>,
+    last_failure: Option<(Instant, String, &'static str)>,
+}
+
+/// A store failure as `/health` may say it to anyone: its kind, never its words (those name
+/// object keys, private repositories and tags, local paths, account ids).
+pub fn failure_class(e: &StoreError) -> &'static str {
+    match e {
+        StoreError::Timeout { .. } => "timeout",
+        StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+            "denied"
+        }
+        StoreError::S3 { message, .. }
+            if message.contains("AccessDenied") || message.contains("Forbidden") =>
+        {
+            "denied"
+        }
+        _ => "io",
+    }
 }
 
 /// What `/health` reports.
@@ -25,11 +42,37 @@ pub struct HealthReport {
     /// `ok`, or `degraded` while the store's latest call failed or the cluster has no quorum.
     pub status: &'static str,
     pub store: &'static str,
+    /// The latest failure in full, for `/status.json` (guarded like the status page) only.
     pub store_error: Option<String>,
+    /// Its kind: `timeout`, `denied` or `io`.
+    pub store_error_class: Option<&'static str>,
     pub store_error_secs_ago: Option<u64>,
     /// Cluster coordination, on a clustered node: not ok while it has no quorum.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<crate::singleflight::CoordinatorHealth>,
+}
+
+/// `/health`: no detail a stranger could use (it needs no authentication).
+#[derive(Debug, Serialize)]
+pub struct PublicHealth {
+    /// `ok`, or `degraded`.
+    pub status: &'static str,
+    /// `ok`, or `failing`.
+    pub store: &'static str,
+    /// Why it is degraded: `timeout`, `denied`, `io` (the store), `no_quorum` (the cluster).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterHealth>,
+}
+
+/// The cluster's part of `/health`.
+#[derive(Debug, Serialize)]
+pub struct ClusterHealth {
+    /// False while cold blobs are fetched without the cluster's agreement (no quorum).
+    pub ok: bool,
+    /// Cold blobs fetched without a lease since start.
+    pub fallbacks: u64,
 }
 
 #[derive(Default, Clone)]
@@ -46,25 +89,39 @@ impl Health {
             Ok(_) => state.last_success = Some(Instant::now()),
             // A failed body (aborted download) says nothing about the store.
             Err(StoreError::Source { .. }) => {}
-            Err(e) => state.last_failure = Some((started, e.to_string())),
+            Err(e) => state.last_failure = Some((started, e.to_string(), failure_class(e))),
         }
     }
 
     pub fn report(&self) -> HealthReport {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let failing = match (&state.last_failure, state.last_success) {
-            (Some((failed, _)), Some(ok)) => *failed > ok,
+            (Some((failed, _, _)), Some(ok)) => *failed > ok,
             (Some(_), None) => true,
             _ => false,
         };
         HealthReport {
             status: if failing { "degraded" } else { "ok" },
             store: if failing { "failing" } else { "ok" },
-            store_error: state.last_failure.as_ref().map(|(_, e)| e.clone()),
+            store_error: state.last_failure.as_ref().map(|(_, e, _)| e.clone()),
+            store_error_class: state.last_failure.as_ref().map(|(_, _, class)| *class),
             store_error_secs_ago: state
                 .last_failure
                 .as_ref()
-                .map(|(t, _)| t.elapsed().as_secs()),
+                .map(|(t, _, _)| t.elapsed().as_secs()),
+            cluster: None,
+        }
+    }
+
+    /// What `/health` tells anyone who asks: `ok` or `degraded`, and a coarse reason.
+    pub fn public(&self) -> PublicHealth {
+        let report = self.report();
+        PublicHealth {
+            status: report.status,
+            store: report.store,
+            reason: (report.store == "failing")
+                .then_some(report.store_error_class)
+                .flatten(),
             cluster: None,
         }
     }

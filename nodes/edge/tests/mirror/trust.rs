@@ -64,3 +64,57 @@ async fn validators_get_304_only_for_blobs_that_exist() {
     assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(registry.count_matching("GET", &cold.digest), 0);
 }
+
+/// Review #8: `/health` needs no authentication, so a failing store shows there as
+/// `degraded` and a coarse reason, never the store's words (object keys name private
+/// repositories and tags); `/status.json` keeps the detail for the operator.
+#[tokio::test]
+async fn health_says_degraded_without_naming_keys_or_paths() {
+    let (registry, _seeds) = seeded_registry().await;
+    let wharf = Wharf::mirroring(&registry).await;
+    // A file where the store keeps test/'s tag records: every tag write there fails.
+    let tags = wharf.data_dir.path().join("tags").join("docker.io");
+    std::fs::create_dir_all(&tags).unwrap();
+    std::fs::write(tags.join("test"), b"in the way").unwrap();
+    let r = reqwest::Client::new()
+        .get(format!("{}/v2/test/docker/manifests/v1", wharf.url))
+        .header("accept", ACCEPT_ALL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "passed through while the store fails"
+    );
+    let health = reqwest::get(format!("{}/health", wharf.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(parsed["status"], "degraded", "{health}");
+    assert_eq!(parsed["reason"], "io", "{health}");
+    for secret in [
+        "test/docker",
+        "tags/",
+        "directory",
+        wharf.data_dir.path().to_str().unwrap(),
+    ] {
+        assert!(
+            !health.contains(secret),
+            "/health shows {secret:?}: {health}"
+        );
+    }
+    let status = reqwest::get(format!("{}/status.json", wharf.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        status.contains("test/docker"),
+        "the detail stays on the status page"
+    );
+}
