@@ -58,6 +58,7 @@ impl Authenticator {
             Some(PasswordChecker::open(
                 &auth.htpasswd_file,
                 auth.max_concurrent_hashes,
+                config.allow_world_readable_secrets,
             )?)
         } else {
             None

@@ -116,11 +116,18 @@ where
 }
 
 impl PasswordChecker {
-    pub fn open(path: &Path, max_concurrent_hashes: usize) -> Result<PasswordChecker, AuthError> {
-        let table = Watched::open(
+    /// The htpasswd file at `path` is a secret: refused while others may read it, unless
+    /// `allow_world_readable`.
+    pub fn open(
+        path: &Path,
+        max_concurrent_hashes: usize,
+        allow_world_readable: bool,
+    ) -> Result<PasswordChecker, AuthError> {
+        let table = Watched::open_secret(
             "htpasswd file",
             path,
             16 * 1024 * 1024,
+            allow_world_readable,
             HtpasswdTable::parse,
         )?;
         Ok(PasswordChecker {
@@ -220,7 +227,7 @@ mod tests {
         let path = dir.path().join("htpasswd");
         let hash = bcrypt::hash("s3cret", 4).unwrap();
         std::fs::write(&path, format!("alice:{hash}\n")).unwrap();
-        let checker = PasswordChecker::open(&path, 1).unwrap();
+        let checker = PasswordChecker::open(&path, 1, true).unwrap();
         assert!(checker.verify("alice", "s3cret", None).await.unwrap());
         assert!(!checker.verify("alice", "wrong", None).await.unwrap());
         assert!(!checker.verify("mallory", "s3cret", None).await.unwrap());
@@ -244,8 +251,32 @@ mod tests {
             .map(|(u, p)| format!("{u}:{}\n", bcrypt::hash(p, cost).unwrap()))
             .collect();
         std::fs::write(&path, lines).unwrap();
-        let checker = PasswordChecker::open(&path, hashes).unwrap();
+        let checker = PasswordChecker::open(&path, hashes, true).unwrap();
         (dir, checker)
+    }
+
+    /// Review #21: the htpasswd file is a secret like the others: refused while other users
+    /// may read it, at start and on reload (the previous users stay, and the failure shows).
+    #[test]
+    fn an_htpasswd_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        std::fs::write(&path, format!("alice:{}\n", bcrypt::hash("pw", 4).unwrap())).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = PasswordChecker::open(&path, 1, false)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("other users can read it"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let checker = PasswordChecker::open(&path, 1, false).unwrap();
+        std::fs::write(&path, "alice:$2y$04$changed\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o604)).unwrap();
+        assert!(!checker.watched().reload(true));
+        let status = checker.watched().status();
+        assert!(status.failing && status.failures == 1, "{status:?}");
+        assert!(checker.has_user("alice"));
     }
 
     /// Review #11: an unknown name costs a hash like a known one, so timing tells no one

@@ -14,6 +14,55 @@ use crate::AuthError;
 pub trait Reload: Send + Sync {
     /// Blocking file I/O: call from a blocking thread. Returns whether a new value took effect.
     fn reload(&self, force: bool) -> bool;
+    /// Whether its latest reload failed (the previous version still in force), for the
+    /// status page and the `wharf_reloads_failing` gauge.
+    fn status(&self) -> ReloadStatus;
+}
+
+/// How one reloaded file (or the config file) fares.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadStatus {
+    pub what: &'static str,
+    pub file: String,
+    /// The latest attempt failed: the previous version is still in force.
+    pub failing: bool,
+    /// Failed attempts since start.
+    pub failures: u64,
+    pub last_error: Option<String>,
+}
+
+/// The outcome of a file's reloads, kept beside it.
+#[derive(Default)]
+pub struct ReloadRecord {
+    inner: Mutex<(bool, u64, Option<String>)>,
+}
+
+impl ReloadRecord {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (bool, u64, Option<String>)> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn succeeded(&self) {
+        self.lock().0 = false;
+    }
+
+    pub fn failed(&self, reason: &str) {
+        let mut inner = self.lock();
+        inner.0 = true;
+        inner.1 = inner.1.saturating_add(1);
+        inner.2 = Some(reason.chars().take(512).collect());
+    }
+
+    pub fn status(&self, what: &'static str, file: &Path) -> ReloadStatus {
+        let inner = self.lock();
+        ReloadStatus {
+            what,
+            file: file.display().to_string(),
+            failing: inner.0,
+            failures: inner.1,
+            last_error: inner.2.clone(),
+        }
+    }
 }
 
 /// What identifies one version of a file: cert-manager swaps a symlink, editors rename.
@@ -49,6 +98,9 @@ pub struct Watched<T> {
     load: Loader<T>,
     current: RwLock<Arc<T>>,
     stamp: Mutex<Option<Stamp>>,
+    record: ReloadRecord,
+    /// Refuse the file while users other than its owner may read it (a secret).
+    secret: bool,
 }
 
 impl<T: Send + Sync + 'static> Watched<T> {
@@ -59,8 +111,30 @@ impl<T: Send + Sync + 'static> Watched<T> {
         max_bytes: u64,
         load: impl Fn(&[u8]) -> Result<T, String> + Send + Sync + 'static,
     ) -> Result<Arc<Watched<T>>, AuthError> {
+        Watched::open_with(what, path, max_bytes, false, load)
+    }
+
+    /// As [`Watched::open`], for a secret: refused (at start and on every reload) while users
+    /// other than its owner may read it, unless `allow_world_readable`.
+    pub fn open_secret(
+        what: &'static str,
+        path: &Path,
+        max_bytes: u64,
+        allow_world_readable: bool,
+        load: impl Fn(&[u8]) -> Result<T, String> + Send + Sync + 'static,
+    ) -> Result<Arc<Watched<T>>, AuthError> {
+        Watched::open_with(what, path, max_bytes, !allow_world_readable, load)
+    }
+
+    fn open_with(
+        what: &'static str,
+        path: &Path,
+        max_bytes: u64,
+        secret: bool,
+        load: impl Fn(&[u8]) -> Result<T, String> + Send + Sync + 'static,
+    ) -> Result<Arc<Watched<T>>, AuthError> {
         let stamp = Stamp::of(path);
-        let bytes = read_bounded(path, max_bytes).map_err(|reason| AuthError::File {
+        let bytes = read_checked(path, max_bytes, secret).map_err(|reason| AuthError::File {
             what,
             path: path.to_path_buf(),
             reason,
@@ -77,6 +151,8 @@ impl<T: Send + Sync + 'static> Watched<T> {
             load: Box::new(load),
             current: RwLock::new(Arc::new(value)),
             stamp: Mutex::new(stamp),
+            record: ReloadRecord::default(),
+            secret,
         }))
     }
 
@@ -102,21 +178,41 @@ impl<T: Send + Sync + 'static> Reload for Watched<T> {
             }
             *last = stamp;
         }
-        match read_bounded(&self.path, self.max_bytes).and_then(|bytes| (self.load)(&bytes)) {
+        match read_checked(&self.path, self.max_bytes, self.secret)
+            .and_then(|bytes| (self.load)(&bytes))
+        {
             Ok(value) => {
                 match self.current.write() {
                     Ok(mut guard) => *guard = Arc::new(value),
                     Err(poisoned) => *poisoned.into_inner() = Arc::new(value),
                 }
+                self.record.succeeded();
                 info!(file = %self.path.display(), what = self.what, "reloaded");
                 true
             }
             Err(reason) => {
+                self.record.failed(&reason);
                 warn!(file = %self.path.display(), what = self.what, %reason, "reload failed: keeping the previous version");
                 false
             }
         }
     }
+
+    fn status(&self) -> ReloadStatus {
+        self.record.status(self.what, &self.path)
+    }
+}
+
+/// The file within `max_bytes`; with `secret`, refused while others may read it.
+fn read_checked(path: &Path, max_bytes: u64, secret: bool) -> Result<Vec<u8>, String> {
+    if !secret {
+        return read_bounded(path, max_bytes);
+    }
+    let bytes = wharf_core::config::read_secret_file(path, false).map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(format!("more than the {max_bytes} bytes allowed"));
+    }
+    Ok(bytes)
 }
 
 fn read_bounded(path: &Path, max_bytes: u64) -> Result<Vec<u8>, String> {

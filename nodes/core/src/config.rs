@@ -816,8 +816,9 @@ impl Config {
     }
 }
 
-/// Read a secret file, refusing one that users other than its owner may read or write
-/// (mode & 0o077), as Garage does: a world-readable secret has leaked already.
+/// Read a secret file, refusing one that users other than its owner (and wharf's own group)
+/// may read or write, as Garage does: a world-readable secret has leaked already. Group read
+/// is accepted only for the group wharf runs as (Kubernetes mounts secrets root:<fsGroup>).
 pub fn read_secret_file(path: &Path, allow_world_readable: bool) -> Result<Vec<u8>, ConfigError> {
     let read_error = |source| ConfigError::Read {
         path: path.to_path_buf(),
@@ -826,9 +827,13 @@ pub fn read_secret_file(path: &Path, allow_world_readable: bool) -> Result<Vec<u
     let metadata = std::fs::metadata(path).map_err(read_error)?;
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let mode = metadata.permissions().mode();
-        if !allow_world_readable && mode & 0o077 != 0 {
+        // Group read is fine for wharf's own group (a Kubernetes secret volume with fsGroup
+        // gives root:<fsGroup> 0440); any other group, group write or world access is not.
+        let own_group = metadata.gid() == rustix::process::getegid().as_raw();
+        let exposed = mode & 0o027 != 0 || (mode & 0o040 != 0 && !own_group);
+        if !allow_world_readable && exposed {
             return Err(ConfigError::Invalid(format!(
                 "secret file {} has mode {:o}: other users can read it; chmod 600 it (or set \
                  allow_world_readable_secrets = true)",
@@ -1100,6 +1105,14 @@ proxy:
             u.resolved_password(false).unwrap().as_deref(),
             Some("hunter2")
         );
+        // Group read for wharf's own group (the file was created with it): a Kubernetes
+        // secret volume with fsGroup. Group write, or world read, never.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o440)).unwrap();
+        assert!(u.resolved_password(false).is_ok());
+        for exposed in [0o460, 0o604, 0o620] {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(exposed)).unwrap();
+            assert!(u.resolved_password(false).is_err(), "{exposed:o}");
+        }
     }
 
     #[test]

@@ -64,6 +64,11 @@ pub struct Served {
     pub upstream: String,
 }
 
+/// Who made a request, as authentication established it (`anonymous` when no credentials were
+/// given); set on the response by the API handler when auth is on.
+#[derive(Debug, Clone)]
+pub struct Principal(pub String);
+
 /// The client's address, put on every request by the accept loop.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub SocketAddr);
@@ -123,7 +128,12 @@ pub async fn record(request: Request, next: Next) -> Response {
         response.headers_mut().insert(REQUEST_ID, value);
     }
     let served = response.extensions().get::<Served>().cloned();
+    let principal = response
+        .extensions()
+        .get::<Principal>()
+        .map(|p| p.0.clone());
     let line = Line {
+        principal,
         started,
         id,
         method,
@@ -155,6 +165,7 @@ pub async fn record(request: Request, next: Next) -> Response {
 }
 
 struct Line {
+    principal: Option<String>,
     started: Instant,
     id: String,
     method: Method,
@@ -182,6 +193,7 @@ impl Line {
             cache,
             upstream,
             client = %client,
+            user = self.principal.as_deref().unwrap_or(""),
             request_id = %self.id,
             complete,
         );

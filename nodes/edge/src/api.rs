@@ -93,7 +93,8 @@ async fn not_found() -> ApiError {
 }
 
 async fn v2(State(mirror): State<Arc<Mirror>>, request: Request) -> Response {
-    let mut response = match handle(&mirror, request).await {
+    let mut principal = None;
+    let mut response = match handle(&mirror, request, &mut principal).await {
         Ok(response) => response,
         Err(e) => {
             if e.status.is_server_error() {
@@ -104,6 +105,11 @@ async fn v2(State(mirror): State<Arc<Mirror>>, request: Request) -> Response {
         }
     };
     mirror.http_cache.error(&mut response);
+    if let Some(principal) = principal {
+        response
+            .extensions_mut()
+            .insert(access_log::Principal(principal));
+    }
     response.with_api_version()
 }
 
@@ -121,7 +127,12 @@ impl WithApiVersion for Response {
     }
 }
 
-async fn handle(mirror: &Arc<Mirror>, request: Request) -> Result<Response, ApiError> {
+/// `principal` is set to who the caller is, once authentication established it.
+async fn handle(
+    mirror: &Arc<Mirror>,
+    request: Request,
+    principal: &mut Option<String>,
+) -> Result<Response, ApiError> {
     let path = request.uri().path();
     let rest = path
         .strip_prefix("/v2/")
@@ -142,6 +153,7 @@ async fn handle(mirror: &Arc<Mirror>, request: Request) -> Result<Response, ApiE
     let caller = if mirror.auth.restricted() {
         let origin = Origin::of(&request, mirror.tls);
         let who = access::identify(&mirror.auth, headers, &origin).await?;
+        *principal = Some(who.identity.name().unwrap_or("anonymous").to_string());
         Some((who, origin))
     } else {
         None

@@ -106,6 +106,8 @@ pub struct Mirror {
     pub http_cache: http_cache::HttpCaching,
     /// `[[prefetch]]` rules and how their passes went.
     pub prefetch: Arc<prefetch::Prefetcher>,
+    /// How re-reads of the config file (access rules, groups) went.
+    pub config_reload: wharf_auth::reload::ReloadRecord,
 }
 
 /// The version wharf was built as.
@@ -197,7 +199,10 @@ impl Mirror {
         .with_redirect_base(redirect_base(config)?);
         let auth = Arc::new(wharf_auth::Authenticator::from_config(config).await?);
         let server_tls = if config.tls.enabled() {
-            Some(tls::ServerTls::load(&config.tls)?)
+            Some(tls::ServerTls::load(
+                &config.tls,
+                config.allow_world_readable_secrets,
+            )?)
         } else {
             None
         };
@@ -244,6 +249,7 @@ impl Mirror {
             },
             recent_errors: status::RecentErrors::default(),
             prefetch: Arc::new(prefetch::Prefetcher::from_config(config)?),
+            config_reload: Default::default(),
             connection_limits: connections::ConnectionLimits {
                 max_connections: limits.max_connections,
                 header_read_timeout: Duration::from_secs(limits.header_read_timeout_secs),
@@ -309,6 +315,16 @@ impl Mirror {
             files.push(tls.clone());
         }
         files
+    }
+
+    /// Every reloaded file's state, and the config file's, for the status page and metrics.
+    pub fn reload_statuses(&self) -> Vec<wharf_auth::reload::ReloadStatus> {
+        let mut statuses: Vec<_> = self.watched_files().iter().map(|f| f.status()).collect();
+        statuses.push(
+            self.config_reload
+                .status("config file", std::path::Path::new("--config")),
+        );
+        statuses
     }
 
     /// Apply a re-read config file's `[[access]]` rules and `[auth.groups]`; the other

@@ -88,6 +88,8 @@ pub struct StatusReport {
     /// `[[prefetch]]` rules as this node ran them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub prefetch: Vec<crate::prefetch::RuleStatus>,
+    /// Reloaded files and the config file: a failing one keeps its previous version.
+    pub reloads: Vec<wharf_auth::reload::ReloadStatus>,
     pub recent_errors: Vec<RecentError>,
 }
 
@@ -154,6 +156,14 @@ pub fn report(mirror: &Mirror) -> StatusReport {
         .set(downloads.iter().map(|d| d.waiters as i64).sum());
     let health = mirror.health.report();
     metrics.store_up.set(i64::from(health.status == "ok"));
+    let failing = mirror
+        .reload_statuses()
+        .iter()
+        .filter(|r| r.failing)
+        .count();
+    metrics
+        .reloads_failing
+        .set(i64::try_from(failing).unwrap_or(i64::MAX));
     let evictor = mirror.blobs.evictor();
     let (bytes, blobs, counted_by) = match evictor.last_report() {
         Some(r) => (r.kept_bytes, r.kept as u64, "pass"),
@@ -243,6 +253,7 @@ pub fn report(mirror: &Mirror) -> StatusReport {
         downloads,
         cluster,
         prefetch: mirror.prefetch.status(),
+        reloads: mirror.reload_statuses(),
         recent_errors: mirror.recent_errors.list(),
     }
 }

@@ -12,7 +12,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
-use wharf_auth::reload::{Reload, Stamp};
+use wharf_auth::reload::{Reload, ReloadRecord, ReloadStatus, Stamp};
 use wharf_core::config::TlsConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,16 +24,22 @@ pub struct ServerTls {
     files: TlsConfig,
     current: RwLock<Arc<ServerConfig>>,
     stamps: Mutex<Vec<Option<Stamp>>>,
+    record: ReloadRecord,
+    /// Accept a private key file others may read.
+    allow_world_readable: bool,
 }
 
 impl ServerTls {
-    /// Load the files `[tls]` names; failing here fails start-up.
-    pub fn load(files: &TlsConfig) -> Result<Arc<ServerTls>, TlsError> {
-        let config = build(files).map_err(TlsError)?;
+    /// Load the files `[tls]` names; failing here fails start-up. The key file is a secret:
+    /// refused while others may read it, unless `allow_world_readable`.
+    pub fn load(files: &TlsConfig, allow_world_readable: bool) -> Result<Arc<ServerTls>, TlsError> {
+        let config = build(files, allow_world_readable).map_err(TlsError)?;
         Ok(Arc::new(ServerTls {
             stamps: Mutex::new(stamps(files)),
             files: files.clone(),
             current: RwLock::new(Arc::new(config)),
+            record: ReloadRecord::default(),
+            allow_world_readable,
         }))
     }
 
@@ -68,8 +74,9 @@ impl Reload for ServerTls {
             }
             *last = now;
         }
-        match build(&self.files) {
+        match build(&self.files, self.allow_world_readable) {
             Ok(config) => {
+                self.record.succeeded();
                 match self.current.write() {
                     Ok(mut c) => *c = Arc::new(config),
                     Err(p) => *p.into_inner() = Arc::new(config),
@@ -78,21 +85,28 @@ impl Reload for ServerTls {
                 true
             }
             Err(reason) => {
+                self.record.failed(&reason);
                 warn!(cert = %self.files.cert_file.display(), %reason, "TLS reload failed: keeping the previous certificate");
                 false
             }
         }
     }
+
+    fn status(&self) -> ReloadStatus {
+        self.record.status("TLS certificate", &self.files.cert_file)
+    }
 }
 
-fn build(files: &TlsConfig) -> Result<ServerConfig, String> {
+fn build(files: &TlsConfig, allow_world_readable: bool) -> Result<ServerConfig, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert_file)
         .and_then(|certs| certs.collect())
         .map_err(|e| format!("{}: {e}", files.cert_file.display()))?;
     if certs.is_empty() {
         return Err(format!("{}: no certificate", files.cert_file.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(&files.key_file)
+    let key_pem = wharf_core::config::read_secret_file(&files.key_file, allow_world_readable)
+        .map_err(|e| e.to_string())?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| format!("{}: {e}", files.key_file.display()))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())

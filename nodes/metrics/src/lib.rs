@@ -275,6 +275,8 @@ pub struct Metrics {
     store_duration: Histograms,
     store_errors: Counter,
     pub store_up: Gauge,
+    /// Reloaded files (TLS, htpasswd, JWKS, the config file) whose latest reload failed.
+    pub reloads_failing: Gauge,
 
     pub cluster_members: Gauge,
     pub cluster_is_leader: Gauge,
@@ -496,6 +498,11 @@ impl Metrics {
             store_up: reg!(
                 "wharf_store_up",
                 "1 while the store's latest call succeeded, 0 while it fails",
+                Gauge::default()
+            ),
+            reloads_failing: reg!(
+                "wharf_reloads_failing",
+                "Reloaded files (TLS, htpasswd, JWKS, config) whose latest reload failed: the previous version is in force",
                 Gauge::default()
             ),
             cluster_members: reg!(

@@ -106,7 +106,7 @@ enum ClusterCommand {
     },
 }
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 struct ServeArgs {
     /// Address to listen on [default: 0.0.0.0:5000].
     #[arg(long, value_name = "ADDR")]
@@ -353,7 +353,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         upstreams = ?upstreams,
         "wharf serving"
     );
-    watch_files(&mirror, args.config.clone());
+    watch_files(&mirror, &args);
     if !config.metrics.listen.is_empty() {
         let operator = tokio::net::TcpListener::bind(&config.metrics.listen)
             .await
@@ -378,7 +378,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 /// Keep certificates, htpasswd, JWKS files and the config file's access rules current: checked
 /// every 2 seconds, and re-read at once on SIGHUP.
-fn watch_files(mirror: &std::sync::Arc<wharf_edge::Mirror>, config_path: Option<PathBuf>) {
+fn watch_files(mirror: &std::sync::Arc<wharf_edge::Mirror>, args: &ServeArgs) {
+    let config_path = args.config.clone();
+    let args = args.clone();
     let files = mirror.watched_files();
     wharf_auth::reload::spawn_watcher(files.clone(), std::time::Duration::from_secs(2));
     let mirror = mirror.clone();
@@ -410,25 +412,27 @@ fn watch_files(mirror: &std::sync::Arc<wharf_edge::Mirror>, config_path: Option<
                 continue;
             }
             stamp = now;
-            let path = path.clone();
-            let loaded = tokio::task::spawn_blocking(move || Config::load(&path)).await;
-            match loaded {
-                Ok(Ok(config)) => match config
-                    .validate()
-                    .map_err(anyhow::Error::from)
-                    .and_then(|()| mirror.reload_rules(&config).map_err(anyhow::Error::from))
-                {
-                    Ok(()) => tracing::info!(
+            // Built as at start-up (file, then WHARF_* variables, then the flags), so a config
+            // that needs its environment or flags to validate reloads too.
+            let args = args.clone();
+            let loaded = tokio::task::spawn_blocking(move || args.config()).await;
+            let applied = match loaded {
+                Ok(Ok(config)) => mirror.reload_rules(&config).map_err(anyhow::Error::from),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(anyhow::Error::from(e)),
+            };
+            match applied {
+                Ok(()) => {
+                    mirror.config_reload.succeeded();
+                    tracing::info!(
                         "config file re-read: access rules and groups applied (other changes need a restart)"
-                    ),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "config file re-read: keeping the previous access rules")
-                    }
-                },
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "config file re-read failed: keeping the previous access rules")
+                    )
                 }
-                Err(_) => {}
+                Err(e) => {
+                    let error = format!("{e:#}");
+                    mirror.config_reload.failed(&error);
+                    tracing::warn!(%error, "config file re-read: keeping the previous access rules")
+                }
             }
         }
     });

@@ -64,17 +64,25 @@ async fn secured_binary_reloads_users_and_rules_and_logs_no_secret() {
     let alice_line = hash_password("alice", ALICE_PASSWORD);
     let carol_line = hash_password("carol", CAROL_PASSWORD);
     std::fs::write(&htpasswd, format!("{alice_line}#{carol_line}")).unwrap();
+    std::fs::set_permissions(&htpasswd, std::fs::Permissions::from_mode(0o600)).unwrap();
     let port = free_port();
     let config_file = d.join("wharf.toml");
-    let config = |rules: &str| {
+    // The upstream password from a file, or (`from_env`) from WHARF_UPSTREAM_PASSWORD: the
+    // file alone is then incomplete, as with the documented environment variable.
+    let config_with = |rules: &str, from_env: bool| {
+        let password = if from_env {
+            String::new()
+        } else {
+            format!("password_file = \"{}\"\n", password_file.display())
+        };
         format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{data}\"\n\n[auth]\nhtpasswd_file = \"{htpasswd}\"\n\n{rules}\n[[upstream]]\nname = \"registry.test\"\nurl = \"{url}\"\ndefault = true\nusername = \"robot\"\npassword_file = \"{pw}\"\n",
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{data}\"\n\n[auth]\nhtpasswd_file = \"{htpasswd}\"\n\n{rules}\n[[upstream]]\nname = \"registry.test\"\nurl = \"{url}\"\ndefault = true\nusername = \"robot\"\n{password}",
             data = d.join("data").display(),
             htpasswd = htpasswd.display(),
             url = registry.url(),
-            pw = password_file.display(),
         )
     };
+    let config = |rules: &str| config_with(rules, false);
     let allow_team = "[[access]]\nrepositories = [\"registry.test/team/*\"]\nusers = [\"*\"]\n";
     std::fs::write(&config_file, config(allow_team)).unwrap();
     let log = d.join("wharf.log");
@@ -96,6 +104,21 @@ async fn secured_binary_reloads_users_and_rules_and_logs_no_secret() {
     let refused = std::fs::read_to_string(&log).unwrap();
     assert!(refused.contains("other users can read it"), "{refused}");
     std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // From here on the password comes from the environment (review #6: reloads must build
+    // the config as start-up does, or no rule change ever applies).
+    std::fs::write(&config_file, config_with(allow_team, true)).unwrap();
+    let start = || {
+        let out = std::fs::File::create(&log).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .args(["serve", "--config"])
+            .arg(&config_file)
+            .env("WHARF_LOG", "debug")
+            .env("WHARF_UPSTREAM_PASSWORD", UPSTREAM_PASSWORD)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap()
+    };
 
     struct Kill(std::process::Child);
     impl Drop for Kill {
@@ -163,7 +186,10 @@ async fn secured_binary_reloads_users_and_rules_and_logs_no_secret() {
     // The config file's rules are re-read when it changes.
     std::fs::write(
         &config_file,
-        config("[[access]]\nrepositories = [\"registry.test/other/*\"]\nusers = [\"*\"]\n"),
+        config_with(
+            "[[access]]\nrepositories = [\"registry.test/other/*\", \"_wharf/status\"]\nusers = [\"*\"]\n",
+            true,
+        ),
     )
     .unwrap();
     assert!(
@@ -172,6 +198,42 @@ async fn secured_binary_reloads_users_and_rules_and_logs_no_secret() {
         })
         .await,
         "the changed access rules apply without a restart"
+    );
+    // A config that does not load keeps the rules in force, and says so where an operator
+    // looks: /status.json and the wharf_reloads_failing gauge.
+    std::fs::write(&config_file, "listen = [not toml").unwrap();
+    let page = |path: &'static str| {
+        let http = http.clone();
+        async move {
+            http.get(format!("http://127.0.0.1:{port}{path}"))
+                .header("authorization", basic("alice", ALICE_PASSWORD))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            page("/metrics").await.contains("wharf_reloads_failing 1")
+        })
+        .await,
+        "a failed reload shows in the metrics"
+    );
+    let status_json: serde_json::Value = serde_json::from_str(&page("/status.json").await).unwrap();
+    let reloads = status_json["reloads"].as_array().unwrap().clone();
+    assert!(
+        reloads
+            .iter()
+            .any(|r| r["what"] == "config file" && r["failing"] == true),
+        "{reloads:?}"
+    );
+    assert_eq!(
+        status(basic("alice", ALICE_PASSWORD)).await,
+        403,
+        "the rules in force stay"
     );
     drop(wharf);
 

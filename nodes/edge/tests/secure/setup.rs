@@ -48,6 +48,28 @@ pub fn capture_logs() {
     }
 }
 
+/// Everything logged so far (by any test of this binary).
+pub fn logged() -> String {
+    let logs = LOGS.get().expect("capture_logs() ran");
+    let logs = logs.lock().unwrap_or_else(|p| p.into_inner());
+    // Without the terminal colours the capture carries.
+    let text = String::from_utf8_lossy(&logs);
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for end in chars.by_ref() {
+                if end == 'm' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
 /// No secret appears in anything logged so far (by any test of this binary).
 pub fn assert_no_secret_logged() {
     let logs = LOGS.get().expect("capture_logs() ran");

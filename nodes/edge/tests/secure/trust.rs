@@ -42,6 +42,19 @@ async fn anonymous_junk_registries_neither_fill_the_parent_nor_learn_the_configu
         assert_eq!(r.bytes().await.unwrap(), seeds.docker.manifest.body);
     }
     assert_no_secret_logged();
+    // Review #21: access lines name who pulled (the anonymous 401s say so too).
+    let logs = logged();
+    let access: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("wharf::access") && l.contains("ns=quay.io"))
+        .collect();
+    assert!(
+        !access.is_empty() && access.iter().all(|l| l.contains("user=\"alice\"")),
+        "{access:?}"
+    );
+    assert!(logs.lines().any(|l| l.contains("wharf::access")
+        && l.contains("junk1.invalid")
+        && l.contains("user=\"anonymous\"")));
 
     // Without a "*" parent: an unknown registry costs a caller without credentials a 401,
     // the same answer as a known one, not "not configured".
