@@ -202,6 +202,22 @@ impl Authenticator {
         }
     }
 
+    /// A wharf token's identity as of now: an htpasswd user (no `:` in the name) must still
+    /// be in the file and gets the groups `[auth.groups]` gives them today, so removals apply
+    /// at once, not at the token's expiry. External identities keep the groups their issuer
+    /// vouched for until the token expires.
+    fn current(&self, identity: Identity) -> Result<Identity, AuthError> {
+        match identity {
+            Identity::User { name, .. } if !name.contains(':') => match &self.passwords {
+                Some(passwords) if passwords.has_user(&name) => Ok(self.htpasswd_user(&name)),
+                _ => Err(AuthError::InvalidToken(
+                    "the token's user is no longer known".into(),
+                )),
+            },
+            other => Ok(other),
+        }
+    }
+
     async fn external(&self, token: &str) -> Result<Identity, AuthError> {
         let iss = jwt::unverified_issuer(token)
             .ok_or_else(|| AuthError::InvalidToken("no readable iss claim".into()))?;
@@ -219,7 +235,7 @@ impl Authenticator {
         {
             let verified = tokens.verify(token)?;
             return Ok(Authenticated {
-                identity: verified.identity,
+                identity: self.current(verified.identity)?,
                 token_repositories: Some(verified.repositories),
             });
         }

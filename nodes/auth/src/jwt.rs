@@ -33,6 +33,8 @@ enum Keys {
 /// One configured external issuer.
 pub struct JwtIssuer {
     config: JwtIssuerConfig,
+    /// The prefix of every identity this issuer vouches for.
+    namespace: String,
     keys: Keys,
 }
 
@@ -65,6 +67,7 @@ impl JwtIssuer {
         };
         let issuer = JwtIssuer {
             config: config.clone(),
+            namespace: config.identity_namespace(),
             keys,
         };
         issuer.refetch(true).await;
@@ -210,6 +213,21 @@ impl JwtIssuer {
         )
         .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
         let claims = data.claims;
+        for (claim, wanted) in &self.config.required_claims {
+            let holds = match claims.get(claim) {
+                Some(serde_json::Value::String(v)) => v == wanted,
+                Some(serde_json::Value::Array(items)) => {
+                    items.iter().any(|i| i.as_str() == Some(wanted.as_str()))
+                }
+                _ => false,
+            };
+            if !holds {
+                return Err(AuthError::InvalidToken(format!(
+                    "the token's {claim:?} claim is not the one this issuer requires"
+                )));
+            }
+        }
+        let namespace = &self.namespace;
         let name = claims
             .get(&self.config.username_claim)
             .and_then(serde_json::Value::as_str)
@@ -221,17 +239,17 @@ impl JwtIssuer {
                 ))
             })?;
         let groups = match claims.get(&self.config.groups_claim) {
-            Some(serde_json::Value::String(g)) => vec![g.clone()],
+            Some(serde_json::Value::String(g)) => vec![format!("{namespace}:{g}")],
             Some(serde_json::Value::Array(items)) => items
                 .iter()
                 .filter_map(serde_json::Value::as_str)
                 .take(MAX_GROUPS)
-                .map(str::to_string)
+                .map(|g| format!("{namespace}:{g}"))
                 .collect(),
             _ => Vec::new(),
         };
         Ok(Identity::User {
-            name: name.to_string(),
+            name: format!("{namespace}:{name}"),
             groups,
         })
     }

@@ -8,6 +8,9 @@ use crate::{AuthError, Identity};
 
 struct Rule {
     repositories: GlobSet,
+    /// Patterns that name `_wharf/...` (the operator pages, the catalog) literally: only these
+    /// match those names, so `"**"` or `"*/*"` never opens them by accident.
+    operator: GlobSet,
     users: Vec<String>,
     groups: Vec<String>,
     anonymous: bool,
@@ -23,12 +26,30 @@ impl Rule {
         match identity {
             Identity::Anonymous => self.anonymous,
             Identity::User { name, groups } => {
-                self.users.iter().any(|u| u == "*" || u == name)
+                self.users.iter().any(|u| user_matches(u, name))
                     || self.groups.iter().any(|g| groups.contains(g))
             }
         }
     }
 }
+
+/// Whether a rule's `users` entry names `name`. `"*"` is any htpasswd user (names without
+/// `:`); an external issuer's identities (`<namespace>:<name>`) match only by their full
+/// name or `"<namespace>:*"`, so a token anyone can mint never matches a rule by accident.
+fn user_matches(entry: &str, name: &str) -> bool {
+    match entry {
+        "*" => !name.contains(':'),
+        _ => match entry.strip_suffix(":*") {
+            Some(namespace) => name
+                .strip_prefix(namespace)
+                .is_some_and(|rest| rest.starts_with(':')),
+            None => entry == name,
+        },
+    }
+}
+
+/// The names of wharf's own resources (`_wharf/status`, `_wharf/catalog`).
+const OPERATOR_PREFIX: &str = "_wharf/";
 
 /// Compiled `[[access]]` rules.
 pub struct Policy {
@@ -41,17 +62,25 @@ impl Policy {
         let mut compiled = Vec::with_capacity(rules.len());
         for rule in rules {
             let mut set = GlobSetBuilder::new();
+            let mut operator = GlobSetBuilder::new();
             for pattern in &rule.repositories {
                 let glob = GlobBuilder::new(pattern)
                     .literal_separator(true)
                     .build()
                     .map_err(|e| AuthError::Config(format!("[[access]] {pattern:?}: {e}")))?;
-                set.add(glob);
+                if pattern.starts_with(OPERATOR_PREFIX) {
+                    operator.add(glob);
+                } else {
+                    set.add(glob);
+                }
             }
+            let build = |set: GlobSetBuilder| {
+                set.build()
+                    .map_err(|e| AuthError::Config(format!("[[access]]: {e}")))
+            };
             compiled.push(Rule {
-                repositories: set
-                    .build()
-                    .map_err(|e| AuthError::Config(format!("[[access]]: {e}")))?,
+                repositories: build(set)?,
+                operator: build(operator)?,
                 users: rule.users.clone(),
                 groups: rule.groups.clone(),
                 anonymous: rule.anonymous,
@@ -71,9 +100,17 @@ impl Policy {
         if self.rules.is_empty() {
             return true;
         }
+        let operator = repository.starts_with(OPERATOR_PREFIX);
         self.rules
             .iter()
-            .find(|r| r.repositories.is_match(repository) && r.names(identity))
+            .find(|r| {
+                let patterns = if operator {
+                    &r.operator
+                } else {
+                    &r.repositories
+                };
+                patterns.is_match(repository) && r.names(identity)
+            })
             .is_some_and(|r| r.allow)
     }
 }
@@ -124,6 +161,52 @@ mod tests {
                 .allows(&Identity::Anonymous, "a/b")
         );
         assert!(Policy::new(&[rule(&["a/[b"], &[], &[], false, true)]).is_err());
+    }
+
+    /// Review #9: `"*"` is any htpasswd user; an external issuer's identities match only by
+    /// their namespaced names.
+    #[test]
+    fn star_means_local_users_and_external_ones_are_namespaced() {
+        let p = Policy::new(&[
+            rule(&["docker.io/library/*"], &["*"], &[], false, true),
+            rule(&["docker.io/ci/*"], &["gh:*"], &[], false, true),
+            rule(
+                &["docker.io/one/*"],
+                &["gh:repo:acme/app"],
+                &[],
+                false,
+                true,
+            ),
+        ])
+        .unwrap();
+        let user = |name: &str| Identity::User {
+            name: name.into(),
+            groups: vec![],
+        };
+        assert!(p.allows(&user("alice"), "docker.io/library/alpine"));
+        assert!(!p.allows(&user("gh:repo:evil/x"), "docker.io/library/alpine"));
+        assert!(p.allows(&user("gh:repo:evil/x"), "docker.io/ci/tool"));
+        assert!(!p.allows(&user("ghx:repo:evil/x"), "docker.io/ci/tool"));
+        assert!(!p.allows(&user("alice"), "docker.io/ci/tool"));
+        assert!(p.allows(&user("gh:repo:acme/app"), "docker.io/one/x"));
+        assert!(!p.allows(&user("gh:repo:acme/other"), "docker.io/one/x"));
+    }
+
+    /// Review #14: `_wharf/...` is matched only by rules that name it.
+    #[test]
+    fn operator_names_match_only_literal_rules() {
+        let alice = user("alice", &[]);
+        let broad = Policy::new(&[
+            rule(&["**"], &["*"], &[], false, true),
+            rule(&["*/*"], &["*"], &[], false, true),
+        ])
+        .unwrap();
+        assert!(broad.allows(&alice, "docker.io/library/alpine"));
+        assert!(!broad.allows(&alice, "_wharf/status"));
+        assert!(!broad.allows(&alice, "_wharf/catalog"));
+        let named = Policy::new(&[rule(&["_wharf/*"], &["alice"], &[], false, true)]).unwrap();
+        assert!(named.allows(&alice, "_wharf/status"));
+        assert!(!named.allows(&alice, "docker.io/x"));
     }
 
     #[test]

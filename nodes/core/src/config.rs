@@ -194,6 +194,33 @@ pub struct JwtIssuerConfig {
     pub groups_claim: String,
     /// The claim naming the user.
     pub username_claim: String,
+    /// Prefix of this issuer's user and group names (`<namespace>:<name>`), so its identities
+    /// never meet htpasswd users, `users = ["*"]`, or another issuer's; empty: the issuer's
+    /// host. Rules name them as `"<namespace>:<user>"`, `"<namespace>:*"` (any of its users),
+    /// groups as `"<namespace>:<group>"`.
+    pub namespace: String,
+    /// Claims a token must carry with exactly these values (a string claim, or a list holding
+    /// the value), e.g. `{ repository_owner = "acme" }`: who may mint the issuer's tokens is
+    /// often wider than who may pull (any GitHub workflow can ask for any audience).
+    pub required_claims: std::collections::BTreeMap<String, String>,
+}
+
+impl JwtIssuerConfig {
+    /// The prefix of this issuer's identities: `namespace`, else the issuer URL's host.
+    pub fn identity_namespace(&self) -> String {
+        if !self.namespace.is_empty() {
+            return self.namespace.clone();
+        }
+        let rest = self
+            .issuer
+            .split_once("://")
+            .map_or(self.issuer.as_str(), |(_, rest)| rest);
+        rest.split(['/', ':', '?', '#'])
+            .next()
+            .filter(|h| !h.is_empty())
+            .unwrap_or(&self.issuer)
+            .to_string()
+    }
 }
 
 /// One `[[access]]` rule. It matches a request when a repository pattern matches
@@ -290,6 +317,8 @@ impl Default for JwtIssuerConfig {
             allow_http_jwks: false,
             groups_claim: "groups".to_string(),
             username_claim: "sub".to_string(),
+            namespace: String::new(),
+            required_claims: Default::default(),
         }
     }
 }

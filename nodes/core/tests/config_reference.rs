@@ -53,7 +53,10 @@ fn reference_names_every_key() {
         password_file: Some(PathBuf::from("/f")),
     }];
     full.upstreams.push(with_everything);
-    full.auth.jwt.push(Default::default());
+    full.auth.jwt.push(wharf_core::config::JwtIssuerConfig {
+        required_claims: [("repository_owner".to_string(), "acme".to_string())].into(),
+        ..Default::default()
+    });
     full.access.push(AccessRule {
         repositories: vec!["docker.io/library/*".into()],
         users: vec!["alice".into()],

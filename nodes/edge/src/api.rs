@@ -203,9 +203,20 @@ async fn handle(
                 access::authorize(&mirror.auth, who, origin, "_wharf", "catalog", "catalog")?;
             }
             let upstream = mirror.upstreams.select(query.ns.as_deref())?;
+            let name = upstream.name();
+            // Only the repositories the caller may pull are named to it.
+            let visible = |repo: &str| match &caller {
+                None => true,
+                Some((who, _)) => {
+                    mirror
+                        .auth
+                        .authorize(who, &[repo], &format!("{name}/{repo}"))
+                        == wharf_auth::Decision::Allow
+                }
+            };
             let page = mirror
                 .catalog
-                .page(&mirror.store, upstream.name(), &query.passthrough)
+                .page(&mirror.store, name, &query.passthrough, visible)
                 .await?;
             let mut response = Body::from(page.body).into_response();
             let h = response.headers_mut();

@@ -3,9 +3,8 @@
 //! and paginated like tag lists. Off unless `[catalog] enabled`; the listing is kept for a few
 //! seconds per upstream so a client paging through it does not list the store per page.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use wharf_storage::BlobStore;
@@ -16,14 +15,13 @@ use crate::tags_list::{paginate, pagination};
 
 /// How long one listing of the store serves catalog pages.
 const LISTING_TTL: Duration = Duration::from_secs(30);
-
-/// One upstream's repositories, sorted, and when the store was listed for them.
-type Listing = (Instant, Arc<Vec<String>>);
+/// Upstreams whose listings are kept at once.
+const MAX_LISTINGS: u64 = 64;
 
 pub struct CatalogService {
     pub enabled: bool,
-    /// upstream → its listing; one entry per configured upstream at most.
-    listings: Mutex<HashMap<String, Listing>>,
+    /// upstream → its sorted repositories; concurrent misses share one listing of the store.
+    listings: moka::future::Cache<String, Arc<Vec<String>>>,
 }
 
 /// One page of the catalog.
@@ -37,26 +35,25 @@ impl CatalogService {
     pub fn new(enabled: bool) -> CatalogService {
         CatalogService {
             enabled,
-            listings: Mutex::default(),
+            listings: moka::future::Cache::builder()
+                .max_capacity(MAX_LISTINGS)
+                .time_to_live(LISTING_TTL)
+                .build(),
         }
     }
 
+    /// A page of `upstream`'s repositories that `visible` lets the caller see (the policy:
+    /// a repository the caller may not pull is not named to it either).
     pub async fn page(
         &self,
         store: &Arc<dyn BlobStore>,
         upstream: &str,
         query: &str,
+        visible: impl Fn(&str) -> bool,
     ) -> Result<CatalogPage, ApiError> {
-        let cached = self
+        let repos = self
             .listings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(upstream)
-            .filter(|(at, _)| at.elapsed() < LISTING_TTL)
-            .map(|(_, repos)| repos.clone());
-        let repos = match cached {
-            Some(repos) => repos,
-            None => {
+            .try_get_with(upstream.to_string(), async {
                 let prefix = tags_prefix(upstream);
                 let objects = store.list(&prefix).await.map_err(ApiError::from)?;
                 let mut repos: Vec<String> = objects
@@ -65,16 +62,13 @@ impl CatalogService {
                     .collect();
                 repos.sort_unstable();
                 repos.dedup();
-                let repos = Arc::new(repos);
-                self.listings
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(upstream.to_string(), (Instant::now(), repos.clone()));
-                repos
-            }
-        };
+                Ok::<_, ApiError>(Arc::new(repos))
+            })
+            .await
+            .map_err(|e| (*e).clone())?;
+        let shown: Vec<String> = repos.iter().filter(|r| visible(r)).cloned().collect();
         let (n, last) = pagination(query);
-        let (page, next) = paginate(&repos, n, last.as_deref());
+        let (page, next) = paginate(&shown, n, last.as_deref());
         Ok(CatalogPage {
             body: Bytes::from(serde_json::json!({ "repositories": page }).to_string()),
             next,

@@ -42,7 +42,7 @@ impl TestIdp {
     }
 
     /// A token for `sub` with `groups`, for `audience`, valid for `ttl_secs` (negative:
-    /// already expired).
+    /// already expired), with the claim `tenant = "acme"`.
     pub fn token(&self, sub: &str, groups: &[&str], audience: &str, ttl_secs: i64) -> String {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -52,7 +52,7 @@ impl TestIdp {
             &json!({"alg": "ES256", "typ": "JWT", "kid": self.kid}),
             &json!({
                 "iss": self.issuer, "sub": sub, "aud": audience, "groups": groups,
-                "iat": now, "nbf": now - 5, "exp": now + ttl_secs,
+                "iat": now, "nbf": now - 5, "exp": now + ttl_secs, "tenant": "acme",
             }),
         )
     }

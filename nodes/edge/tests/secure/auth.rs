@@ -293,11 +293,26 @@ async fn external_jwts_are_verified_against_the_issuers_keys() {
         issuer: idp.issuer.clone(),
         audience: "wharf.test".into(),
         jwks_file: jwks.clone(),
+        required_claims: [("tenant".to_string(), "acme".to_string())].into(),
         ..JwtIssuerConfig::default()
     });
+    // The issuer's identities are "<host>:<name>", its groups "<host>:<group>" (review #9).
     config.access = vec![
-        rule(&["docker.io/test/**"], &[], &["platform"], false, true),
-        rule(&["docker.io/library/*"], &["*"], &[], false, true),
+        rule(
+            &["docker.io/test/**"],
+            &[],
+            &["idp.example.test:platform"],
+            false,
+            true,
+        ),
+        rule(
+            &["docker.io/library/*"],
+            &["idp.example.test:*"],
+            &[],
+            false,
+            true,
+        ),
+        rule(&["docker.io/local/*"], &["*"], &[], false, true),
     ];
     let wharf = Wharf::start(config).await;
     let manifest = format!("{}/v2/test/docker/manifests/v1", wharf.url);
@@ -319,8 +334,14 @@ async fn external_jwts_are_verified_against_the_issuers_keys() {
     assert_eq!((status, code.as_str()), (StatusCode::FORBIDDEN, "DENIED"));
     let hello = format!("{}/v2/hello/manifests/latest", wharf.url);
     assert_eq!(
-        get(&hello, Some(&bearer(outsider))).await.status(),
+        get(&hello, Some(&bearer(outsider.clone()))).await.status(),
         StatusCode::OK
+    );
+    // `users = ["*"]` is htpasswd users only: no issuer's token matches it (review #9).
+    let local = format!("{}/v2/local/app/manifests/v1", wharf.url);
+    assert_eq!(
+        get(&local, Some(&bearer(outsider))).await.status(),
+        StatusCode::FORBIDDEN
     );
 
     let now = std::time::SystemTime::now()
@@ -370,6 +391,16 @@ async fn external_jwts_are_verified_against_the_issuers_keys() {
             ),
         ),
         ("garbage", "a.b.c".to_string()),
+        (
+            "another tenant (review #9: required_claims)",
+            idp.sign(
+                &serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": "key-1"}),
+                &serde_json::json!({
+                    "iss": idp.issuer, "sub": "ci@evil", "aud": "wharf.test",
+                    "groups": ["platform"], "exp": now + 300, "tenant": "evil",
+                }),
+            ),
+        ),
         (
             "not valid before an hour from now (review #16)",
             idp.sign(
