@@ -38,6 +38,38 @@ pub fn accepts<'a>(accept_values: impl IntoIterator<Item = &'a str>, media_type:
 }
 
 /// The media type a manifest declares in its own `mediaType` field, if any.
+/// The media type a manifest's own bytes establish, which its digest covers (a
+/// `Content-Type` is not): its `mediaType`, else, since OCI lets it be left out, an image
+/// index when it lists `manifests` and an image manifest when it has `config` or `layers`.
+/// `None` when the bytes say neither (not JSON, or schema 1).
+pub fn media_type_of(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(rename = "mediaType")]
+        media_type: Option<String>,
+        manifests: Option<serde::de::IgnoredAny>,
+        config: Option<serde::de::IgnoredAny>,
+        layers: Option<serde::de::IgnoredAny>,
+    }
+    let probe = serde_json::from_slice::<Probe>(body).ok()?;
+    match probe {
+        Probe {
+            media_type: Some(t),
+            ..
+        } => Some(t),
+        Probe {
+            manifests: Some(_), ..
+        } => Some(OCI_INDEX.to_string()),
+        Probe {
+            config: Some(_), ..
+        }
+        | Probe {
+            layers: Some(_), ..
+        } => Some(OCI_MANIFEST.to_string()),
+        _ => None,
+    }
+}
+
 pub fn declared_media_type(body: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Probe {

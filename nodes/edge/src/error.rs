@@ -88,6 +88,11 @@ impl ApiError {
                 )
                 .with_status(StatusCode::BAD_GATEWAY)
             }
+            UpstreamError::Inconsistent(why) => ApiError::new(
+                OciCode::ManifestInvalid,
+                format!("upstream registry {upstream} sent an inconsistent manifest: {why}"),
+            )
+            .with_status(StatusCode::BAD_GATEWAY),
             UpstreamError::ManifestTooLarge { limit } => ApiError::new(
                 OciCode::ManifestInvalid,
                 format!("upstream manifest exceeds wharf's limit of {limit} bytes"),

@@ -186,10 +186,20 @@ impl UpstreamClient {
         }
         let body = read_limited(response, MAX_MANIFEST_BYTES).await?;
         self.metrics.bytes(body.len() as u64);
-        let media_type = header_str(&headers, header::CONTENT_TYPE)
+        let sent = header_str(&headers, header::CONTENT_TYPE)
             .map(|t| t.split(';').next().unwrap_or(t).trim().to_string())
-            .filter(|t| !t.is_empty() && t != "application/json" && t != "text/plain")
-            .or_else(|| media::declared_media_type(&body))
+            .filter(|t| !t.is_empty() && t != "application/json" && t != "text/plain");
+        // The type is the one the bytes (and so the digest) establish: a Content-Type learned
+        // from one repository must never decide how another is served the same digest.
+        if let (Some(declared), Some(sent)) = (media::declared_media_type(&body), &sent)
+            && declared != *sent
+        {
+            return Err(UpstreamError::Inconsistent(format!(
+                "Content-Type {sent} but mediaType {declared}"
+            )));
+        }
+        let media_type = media::media_type_of(&body)
+            .or(sent)
             .unwrap_or_else(|| media::OCI_MANIFEST.to_string());
         Ok(ManifestResponse {
             body,

@@ -33,6 +33,10 @@ pub enum UpstreamError {
     Failed(String),
     #[error("upstream manifest is larger than the {limit} byte limit")]
     ManifestTooLarge { limit: u64 },
+    /// The upstream's answer contradicts itself (a `Content-Type` that is not the manifest's
+    /// own `mediaType`): not served, not cached, not retried.
+    #[error("upstream sent an inconsistent manifest: {0}")]
+    Inconsistent(String),
 }
 
 impl UpstreamError {

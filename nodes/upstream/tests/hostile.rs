@@ -349,3 +349,62 @@ async fn huge_error_bodies_and_token_answers_are_read_within_a_bound() {
     let grown = peak_rss_kib().saturating_sub(before);
     assert!(grown < 48 * 1024, "peak memory grew by {grown} KiB");
 }
+
+/// Review #17: a manifest's type comes from its bytes (which its digest covers), not from a
+/// `Content-Type` one repository's upstream chose; a `Content-Type` that contradicts the
+/// declared `mediaType` is refused.
+#[tokio::test]
+async fn a_manifests_type_is_the_one_its_bytes_declare() {
+    const UNDECLARED: &str = r#"{"schemaVersion":2,"config":{},"layers":[]}"#;
+    const DECLARED: &str = r#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{},"layers":[]}"#;
+    let app = axum::Router::new()
+        .route(
+            "/v2/a/manifests/undeclared",
+            axum::routing::get(|| async {
+                (
+                    [("content-type", "application/vnd.oci.image.index.v1+json")],
+                    UNDECLARED,
+                )
+            }),
+        )
+        .route(
+            "/v2/a/manifests/contradicted",
+            axum::routing::get(|| async {
+                (
+                    [("content-type", "application/vnd.oci.image.index.v1+json")],
+                    DECLARED,
+                )
+            }),
+        )
+        .route(
+            "/v2/a/manifests/declared",
+            axum::routing::get(|| async {
+                (
+                    [(
+                        "content-type",
+                        "application/vnd.docker.distribution.manifest.v2+json",
+                    )],
+                    DECLARED,
+                )
+            }),
+        );
+    let upstream = UpstreamClient::new(
+        &UpstreamConfig::new("r", &serve(app).await, true),
+        UpstreamPasswords::default(),
+        &quick(),
+    )
+    .unwrap();
+    let repo = "a".parse().unwrap();
+    let m = upstream.get_manifest(&repo, "undeclared").await.unwrap();
+    assert_eq!(m.media_type, "application/vnd.oci.image.manifest.v1+json");
+    let err = upstream
+        .get_manifest(&repo, "contradicted")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UpstreamError::Inconsistent(_)), "{err:?}");
+    let m = upstream.get_manifest(&repo, "declared").await.unwrap();
+    assert_eq!(
+        m.media_type,
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+}
