@@ -331,8 +331,14 @@ pub struct LimitsConfig {
     pub max_downloads: usize,
     /// Requests for cold blobs waiting for a download slot, at most; beyond it, `503` at once.
     pub download_queue: usize,
-    /// Seconds a request waits for a download slot before `503` with `Retry-After`.
+    /// Seconds a request waits for a download (or metadata fetch) slot before `503` with
+    /// `Retry-After`.
     pub queue_timeout_secs: u64,
+    /// Upstream fetches of manifests, tags, tag lists and referrers under way at once (each
+    /// shared by every request for the same thing, and stopped when no request waits).
+    pub max_metadata_fetches: usize,
+    /// Requests waiting for a metadata fetch slot, at most; beyond it, `503` at once.
+    pub metadata_queue: usize,
     /// Seconds an upstream's "no such content" (404) is remembered; 0 turns it off.
     pub negative_ttl_secs: u64,
     /// Largest blob fetched, in MiB: a bigger `Content-Length` is refused, a body without one
@@ -356,6 +362,8 @@ impl Default for LimitsConfig {
             max_downloads: 64,
             download_queue: 1024,
             queue_timeout_secs: 30,
+            max_metadata_fetches: 64,
+            metadata_queue: 1024,
             negative_ttl_secs: 10,
             max_blob_mib: 100 * 1024,
             max_connections: 16_384,
@@ -542,6 +550,9 @@ pub struct UpstreamClientConfig {
     pub retries: u32,
     /// First retry delay; doubled on each further attempt.
     pub retry_backoff_ms: u64,
+    /// Requests to one upstream waiting for their response headers at once; further ones wait
+    /// (up to `first_byte_timeout_secs`), so no flood of distinct names opens a connection each.
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for Config {
@@ -588,6 +599,7 @@ impl Default for UpstreamClientConfig {
             idle_timeout_secs: 60,
             retries: 2,
             retry_backoff_ms: 200,
+            max_concurrent_requests: 32,
         }
     }
 }
@@ -735,6 +747,7 @@ impl Config {
         }
         let l = &self.limits;
         if l.max_downloads == 0
+            || l.max_metadata_fetches == 0
             || l.max_connections == 0
             || l.header_read_timeout_secs == 0
             || l.send_timeout_secs == 0

@@ -174,6 +174,12 @@ impl Mirror {
         let negative = Arc::new(NegativeCache::new(Duration::from_secs(
             limits.negative_ttl_secs,
         )));
+        // One bound for every upstream fetch of manifests, tags, tag lists and referrers.
+        let metadata_fetches = Arc::new(DownloadSlots::for_metadata(
+            limits.max_metadata_fetches,
+            limits.metadata_queue,
+            Duration::from_secs(limits.queue_timeout_secs),
+        ));
         let blob_limits = BlobLimits {
             slots: Arc::new(DownloadSlots::new(
                 limits.max_downloads,
@@ -224,12 +230,17 @@ impl Mirror {
                 Duration::from_secs(config.cache.tag_ttl_secs),
                 stats.clone(),
                 negative,
+                metadata_fetches.clone(),
             )),
-            tags_lists: TagsListService::new(Duration::from_secs(config.cache.tags_list_ttl_secs)),
+            tags_lists: TagsListService::new(
+                Duration::from_secs(config.cache.tags_list_ttl_secs),
+                metadata_fetches.clone(),
+            ),
             catalog: catalog::CatalogService::new(config.catalog.enabled),
-            referrers: referrers::ReferrersService::new(Duration::from_secs(
-                config.cache.tag_ttl_secs,
-            )),
+            referrers: referrers::ReferrersService::new(
+                Duration::from_secs(config.cache.tag_ttl_secs),
+                metadata_fetches,
+            ),
             stats,
             health,
             store,

@@ -113,6 +113,7 @@ impl ManifestService {
         tag_ttl: Duration,
         stats: Arc<Stats>,
         negative: Arc<NegativeCache>,
+        fetches: Arc<crate::slots::DownloadSlots>,
     ) -> ManifestService {
         let by_digest = Cache::builder()
             .max_capacity(memory_bytes)
@@ -135,8 +136,8 @@ impl ManifestService {
                     u32::try_from(bytes).unwrap_or(u32::MAX)
                 })
                 .build(),
-            digest_flights: Coalescer::default(),
-            tag_flights: Coalescer::default(),
+            digest_flights: Coalescer::bounded(fetches.clone()),
+            tag_flights: Coalescer::bounded(fetches),
             tag_ttl,
             stats,
             negative,

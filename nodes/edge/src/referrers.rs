@@ -43,7 +43,8 @@ pub struct Referrers {
 }
 
 impl ReferrersService {
-    pub fn new(ttl: Duration) -> ReferrersService {
+    /// `fetches`: the node's slots for upstream metadata fetches.
+    pub fn new(ttl: Duration, fetches: Arc<crate::slots::DownloadSlots>) -> ReferrersService {
         ReferrersService {
             cache: Cache::builder()
                 .max_capacity(CACHE_BYTES)
@@ -54,7 +55,7 @@ impl ReferrersService {
                 })
                 .time_to_live(STALE_LIMIT)
                 .build(),
-            flights: Coalescer::default(),
+            flights: Coalescer::bounded(fetches),
             ttl,
         }
     }

@@ -16,6 +16,8 @@ use crate::error::ApiError;
 const RETRY_AFTER_SECS: u64 = 5;
 
 pub struct DownloadSlots {
+    /// What the slots are for, in the busy message.
+    what: &'static str,
     slots: Arc<Semaphore>,
     waiting: AtomicUsize,
     queue: usize,
@@ -24,7 +26,17 @@ pub struct DownloadSlots {
 
 impl DownloadSlots {
     pub fn new(slots: usize, queue: usize, timeout: Duration) -> DownloadSlots {
+        DownloadSlots::named("blobs", slots, queue, timeout)
+    }
+
+    /// Slots for upstream fetches of manifests, tags, tag lists and referrers.
+    pub fn for_metadata(slots: usize, queue: usize, timeout: Duration) -> DownloadSlots {
+        DownloadSlots::named("manifests, tags and referrers", slots, queue, timeout)
+    }
+
+    fn named(what: &'static str, slots: usize, queue: usize, timeout: Duration) -> DownloadSlots {
         DownloadSlots {
+            what,
             slots: Arc::new(Semaphore::new(slots)),
             waiting: AtomicUsize::new(0),
             queue,
@@ -40,12 +52,12 @@ impl DownloadSlots {
         let ahead = self.waiting.fetch_add(1, Ordering::AcqRel);
         let _waiting = Waiting(&self.waiting);
         if ahead >= self.queue {
-            return Err(busy("the queue for download slots is full"));
+            return Err(busy(self.what, "the queue for fetch slots is full"));
         }
         match tokio::time::timeout(self.timeout, Arc::clone(&self.slots).acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
-            Ok(Err(_closed)) => Err(busy("download slots are closed")),
-            Err(_) => Err(busy("no download slot came free in time")),
+            Ok(Err(_closed)) => Err(busy(self.what, "fetch slots are closed")),
+            Err(_) => Err(busy(self.what, "no fetch slot came free in time")),
         }
     }
 
@@ -68,10 +80,10 @@ impl Drop for Waiting<'_> {
     }
 }
 
-fn busy(why: &str) -> ApiError {
+fn busy(what: &str, why: &str) -> ApiError {
     let mut e = ApiError::new(
         OciCode::Unavailable,
-        format!("wharf is fetching as many blobs as it may at once and {why}; retry shortly"),
+        format!("wharf is fetching as many {what} as it may at once and {why}; retry shortly"),
     )
     .with_status(StatusCode::SERVICE_UNAVAILABLE);
     e.retry_after_secs = Some(RETRY_AFTER_SECS);

@@ -44,7 +44,8 @@ pub struct TagsPage {
 }
 
 impl TagsListService {
-    pub fn new(ttl: Duration) -> TagsListService {
+    /// `fetches`: the node's slots for upstream metadata fetches.
+    pub fn new(ttl: Duration, fetches: Arc<crate::slots::DownloadSlots>) -> TagsListService {
         TagsListService {
             cache: Cache::builder()
                 .max_capacity(CACHE_BYTES)
@@ -55,7 +56,7 @@ impl TagsListService {
                 })
                 .time_to_live(STALE_LIMIT)
                 .build(),
-            flights: Coalescer::default(),
+            flights: Coalescer::bounded(fetches),
             ttl,
         }
     }

@@ -1,6 +1,6 @@
 //! Requests to one upstream registry.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -59,6 +59,8 @@ pub struct UpstreamClient {
     http: reqwest::Client,
     authorizer: Authorizer,
     settings: UpstreamClientConfig,
+    /// Requests waiting for response headers at once (`max_concurrent_requests`).
+    requests: Arc<tokio::sync::Semaphore>,
     /// After a 429, no request is sent until this instant; cached content is served meanwhile.
     cooldown_until: Mutex<Option<(Instant, Option<Duration>)>>,
     metrics: UpstreamMetrics,
@@ -93,6 +95,9 @@ impl UpstreamClient {
             docker_hub: upstream.is_docker_hub(),
             http,
             authorizer,
+            requests: Arc::new(tokio::sync::Semaphore::new(
+                settings.max_concurrent_requests.max(1),
+            )),
             settings: settings.clone(),
             cooldown_until: Mutex::new(None),
             metrics: UpstreamMetrics::detached(),
@@ -367,6 +372,14 @@ impl UpstreamClient {
             }
             let first_byte = Duration::from_secs(self.settings.first_byte_timeout_secs);
             let sent = Instant::now();
+            // One of this upstream's request turns, until its headers arrive (or not).
+            let turn = tokio::time::timeout(first_byte, Arc::clone(&self.requests).acquire_owned());
+            let Ok(Ok(turn)) = turn.await else {
+                return Err(UpstreamError::Timeout(format!(
+                    "all {} request turns for this upstream stayed busy",
+                    self.settings.max_concurrent_requests
+                )));
+            };
             let result = match tokio::time::timeout(first_byte, request.send()).await {
                 Err(_) => Err(UpstreamError::Timeout(format!(
                     "no response within {}s",
@@ -375,6 +388,7 @@ impl UpstreamClient {
                 Ok(Err(e)) => Err(UpstreamError::from_reqwest(&e)),
                 Ok(Ok(response)) => Ok(response),
             };
+            drop(turn);
             self.observe(&method, path, &result, sent);
             let error = match result {
                 Ok(response) if response.status().is_success() => {

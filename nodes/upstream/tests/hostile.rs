@@ -408,3 +408,52 @@ async fn a_manifests_type_is_the_one_its_bytes_declare() {
         "application/vnd.docker.distribution.manifest.v2+json"
     );
 }
+
+/// Review #10: one upstream gets at most `max_concurrent_requests` requests awaiting their
+/// answers at once, however many distinct names are asked for.
+#[tokio::test]
+async fn requests_to_one_upstream_are_capped() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let now = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (n, p) = (now.clone(), peak.clone());
+    let app = axum::Router::new().fallback(move || {
+        let (n, p) = (n.clone(), p.clone());
+        async move {
+            let current = n.fetch_add(1, Ordering::SeqCst) + 1;
+            p.fetch_max(current, Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            n.fetch_sub(1, Ordering::SeqCst);
+            StatusCode::NOT_FOUND
+        }
+    });
+    let settings = UpstreamClientConfig {
+        max_concurrent_requests: 2,
+        ..quick()
+    };
+    let upstream = Arc::new(
+        UpstreamClient::new(
+            &UpstreamConfig::new("r", &serve(app).await, true),
+            UpstreamPasswords::default(),
+            &settings,
+        )
+        .unwrap(),
+    );
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                upstream
+                    .get_manifest(&format!("repo{i}").parse().unwrap(), "latest")
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert!(matches!(
+            task.await.unwrap(),
+            Err(UpstreamError::NotFound { .. })
+        ));
+    }
+    assert_eq!(peak.load(Ordering::SeqCst), 2);
+}
