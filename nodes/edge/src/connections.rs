@@ -1,7 +1,10 @@
 //! Accepting client connections and running HTTP on them, within limits: at most
 //! `max_connections` at once (the rest wait in the listen backlog), request headers within
 //! `header_read_timeout` (slowloris), and responses that stall on a client that does not
-//! read cut off after `send_timeout` ([`SendfileStream`]). hyper writes vectored, which the
+//! read cut off after `send_timeout` ([`SendfileStream`]). HTTP/2 (h2 over TLS, h2c on plain
+//! listeners) obeys the same two limits through [`Activity`]: a connection with no open
+//! stream is closed after `header_read_timeout`, one with a stream whose client reads nothing
+//! (flow-control window held at zero) after `send_timeout`. hyper writes vectored, which the
 //! sendfile placeholders depend on, set here rather than left to hyper's choice.
 
 use std::convert::Infallible;
@@ -20,6 +23,7 @@ use tokio::sync::Semaphore;
 use tower::Service;
 use tracing::{debug, warn};
 
+use crate::activity::{Activity, TrackedBody};
 use crate::sendfile::{SendfileConn, SendfileStream};
 use crate::tls::ServerTls;
 
@@ -97,16 +101,18 @@ pub async fn serve(
                 return;
             }
             let stream = SendfileStream::new(tcp, limits.send_timeout);
+            let activity = Arc::new(Activity::default());
+            let watchdog = watch(Arc::clone(&activity), &limits);
             let served = match tls {
                 None => {
                     let info = Some(ConnectInfo(SendfileConn::of(&stream)));
                     let connection = http
                         .serve_connection_with_upgrades(
                             TokioIo::new(stream),
-                            service(router, info, peer),
+                            service(router, info, peer, activity),
                         )
                         .into_owned();
-                    watcher.watch(connection).await
+                    until_closed(watcher.watch(connection), watchdog).await
                 }
                 Some(acceptor) => {
                     // A client that fails the handshake (no client certificate under mTLS,
@@ -130,10 +136,10 @@ pub async fn serve(
                     let connection = http
                         .serve_connection_with_upgrades(
                             TokioIo::new(stream),
-                            service(router, None, peer),
+                            service(router, None, peer, activity),
                         )
                         .into_owned();
-                    watcher.watch(connection).await
+                    until_closed(watcher.watch(connection), watchdog).await
                 }
             };
             if let Err(e) = served {
@@ -147,11 +153,39 @@ pub async fn serve(
     Ok(())
 }
 
-/// The router as a hyper service; plain connections carry what sendfile needs.
+/// Resolves when `activity` says the connection should close (idle, or a stalled stream).
+async fn watch(activity: Arc<Activity>, limits: &ConnectionLimits) {
+    let (idle, stall) = (limits.header_read_timeout, limits.send_timeout);
+    let mut tick = tokio::time::interval(Activity::check_every(idle, stall));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Some(verdict) = activity.verdict(idle, stall) {
+            debug!(?verdict, "closing an HTTP/2 connection");
+            return;
+        }
+    }
+}
+
+/// Serve a connection until it ends, or until the watchdog closes it (dropping it closes the
+/// socket and ends every stream it held).
+async fn until_closed<E>(
+    connection: impl Future<Output = Result<(), E>>,
+    watchdog: impl Future<Output = ()>,
+) -> Result<(), E> {
+    tokio::select! {
+        served = connection => served,
+        () = watchdog => Ok(()),
+    }
+}
+
+/// The router as a hyper service; plain connections carry what sendfile needs. HTTP/2
+/// streams are counted in `activity` until their response bodies end.
 fn service(
     router: Router,
     info: Option<ConnectInfo<SendfileConn>>,
     peer: std::net::SocketAddr,
+    activity: Arc<Activity>,
 ) -> impl hyper::service::Service<
     hyper::Request<Incoming>,
     Response = axum::response::Response,
@@ -165,7 +199,21 @@ fn service(
         request
             .extensions_mut()
             .insert(crate::access_log::ClientAddr(peer));
+        let stream = if request.version() == http::Version::HTTP_2 {
+            Some(activity.open_stream())
+        } else {
+            activity.saw_http1();
+            None
+        };
         let mut router = router.clone();
-        async move { Ok::<_, Infallible>(router.call(request).await.unwrap_or_else(|e| match e {})) }
+        async move {
+            let response = router.call(request).await.unwrap_or_else(|e| match e {});
+            Ok::<_, Infallible>(match stream {
+                Some(guard) => {
+                    response.map(|body| axum::body::Body::new(TrackedBody::new(body, guard)))
+                }
+                None => response,
+            })
+        }
     })
 }

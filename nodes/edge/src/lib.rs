@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod access_log;
+pub mod activity;
 pub mod api;
 pub mod blobs;
 pub mod catalog;

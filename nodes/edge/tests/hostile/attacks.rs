@@ -660,3 +660,71 @@ async fn pipelined_requests_on_one_connection_are_all_answered_in_order() {
         assert_eq!(*status, want, "request {i} ({})", paths[i % paths.len()]);
     }
 }
+
+/// Review #4: HTTP/2 holders cannot starve the node. With every connection slot taken by h2c
+/// connections that only answer PINGs, or that hold a stream at a zero flow-control window,
+/// a normal client is still served within 2 s: idle ones are closed after the header
+/// timeout, stalled ones after the send timeout.
+#[tokio::test]
+async fn idle_and_zero_window_http2_connections_do_not_starve_real_clients() {
+    let (registry, seeds) = seeded_registry().await;
+    let mut config = test_config(vec![upstream("docker.io", &registry.url(), true)]);
+    config.limits.max_connections = 4;
+    config.limits.header_read_timeout_secs = 1;
+    config.limits.send_timeout_secs = 1;
+    let wharf = Wharf::start(config).await;
+    let layer = &seeds.docker.layers[0];
+    let blob = format!("/v2/test/docker/blobs/{}", layer.digest);
+    let warm = reqwest::get(format!("{}{blob}", wharf.url)).await.unwrap();
+    assert_eq!(hash_body(warm).await.unwrap().0, layer.digest);
+
+    let mut held = Vec::new();
+    // Two h2c connections that say nothing after the preface and SETTINGS.
+    for _ in 0..2 {
+        let tcp = TcpStream::connect(wharf.host()).await.unwrap();
+        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+        held.push((client, tokio::spawn(connection)));
+    }
+    // Two that ask for the blob and never open their window.
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let tcp = TcpStream::connect(wharf.host()).await.unwrap();
+        let (client, connection) = h2::client::Builder::new()
+            .initial_window_size(0)
+            .handshake::<_, bytes::Bytes>(tcp)
+            .await
+            .unwrap();
+        let connection = tokio::spawn(connection);
+        let mut client = client.ready().await.unwrap();
+        let request = http::Request::get(format!("http://{}{blob}", wharf.host()))
+            .body(())
+            .unwrap();
+        let (response, _) = client.send_request(request, true).unwrap();
+        stalled.push((client, connection, response));
+    }
+    // Let all four be accepted and start their streams before the client comes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        reqwest::get(format!("{}/v2/", wharf.url)),
+    )
+    .await
+    .expect("served at all")
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "served after {:?}",
+        started.elapsed()
+    );
+    // Every holder was cut off by the server.
+    for (_, connection) in held {
+        let ended = tokio::time::timeout(Duration::from_secs(5), connection).await;
+        assert!(ended.is_ok(), "an idle h2c connection is still open");
+    }
+    for (_, connection, _) in stalled {
+        let ended = tokio::time::timeout(Duration::from_secs(5), connection).await;
+        assert!(ended.is_ok(), "a zero-window connection is still open");
+    }
+}
