@@ -12,11 +12,12 @@
 //! longer than that interval.
 //! Everything else (manifests, tag records, listings) passes straight to the remote store.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -27,6 +28,10 @@ use tracing::{debug, warn};
 use wharf_core::{ByteRange, Digest, DigestHasher};
 
 use crate::fs::FsStore;
+use crate::key::EVICTED_PREFIX;
+
+/// How much later than its tombstone a copy may be written and still count as older.
+const TOMBSTONE_MARGIN: Duration = Duration::from_secs(5);
 use crate::{BlobStore, ByteSource, ObjectInfo, ObjectKey, ObjectReader, StoreError};
 
 /// Local copies being filled at once, at most; past it, a blob is simply not filled this time.
@@ -108,31 +113,38 @@ impl HotCache {
         )
     }
 
-    /// Drop copies of blobs the remote store no longer lists (evicted by any node), and
+    /// Drop copies of blobs evicted by any node since the copy was made (the evicting node
+    /// leaves a tombstone: listing those few objects, not the whole bucket, is the check), and
     /// files no copy accounts for. Returns how many copies were dropped.
     pub async fn check(&self) -> Result<usize, StoreError> {
-        let remote: HashSet<Digest> = self
-            .remote
-            .list("blobs/")
-            .await?
-            .iter()
-            .filter_map(|o| ObjectKey::blob_digest(&o.path))
-            .collect();
-        let mut dropped = 0;
-        for (digest, _) in self.copies.iter() {
-            if !remote.contains(digest.as_ref()) {
-                self.copies.invalidate(digest.as_ref());
-                dropped += 1;
+        let mut evicted: HashMap<Digest, SystemTime> = HashMap::new();
+        let mut pages = self.remote.list_pages(EVICTED_PREFIX);
+        while let Some(page) = pages.next().await {
+            for object in page? {
+                if let Some(digest) = ObjectKey::evicted_digest(&object.path) {
+                    evicted.insert(digest, object.modified);
+                }
             }
         }
-        self.copies.run_pending_tasks();
+        let mut dropped = 0;
         for object in self.local.list("blobs/").await? {
-            if let Some(digest) = ObjectKey::blob_digest(&object.path)
-                && !self.copies.contains_key(&digest)
-            {
+            let Some(digest) = ObjectKey::blob_digest(&object.path) else {
+                continue;
+            };
+            // A copy made after the eviction (the blob was fetched again) stays. S3 keeps
+            // times to the second and clocks differ a little: within the margin, drop.
+            let gone = evicted
+                .get(&digest)
+                .is_some_and(|at| object.modified <= *at + TOMBSTONE_MARGIN);
+            if gone && self.copies.contains_key(&digest) {
+                self.copies.invalidate(&digest);
+                dropped += 1;
+            }
+            if gone || !self.copies.contains_key(&digest) {
                 self.local.delete(&ObjectKey::Blob(digest)).await?;
             }
         }
+        self.copies.run_pending_tasks();
         self.stats
             .dropped
             .fetch_add(dropped as u64, Ordering::Relaxed);
@@ -384,6 +396,10 @@ impl BlobStore for Arc<HotCache> {
         self.remote.list(prefix).await
     }
 
+    fn list_pages<'a>(&'a self, prefix: &'a str) -> crate::ListPages<'a> {
+        self.remote.list_pages(prefix)
+    }
+
     async fn presigned_url(
         &self,
         key: &ObjectKey,
@@ -462,9 +478,19 @@ mod tests {
         );
         assert_eq!(hot.stats.hits.load(Ordering::Relaxed), 1);
 
-        // Another node evicts b from the remote store: the next check drops the copy.
+        // Another node evicts b from the remote store, leaving a tombstone as every evictor
+        // does: the next check drops the copy, reading the tombstones only (review #13).
         remote
             .delete(&key_b)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            hot.check().await.unwrap_or_else(|e| panic!("{e}")),
+            0,
+            "no tombstone yet"
+        );
+        remote
+            .put_small(&ObjectKey::Evicted(b.clone()), Bytes::new())
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(hot.check().await.unwrap_or_else(|e| panic!("{e}")), 1);

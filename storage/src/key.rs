@@ -12,6 +12,7 @@ use wharf_core::{Digest, RepoName, Tag};
 /// tags/<upstream>/<repository>/_tag/<tag>    JSON tag record (digest, type, fetched-at)
 /// tags/<upstream>/<repository>/_manifests/<alg>/<hex>
 ///                                            empty: the manifest belongs to the repository
+/// evicted/<alg>/<hex[0..2]>/<hex>            empty: the blob was evicted at this time
 /// ```
 /// The two-character fan-out keeps directories small on disk and spreads S3 key prefixes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -36,6 +37,9 @@ pub enum ObjectKey {
     },
     /// The blobs `[[prefetch]]` rules pin: eviction on every node skips them.
     Pins,
+    /// A tombstone: the blob was evicted when this object was written, so every node's hot
+    /// tier drops its older copy by listing these few objects, not the whole bucket.
+    Evicted(Digest),
 }
 
 impl ObjectKey {
@@ -62,7 +66,13 @@ impl ObjectKey {
             ),
             ObjectKey::AccessLog { node } => format!("{ACCESS_PREFIX}{}", safe_segment(node)),
             ObjectKey::Pins => "prefetch/pins".to_string(),
+            ObjectKey::Evicted(d) => content_path("evicted", d),
         }
+    }
+
+    /// The digest of a tombstone from its path (`evicted/<alg>/<xx>/<hex>`).
+    pub fn evicted_digest(path: &str) -> Option<Digest> {
+        ObjectKey::blob_digest(&format!("blobs/{}", path.strip_prefix(EVICTED_PREFIX)?))
     }
 
     /// The digest of a blob from its stored path (`blobs/<alg>/<xx>/<hex>`), as `list` gives it.
@@ -78,6 +88,8 @@ impl ObjectKey {
 
 /// Where access logs live.
 pub const ACCESS_PREFIX: &str = "access/";
+/// Where eviction tombstones live.
+pub const EVICTED_PREFIX: &str = "evicted/";
 
 fn content_path(kind: &str, d: &Digest) -> String {
     let hex = d.hex();

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use wharf_core::ByteRange;
 
@@ -131,6 +132,13 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Every stored object under `prefix` (a layout folder such as `blobs/`), for eviction.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
 
+    /// The same objects a page at a time, as the backend returns them (S3: 1,000 keys), so a
+    /// deadline can apply to each page rather than to a listing of millions. By default one
+    /// page holding everything [`BlobStore::list`] returns.
+    fn list_pages<'a>(&'a self, prefix: &'a str) -> ListPages<'a> {
+        futures::stream::once(self.list(prefix)).boxed()
+    }
+
     /// A time-limited URL a client may fetch the object from directly (CDN-origin mode).
     async fn presigned_url(
         &self,
@@ -143,6 +151,9 @@ pub trait BlobStore: Send + Sync + 'static {
 
 /// A body for [`BlobStore::put_stream`].
 pub type ByteSource = BoxStream<'static, Result<Bytes, std::io::Error>>;
+
+/// A listing, page by page.
+pub type ListPages<'a> = BoxStream<'a, Result<Vec<ObjectInfo>, StoreError>>;
 
 /// What [`BlobStore::list`] reports of an object.
 #[derive(Debug, Clone)]

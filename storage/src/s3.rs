@@ -375,34 +375,48 @@ impl BlobStore for S3Store {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
-        let full_prefix = format!("{}{prefix}", self.location.prefix);
         let mut out = Vec::new();
-        let mut pages = self
+        let mut pages = self.list_pages(prefix);
+        while let Some(page) = pages.next().await {
+            out.extend(page?);
+        }
+        Ok(out)
+    }
+
+    fn list_pages<'a>(&'a self, prefix: &'a str) -> crate::ListPages<'a> {
+        let full_prefix = format!("{}{prefix}", self.location.prefix);
+        let pages = self
             .client
             .list_objects_v2()
             .bucket(&self.location.bucket)
             .prefix(&full_prefix)
             .into_paginator()
             .send();
-        while let Some(page) = pages.next().await {
+        let store_prefix = self.location.prefix.clone();
+        futures::stream::unfold(pages, |mut pages| async move {
+            let page = pages.next().await?;
+            Some((page, pages))
+        })
+        .map(move |page| {
             let page = page.map_err(|e| s3_error("ListObjectsV2", &full_prefix, e))?;
-            for object in page.contents() {
-                let Some(key) = object.key() else { continue };
-                let modified = object
-                    .last_modified()
-                    .and_then(|t| SystemTime::try_from(*t).ok())
-                    .unwrap_or(SystemTime::UNIX_EPOCH);
-                out.push(ObjectInfo {
-                    path: key
-                        .strip_prefix(&self.location.prefix)
-                        .unwrap_or(key)
-                        .to_string(),
-                    size: object.size().unwrap_or(0).max(0) as u64,
-                    modified,
-                });
-            }
-        }
-        Ok(out)
+            Ok(page
+                .contents()
+                .iter()
+                .filter_map(|object| {
+                    let key = object.key()?;
+                    let modified = object
+                        .last_modified()
+                        .and_then(|t| SystemTime::try_from(*t).ok())
+                        .unwrap_or(SystemTime::UNIX_EPOCH);
+                    Some(ObjectInfo {
+                        path: key.strip_prefix(&store_prefix).unwrap_or(key).to_string(),
+                        size: u64::try_from(object.size().unwrap_or(0)).unwrap_or(0),
+                        modified,
+                    })
+                })
+                .collect())
+        })
+        .boxed()
     }
 
     async fn presigned_url(

@@ -118,8 +118,36 @@ impl BlobStore for TimeoutStore {
         }
     }
 
+    /// Each page within the limit, not the whole listing: a bucket of millions of blobs lists
+    /// as long as it takes while every page keeps coming.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
-        self.bounded("list", prefix, self.inner.list(prefix)).await
+        let mut out = Vec::new();
+        let mut pages = self.list_pages(prefix);
+        while let Some(page) = pages.next().await {
+            out.extend(page?);
+        }
+        Ok(out)
+    }
+
+    fn list_pages<'a>(&'a self, prefix: &'a str) -> crate::ListPages<'a> {
+        let limit = self.limit;
+        futures::stream::unfold(self.inner.list_pages(prefix), move |mut pages| async move {
+            match tokio::time::timeout(limit, pages.next()).await {
+                Ok(Some(page)) => Some((page, pages)),
+                Ok(None) => None,
+                Err(_) => {
+                    let timeout = StoreError::Timeout {
+                        operation: "list page",
+                        key: prefix.to_string(),
+                        after: limit,
+                    };
+                    // End the listing after reporting it: one error, no endless retry.
+                    let ended: crate::ListPages<'a> = futures::stream::empty().boxed();
+                    Some((Err(timeout), ended))
+                }
+            }
+        })
+        .boxed()
     }
 
     async fn presigned_url(
@@ -261,6 +289,88 @@ mod tests {
 
     fn key() -> ObjectKey {
         ObjectKey::Blob(wharf_core::Digest::sha256_of(b"k"))
+    }
+
+    /// Pages of 10 objects, each page 50 ms apart; the 4th page never comes when `hang`.
+    struct Paged {
+        pages: usize,
+        hang: bool,
+    }
+
+    #[async_trait]
+    impl BlobStore for Paged {
+        async fn stat(&self, _: &ObjectKey) -> Result<Option<u64>, StoreError> {
+            Ok(None)
+        }
+        async fn read(
+            &self,
+            _: &ObjectKey,
+            _: Option<ByteRange>,
+        ) -> Result<Option<ObjectReader>, StoreError> {
+            Ok(None)
+        }
+        async fn read_small(&self, _: &ObjectKey) -> Result<Option<Bytes>, StoreError> {
+            Ok(None)
+        }
+        async fn put_small(&self, _: &ObjectKey, _: Bytes) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn put_file(&self, _: &ObjectKey, _: &Path) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn delete(&self, _: &ObjectKey) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn put_stream(&self, _: &ObjectKey, _: ByteSource) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn list(&self, _: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+            unreachable!("listed by pages")
+        }
+        fn list_pages<'a>(&'a self, _: &'a str) -> crate::ListPages<'a> {
+            let hang = self.hang;
+            futures::stream::iter(0..self.pages)
+                .then(move |page| async move {
+                    if hang && page == 3 {
+                        std::future::pending::<()>().await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok((0..10)
+                        .map(|i| ObjectInfo {
+                            path: format!("blobs/{page}-{i}"),
+                            size: 1,
+                            modified: std::time::SystemTime::UNIX_EPOCH,
+                        })
+                        .collect())
+                })
+                .boxed()
+        }
+    }
+
+    /// Review #5: the deadline is per page: a listing far longer than the limit completes
+    /// while pages keep coming, and a page that never comes fails the listing.
+    #[tokio::test]
+    async fn listings_are_bounded_per_page_not_in_total() {
+        let slow = TimeoutStore::new(
+            Arc::new(Paged {
+                pages: 12,
+                hang: false,
+            }),
+            Duration::from_millis(200),
+        );
+        let listed = slow.list("blobs/").await.unwrap();
+        assert_eq!(listed.len(), 120, "600 ms of pages under a 200 ms limit");
+        let hung = TimeoutStore::new(
+            Arc::new(Paged {
+                pages: 12,
+                hang: true,
+            }),
+            Duration::from_millis(200),
+        );
+        assert!(matches!(
+            hung.list("blobs/").await,
+            Err(StoreError::Timeout { .. })
+        ));
     }
 
     #[tokio::test]

@@ -19,11 +19,13 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use wharf_core::Digest;
 use wharf_core::config::EvictionConfig;
-use wharf_storage::key::ACCESS_PREFIX;
+use wharf_storage::key::{ACCESS_PREFIX, EVICTED_PREFIX};
 use wharf_storage::{BlobStore, ObjectKey, StoreError};
 
 /// Access logs of nodes silent for this long (gone, or restarted under a new id) are removed.
 const STALE_ACCESS_LOG: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long an eviction tombstone is kept: every node's hot tier checks far more often.
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Distinct blobs noted between two passes at most (about 100 bytes each); past it, further
 /// blobs count as used when they were written until the next pass.
 pub const MAX_PENDING_ACCESSES: usize = 200_000;
@@ -232,14 +234,39 @@ impl Evictor {
                 continue;
             }
             self.store.delete(&ObjectKey::Blob(digest.clone())).await?;
+            // Other nodes' hot tiers learn of it from this tombstone.
+            if let Err(e) = self
+                .store
+                .put_small(&ObjectKey::Evicted(digest.clone()), bytes::Bytes::new())
+                .await
+            {
+                warn!(%digest, error = %e, "writing the eviction tombstone failed");
+            }
             self.index.invalidate(&digest).await;
             total = total.saturating_sub(size);
             report.deleted += 1;
             report.freed_bytes += size;
             self.metrics.evicted(1, size);
         }
+        self.expire_tombstones().await?;
         *self.last_report.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
         Ok(report)
+    }
+
+    /// Delete tombstones older than [`TOMBSTONE_TTL`].
+    async fn expire_tombstones(&self) -> Result<(), StoreError> {
+        let mut pages = self.store.list_pages(EVICTED_PREFIX);
+        while let Some(page) = futures::StreamExt::next(&mut pages).await {
+            for object in page? {
+                let old = SystemTime::now()
+                    .duration_since(object.modified)
+                    .is_ok_and(|age| age > TOMBSTONE_TTL);
+                if let (true, Some(digest)) = (old, ObjectKey::evicted_digest(&object.path)) {
+                    self.store.delete(&ObjectKey::Evicted(digest)).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn persist_access_log(&self, recorded: &HashMap<String, u64>) -> Result<(), StoreError> {
@@ -340,6 +367,14 @@ mod tests {
                 .await
                 .unwrap()
                 .is_none()
+        );
+        // Review #13: the eviction left a tombstone for the other nodes' hot tiers.
+        assert!(
+            store
+                .stat(&ObjectKey::Evicted(digests[1].clone()))
+                .await
+                .unwrap()
+                .is_some()
         );
         assert!(
             store

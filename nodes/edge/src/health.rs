@@ -211,6 +211,10 @@ impl BlobStore for MonitoredStore {
         self.seen(StoreOp::List, self.inner.list(prefix)).await
     }
 
+    fn list_pages<'a>(&'a self, prefix: &'a str) -> wharf_storage::ListPages<'a> {
+        self.inner.list_pages(prefix)
+    }
+
     async fn presigned_url(
         &self,
         key: &ObjectKey,

@@ -613,12 +613,20 @@ async fn the_hot_tier_serves_warm_s3_blobs_from_local_files_and_forgets_blobs_ev
         "{page}"
     );
 
-    // Another node evicts the blob from S3: within the check interval this node drops its
-    // copy, and the next request fetches the blob again instead of serving it forever.
+    // Another node evicts the blob from S3 (its evictor deletes it and leaves a tombstone):
+    // within the check interval this node drops its copy, and the next request fetches the
+    // blob again instead of serving it forever.
+    let digest: wharf_core::Digest = layer.digest.parse().unwrap();
     plain
         .mirror
         .store
-        .delete(&ObjectKey::Blob(layer.digest.parse().unwrap()))
+        .delete(&ObjectKey::Blob(digest.clone()))
+        .await
+        .unwrap();
+    plain
+        .mirror
+        .store
+        .put_small(&ObjectKey::Evicted(digest), bytes::Bytes::new())
         .await
         .unwrap();
     let dropped = wait_until(Duration::from_secs(5), || async { tier.held().0 == 0 }).await;
