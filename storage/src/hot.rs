@@ -29,10 +29,10 @@ use wharf_core::{ByteRange, Digest, DigestHasher};
 
 use crate::fs::FsStore;
 use crate::key::EVICTED_PREFIX;
+use crate::{BlobStore, ByteSource, ObjectInfo, ObjectKey, ObjectReader, StoreError};
 
 /// How much later than its tombstone a copy may be written and still count as older.
 const TOMBSTONE_MARGIN: Duration = Duration::from_secs(5);
-use crate::{BlobStore, ByteSource, ObjectInfo, ObjectKey, ObjectReader, StoreError};
 
 /// Local copies being filled at once, at most; past it, a blob is simply not filled this time.
 const MAX_FILLS: usize = 4;
@@ -56,6 +56,10 @@ pub struct HotCache {
     /// Blobs with a local copy, weighed by size; dropping an entry removes its file.
     copies: moka::sync::Cache<Digest, u64>,
     fills: Arc<Semaphore>,
+    /// KiB that copies being written may take, reserved before each byte lands on disk: a
+    /// quarter of `max_bytes`, the held copies the rest, so the directory never exceeds
+    /// `max_bytes` (files of dropped copies aside, removed right after).
+    writing: Arc<Semaphore>,
     pub stats: Arc<HotCacheStats>,
     max_bytes: u64,
 }
@@ -71,7 +75,7 @@ impl HotCache {
         let local = Arc::new(FsStore::open(dir).await?);
         let (removed_tx, removed_rx) = mpsc::channel::<Digest>(REMOVALS_QUEUED);
         let copies = moka::sync::Cache::builder()
-            .max_capacity((max_bytes / 1024).max(1))
+            .max_capacity((held_budget(max_bytes) / 1024).max(1))
             .weigher(|_: &Digest, size: &u64| {
                 u32::try_from(*size / 1024).unwrap_or(u32::MAX).max(1)
             })
@@ -87,6 +91,9 @@ impl HotCache {
             local: local.clone(),
             copies,
             fills: Arc::new(Semaphore::new(MAX_FILLS)),
+            writing: Arc::new(Semaphore::new(
+                usize::try_from(writing_budget(max_bytes) / 1024).unwrap_or(usize::MAX),
+            )),
             stats: Arc::default(),
             max_bytes,
         });
@@ -174,19 +181,28 @@ impl HotCache {
     /// Copy `digest` from the remote store in the background, unless it is held, being
     /// filled at the limit, or too large to hold.
     fn fill(self: &Arc<Self>, digest: &Digest, size: u64) {
-        if self.copies.contains_key(digest) || size > self.max_bytes / 2 {
+        if self.copies.contains_key(digest) || size > writing_budget(self.max_bytes) {
             return;
         }
         let Ok(permit) = self.fills.clone().try_acquire_owned() else {
             return;
         };
+        let Some(reserved) = self.reserve(size) else {
+            return;
+        };
         let (hot, digest) = (self.clone(), digest.clone());
         tokio::spawn(async move {
-            let _permit = permit;
+            let _permits = (permit, reserved);
             if let Err(e) = hot.copy(&digest).await {
                 debug!(%digest, error = %e, "hot tier fill failed");
             }
         });
+    }
+
+    /// Room on disk for `bytes` more being written, or `None` (then nothing is copied).
+    fn reserve(&self, bytes: u64) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let kib = u32::try_from(bytes.div_ceil(1024).max(1)).ok()?;
+        Arc::clone(&self.writing).try_acquire_many_owned(kib).ok()
     }
 
     async fn copy(&self, digest: &Digest) -> Result<(), StoreError> {
@@ -202,6 +218,17 @@ impl HotCache {
         self.stats.fills.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// Bytes copies being written may take: a quarter of the capacity (and the largest blob
+/// copied, so one blob never evicts most of the others).
+fn writing_budget(max_bytes: u64) -> u64 {
+    max_bytes / 4
+}
+
+/// Bytes the held copies may take: the rest.
+fn held_budget(max_bytes: u64) -> u64 {
+    max_bytes.saturating_sub(writing_budget(max_bytes))
 }
 
 /// The remote bytes, failing at the end unless they hash to `digest` (so a bad copy is never
@@ -340,6 +367,12 @@ impl BlobStore for Arc<HotCache> {
             return self.remote.put_stream(key, body).await;
         }
         let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(TEE_CHUNKS);
+        // Disk is reserved chunk by chunk (the size is not known up front); when the budget
+        // runs out, the copy is abandoned and the upload goes on alone.
+        let reserved: Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>> =
+            Arc::default();
+        let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (writing, held) = (Arc::clone(&self.writing), Arc::clone(&reserved));
         let (local, local_key) = (self.local.clone(), key.clone());
         let writer = tokio::spawn(async move {
             let _permit = permit;
@@ -355,11 +388,32 @@ impl BlobStore for Arc<HotCache> {
             .then(move |chunk| {
                 let tx = tx.clone();
                 let counted = counted.clone();
+                let (writing, held, abandoned) = (writing.clone(), held.clone(), abandoned.clone());
                 async move {
+                    if abandoned.load(Ordering::Relaxed) {
+                        return chunk;
+                    }
                     let copy = match &chunk {
                         Ok(bytes) => {
                             counted.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                            Ok(bytes.clone())
+                            let kib = u32::try_from((bytes.len() as u64).div_ceil(1024))
+                                .unwrap_or(u32::MAX);
+                            match writing.try_acquire_many_owned(kib) {
+                                Ok(permit) => {
+                                    let mut held = held.lock().unwrap_or_else(|p| p.into_inner());
+                                    match held.as_mut() {
+                                        Some(all) => all.merge(permit),
+                                        None => *held = Some(permit),
+                                    }
+                                    Ok(bytes.clone())
+                                }
+                                Err(_) => {
+                                    abandoned.store(true, Ordering::Relaxed);
+                                    Err(std::io::Error::other(
+                                        "hot tier: no room to copy this blob now",
+                                    ))
+                                }
+                            }
                         }
                         Err(e) => Err(std::io::Error::other(e.to_string())),
                     };
@@ -375,7 +429,7 @@ impl BlobStore for Arc<HotCache> {
             .map_err(|e| StoreError::io(key, std::io::Error::other(e)));
         let size = size.load(Ordering::Relaxed);
         match (&uploaded, copied) {
-            (Ok(()), Ok(Ok(()))) if size <= self.max_bytes / 2 => {
+            (Ok(()), Ok(Ok(()))) if size <= writing_budget(self.max_bytes) => {
                 self.copies.insert(digest.clone(), size);
                 self.stats.fills.fetch_add(1, Ordering::Relaxed);
             }
@@ -389,6 +443,8 @@ impl BlobStore for Arc<HotCache> {
                 let _ = self.local.delete(key).await;
             }
         }
+        // Placed (the cache weighs it now) or discarded: the reservation ends.
+        drop(reserved);
         uploaded
     }
 
@@ -453,6 +509,68 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("held {:?}, wanted {n}", hot.held());
+    }
+
+    /// Bytes of the copies' files under `dir`.
+    fn disk_bytes(dir: &Path) -> u64 {
+        let mut total = 0;
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(d).into_iter().flatten().flatten() {
+                match entry.metadata() {
+                    Ok(m) if m.is_dir() => stack.push(entry.path()),
+                    Ok(m) => total += m.len(),
+                    Err(_) => {}
+                }
+            }
+        }
+        total
+    }
+
+    /// Review #22: room is reserved before a copy's bytes are written, so the directory stays
+    /// within `max_size` however many copies are in flight: a blob larger than the room for
+    /// writing is uploaded but not copied, and concurrent uploads copy only what fits.
+    #[tokio::test]
+    async fn copies_never_take_more_than_the_capacity() {
+        let (dir, remote, hot) = hot_over_memory().await;
+        let store: Arc<dyn BlobStore> = Arc::new(hot.clone());
+        static LARGE: [u8; 400 * 1024] = [7; 400 * 1024];
+        let large = put(store.as_ref(), &LARGE).await;
+        assert!(
+            remote
+                .stat(&ObjectKey::Blob(large))
+                .await
+                .ok()
+                .flatten()
+                .is_some()
+        );
+        assert_eq!(hot.held().0, 0, "400 KiB is more than a quarter of 1 MiB");
+        // Eight uploads of 200 KiB at once: at most the 256 KiB writing room is in flight.
+        let bodies: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 200 * 1024]).collect();
+        let uploads = bodies.into_iter().map(|body| {
+            let store = store.clone();
+            async move {
+                let digest = Digest::sha256_of(&body);
+                let chunks: Vec<Result<Bytes, std::io::Error>> = body
+                    .chunks(16 * 1024)
+                    .map(|c| Ok(Bytes::copy_from_slice(c)))
+                    .collect();
+                store
+                    .put_stream(
+                        &ObjectKey::Blob(digest),
+                        futures::stream::iter(chunks).boxed(),
+                    )
+                    .await
+            }
+        });
+        for uploaded in futures::future::join_all(uploads).await {
+            assert!(uploaded.is_ok());
+        }
+        hot.copies.run_pending_tasks();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let used = disk_bytes(dir.path());
+        assert!(used <= 1 << 20, "{used} bytes on disk");
+        assert!(hot.held().0 >= 1, "what fits is still copied");
     }
 
     #[tokio::test]
