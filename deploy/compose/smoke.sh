@@ -11,6 +11,9 @@ project=wharfsmoke
 port=${WHARF_PORT:-5180}
 uport=${WHARF_SMOKE_UPSTREAM_PORT:-5199}
 export WHARF_PORT=$port WHARF_SMOKE_UPSTREAM_PORT=$uport WHARF_UPSTREAM=http://upstream:5000
+# The nodes' shared cluster key, made for this run.
+WHARF_CLUSTER_SECRET=$(openssl rand -hex 32)
+export WHARF_CLUSTER_SECRET
 compose() { docker-compose -p "$project" -f docker-compose.yml -f smoke-upstream.yml "$@"; }
 say() { echo "smoke: $*"; }
 fail() {
@@ -56,6 +59,13 @@ cluster_ok() {
 for _ in $(seq 120); do cluster_ok wharf1 && break; sleep 0.5; done
 cluster_ok wharf1 || fail "no 3-member cluster with a leader"
 say "stack up: 3 nodes in one cluster behind haproxy on 127.0.0.1:$port"
+# The cluster port refuses a caller without the key (and one with another key).
+for wrong in "" "$(openssl rand -hex 32)"; do
+  if compose exec -T -e "WHARF_CLUSTER__SECRET=$wrong" wharf1 wharf cluster status --node wharf2:6000 >/dev/null 2>&1; then
+    fail "the cluster port answered a caller without the key"
+  fi
+done
+say "cluster port: callers without the key refused"
 
 docker pull -q "127.0.0.1:$port/team/app:v1" >/dev/null || fail "docker pull through the load balancer"
 docker rmi "127.0.0.1:$port/team/app:v1" >/dev/null

@@ -80,6 +80,7 @@ VALUE_SETS = {
         "hotCache": {"maxSizeMib": 10240},
         "tls": {"enabled": True, "existingSecret": "wharf-tls"},
         "auth": {"htpasswd": {"existingSecret": "wharf-htpasswd"}},
+        "cluster": {"existingSecret": "wharf-cluster-key"},
         "extraConfig": "[[access]]\nrepositories = [\"**\"]\nusers = [\"*\"]\n",
         "ingress": {"enabled": True, "className": "nginx",
                     "tls": [{"secretName": "mirror-tls", "hosts": ["registry-mirror.example.com"]}]},
@@ -147,7 +148,12 @@ def behaviour():
     peers = sts["spec"]["serviceName"]
     pod = sts["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    secret = {"AWS_ACCESS_KEY_ID": "wharf", "AWS_SECRET_ACCESS_KEY": "wharf-chart-secret"}
+    cluster_secret = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-cluster"))
+    import base64
+    cluster_key = base64.b64decode(cluster_secret["data"]["cluster-key"]).decode()
+    assert len(cluster_key) >= 32, "the chart's cluster key"
+    secret = {"AWS_ACCESS_KEY_ID": "wharf", "AWS_SECRET_ACCESS_KEY": "wharf-chart-secret",
+              "cluster-key": cluster_key}
     names = []
     tmp = tempfile.mkdtemp()
     cfg = os.path.join(tmp, "wharf.toml")
@@ -231,6 +237,11 @@ def behaviour():
             log = docker("logs", other)
             assert "joined the cluster" in log and "bootstrapping" not in log, f"{other} joins"
         say("one cluster of 3 members (replica 0 started it, the others joined)")
+        for wrong in ("", "x" * 40):
+            out = docker("exec", "-e", f"WHARF_CLUSTER__SECRET={wrong}", names[0], "wharf", "cluster",
+                         "status", "--node", "127.0.0.1:6000", "--json", check=False)
+            assert '"members"' not in out, "the cluster port answered a caller without the key"
+        say("the cluster port refuses callers without the chart's key")
 
         results = []
 

@@ -33,6 +33,7 @@ asg_name    = "mirror-nodes"
 upstreams = [{ name = "docker.io", url = "https://registry-1.docker.io", default = true,
   username = "acme", password_secret_arn = "arn:aws:secretsmanager:eu-west-1:1:secret:x" }]
 ecr_repository_arn = "arn:aws:ecr:eu-west-1:1:repository/wharf"
+cluster_secret_arn = "arn:aws:secretsmanager:eu-west-1:1:secret:cluster"
 VARS
 ) <<<'nonsensitive(local.user_data)' | python3 -c 'import json,sys; t=sys.stdin.read().strip(); print(json.loads(t) if t.startswith("\"") else t.removeprefix("<<EOT").removesuffix("EOT"))' >"$script"
 bash -n "$script" && say "the rendered boot script parses (bash -n)"

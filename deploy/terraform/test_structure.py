@@ -62,6 +62,10 @@ for name, rule in resources.items():
     if name.startswith("aws_vpc_security_group_ingress_rule.") and "cidr_ipv4" in rule:
         assert one(rule.get("from_port")) != 6000, f"{name} opens the cluster port to a CIDR"
 
+key = resources["aws_secretsmanager_secret_version.cluster"]
+assert "secret_string" in str(blocks(key["lifecycle"])[0]["ignore_changes"]), "the cluster key is made once"
+assert "aws_secretsmanager_secret.cluster" in resources
+
 lt = resources["aws_launch_template.node"]
 assert one(blocks(lt["metadata_options"])[0]["http_tokens"]) == "required", "IMDSv2 only"
 ebs = blocks(blocks(lt["block_device_mappings"])[0]["ebs"])[0]
@@ -73,4 +77,4 @@ assert one(asg["health_check_type"]) == "ELB"
 
 print(f"terraform: structure: {len(resources)} resources, {len(inputs)} inputs and {len(outs)} outputs "
       "described and listed in README.md; bucket private, encrypted, aborting stale uploads; "
-      "cluster port open to the group only; IMDSv2; /health checks")
+      "cluster port open to the group only, cluster key in Secrets Manager; IMDSv2; /health checks")

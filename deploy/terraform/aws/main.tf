@@ -34,9 +34,39 @@ module "logic" {
   image              = var.image
   upstreams          = var.upstreams
   asg_name           = local.asg_name
+  cluster_secret_arn = aws_secretsmanager_secret.cluster.arn
   ecr_repository_arn = var.ecr_repository_arn
   extra_config       = var.extra_config
   tags               = var.tags
+}
+
+################################################################################
+# The cluster key: every cluster RPC between the nodes proves it
+################################################################################
+
+# Generated once: later plans read a new random value, which ignore_changes keeps out of the
+# secret, so a rolling replacement never splits the nodes between two keys.
+data "aws_secretsmanager_random_password" "cluster" {
+  password_length     = 64
+  exclude_punctuation = true
+}
+
+resource "aws_secretsmanager_secret" "cluster" {
+  #checkov:skip=CKV_AWS_149:The key only authenticates nodes of this module to each other; the AWS-managed key encrypts it at rest, and a customer-managed KMS key is the deployer's addition (tags and policy are theirs).
+  #checkov:skip=CKV2_AWS_57:Rotation would need every node to hold two keys during the change; replace the secret's value and roll the group instead (README).
+  name_prefix             = "${var.name}-cluster-key-"
+  description             = "wharf ${var.name}: the nodes' shared cluster key"
+  recovery_window_in_days = 7
+  tags                    = module.logic.tags
+}
+
+resource "aws_secretsmanager_secret_version" "cluster" {
+  secret_id     = aws_secretsmanager_secret.cluster.id
+  secret_string = data.aws_secretsmanager_random_password.cluster.random_password
+
+  lifecycle {
+    ignore_changes = [secret_string]
+  }
 }
 
 ################################################################################
@@ -204,7 +234,7 @@ resource "aws_vpc_security_group_ingress_rule" "node_from_lb" {
 }
 
 resource "aws_vpc_security_group_ingress_rule" "cluster" {
-  # The cluster port carries no authentication: members of this group only.
+  # Defence in depth (every cluster RPC also proves the cluster key): members of this group only.
   security_group_id            = aws_security_group.node.id
   description                  = "Raft and peer streaming between wharf nodes"
   referenced_security_group_id = aws_security_group.node.id

@@ -53,14 +53,17 @@ impl ClusterKey {
         })
     }
 
-    /// `[cluster] secret_file`, read once (mode 0600 unless `allow_world_readable`); `None`
-    /// when no file is named.
+    /// `[cluster] secret_file`, read once (mode 0600 unless `allow_world_readable`), or the
+    /// inline `secret`; `None` when neither is set.
     pub fn load(
         config: &ClusterConfig,
         allow_world_readable: bool,
     ) -> Result<Option<ClusterKey>, ConfigError> {
         if config.secret_file.as_os_str().is_empty() {
-            return Ok(None);
+            if config.secret.is_empty() {
+                return Ok(None);
+            }
+            return ClusterKey::from_secret(config.secret.as_bytes()).map(Some);
         }
         let secret = read_secret_file(Path::new(&config.secret_file), allow_world_readable)?;
         ClusterKey::from_secret(&secret).map(Some)

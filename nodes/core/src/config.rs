@@ -375,7 +375,7 @@ impl Default for LimitsConfig {
 }
 
 /// Clustering: nodes agree by Raft which of them fetches each cold blob.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     /// host:port of this node's gRPC endpoint; empty = no cluster (a single node).
@@ -391,6 +391,9 @@ pub struct ClusterConfig {
     /// A shared key (at least 32 bytes, mode 0600, the same file on every member): every
     /// cluster RPC carries proof of it, and calls without it are refused.
     pub secret_file: PathBuf,
+    /// The same key inline, for platforms that hand secrets over as environment variables
+    /// (`WHARF_CLUSTER__SECRET`, a compose file); `secret_file` is preferred.
+    pub secret: String,
     /// Run a cluster listener on a non-loopback address without `secret_file`: anyone who
     /// reaches the port can then read any cached blob and change the membership.
     pub insecure: bool,
@@ -405,8 +408,25 @@ impl Default for ClusterConfig {
             lease_ttl_secs: 5,
             heartbeat_ms: 250,
             secret_file: PathBuf::new(),
+            secret: String::new(),
             insecure: false,
         }
+    }
+}
+
+/// By hand, so that no log line or error ever prints the inline key.
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("listen", &self.listen)
+            .field("advertise", &self.advertise)
+            .field("join", &self.join)
+            .field("lease_ttl_secs", &self.lease_ttl_secs)
+            .field("heartbeat_ms", &self.heartbeat_ms)
+            .field("secret_file", &self.secret_file)
+            .field("secret", &(!self.secret.is_empty()).then_some("<redacted>"))
+            .field("insecure", &self.insecure)
+            .finish()
     }
 }
 
@@ -732,7 +752,11 @@ impl Config {
                     "cluster.advertise is needed when cluster.listen is a wildcard address".into(),
                 );
             }
-            let secured = !self.cluster.secret_file.as_os_str().is_empty();
+            let has_file = !self.cluster.secret_file.as_os_str().is_empty();
+            if has_file && !self.cluster.secret.is_empty() {
+                return invalid("set cluster.secret_file or cluster.secret, not both".into());
+            }
+            let secured = has_file || !self.cluster.secret.is_empty();
             if !secured && !self.cluster.insecure && !self.cluster.loopback_only() {
                 return invalid(format!(
                     "cluster.listen {:?} is reachable from other hosts, and the cluster port serves every cached blob and the membership: set cluster.secret_file (a shared key of at least 32 bytes, e.g. `openssl rand -hex 32`, mode 0600, on every member), or cluster.insecure = true on a network only the members reach",

@@ -48,3 +48,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "wharf.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
+
+{{/* The Secret holding the cluster key. */}}
+{{- define "wharf.clusterSecret" -}}
+{{- default (printf "%s-cluster" (include "wharf.fullname" .) | trunc 63 | trimSuffix "-") .Values.cluster.existingSecret }}
+{{- end }}

@@ -5,7 +5,7 @@ locals {
   bucket_arn     = "arn:${var.partition}:s3:::${var.bucket_name}"
   object_pattern = var.bucket_prefix == "" ? "${local.bucket_arn}/*" : "${local.bucket_arn}/${var.bucket_prefix}/*"
   storage        = var.bucket_prefix == "" ? "s3://${var.bucket_name}" : "s3://${var.bucket_name}/${var.bucket_prefix}"
-  secret_arns    = compact([for u in var.upstreams : u.password_secret_arn])
+  secret_arns    = compact(concat([for u in var.upstreams : u.password_secret_arn], [var.cluster_secret_arn]))
 
   tags = merge({ "app.kubernetes.io/name" = "wharf", "wharf:cluster" = var.name }, var.tags)
 
@@ -36,7 +36,7 @@ locals {
       },
     ],
     length(local.secret_arns) == 0 ? [] : [{
-      Sid      = "ReadUpstreamCredentials"
+      Sid      = "ReadSecrets"
       Effect   = "Allow"
       Action   = ["secretsmanager:GetSecretValue"]
       Resource = local.secret_arns
@@ -69,6 +69,9 @@ locals {
       "",
       "[metrics]",
       "listen = \"0.0.0.0:9090\"",
+      "",
+      "[cluster]",
+      "secret_file = \"/etc/wharf/secrets/cluster.key\"",
     ],
     flatten([for u in var.upstreams : [
       "",
@@ -87,7 +90,7 @@ locals {
     asg_name   = var.asg_name
     image      = var.image
     wharf_toml = local.wharf_toml
-    secrets    = { for u in var.upstreams : u.name => u.password_secret_arn if u.password_secret_arn != null }
+    secrets    = merge({ for u in var.upstreams : u.name => u.password_secret_arn if u.password_secret_arn != null }, { "cluster.key" = var.cluster_secret_arn })
     ecr        = var.ecr_repository_arn != null
   })
 }

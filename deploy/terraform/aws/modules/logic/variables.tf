@@ -61,6 +61,11 @@ variable "upstreams" {
   }
 }
 
+variable "cluster_secret_arn" {
+  description = "Secrets Manager secret holding the cluster key (32+ bytes) every node proves on every cluster RPC."
+  type        = string
+}
+
 variable "asg_name" {
   description = "Name of the Auto Scaling group, by whose tag the nodes find each other."
   type        = string

@@ -12,6 +12,7 @@ variables {
     { name = "ghcr.io", url = "https://ghcr.io" },
   ]
   ecr_repository_arn = "arn:aws:ecr:eu-west-1:123456789012:repository/wharf"
+  cluster_secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:mirror-cluster-key-AbCdEf"
 }
 
 run "the_policy_is_least_privilege" {
@@ -73,6 +74,14 @@ run "the_boot_script_configures_a_cluster_member" {
   assert {
     condition     = strcontains(output.user_data, "aws ecr get-login-password")
     error_message = "an ECR image is pulled after logging in."
+  }
+  assert {
+    condition     = strcontains(output.user_data, "chmod 0400 '/etc/wharf/secrets/cluster.key'") && strcontains(output.wharf_toml, "secret_file = \"/etc/wharf/secrets/cluster.key\"") && !strcontains(output.user_data, "INSECURE")
+    error_message = "the cluster key comes from Secrets Manager into a private file that wharf.toml names; the port is never left open."
+  }
+  assert {
+    condition     = contains(flatten([for s in jsondecode(output.instance_policy_json).Statement : s.Resource]), "arn:aws:secretsmanager:eu-west-1:123456789012:secret:mirror-cluster-key-AbCdEf")
+    error_message = "the nodes must read the cluster key."
   }
 }
 
