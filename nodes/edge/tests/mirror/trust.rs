@@ -118,3 +118,28 @@ async fn health_says_degraded_without_naming_keys_or_paths() {
         "the detail stays on the status page"
     );
 }
+
+/// Review #20: a 5xx tells the client which upstream failed and how, never the URL, address
+/// or port it was reached at (those go to the log and the status page).
+#[tokio::test]
+async fn server_errors_name_no_internal_address() {
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let mut config = test_config(vec![upstream("docker.io", &format!("http://{closed}"), true)]);
+    config.upstream_client.retries = 0;
+    let wharf = Wharf::start(config).await;
+    let r = reqwest::Client::new()
+        .get(format!("{}/v2/team/app/manifests/v1", wharf.url))
+        .header("accept", ACCEPT_ALL)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_server_error(), "{}", r.status());
+    let body = r.text().await.unwrap();
+    assert!(body.contains("UNAVAILABLE") && body.contains("docker.io"), "{body}");
+    for internal in ["127.0.0.1", &closed.port().to_string(), "http://", "error sending"] {
+        assert!(!body.contains(internal), "{internal:?} in {body}");
+    }
+}
