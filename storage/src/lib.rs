@@ -155,6 +155,15 @@ pub type ByteSource = BoxStream<'static, Result<Bytes, std::io::Error>>;
 /// A listing, page by page.
 pub type ListPages<'a> = BoxStream<'a, Result<Vec<ObjectInfo>, StoreError>>;
 
+/// Every page of a listing, in one list.
+pub async fn collect_pages(mut pages: ListPages<'_>) -> Result<Vec<ObjectInfo>, StoreError> {
+    let mut out = Vec::new();
+    while let Some(page) = pages.next().await {
+        out.extend(page?);
+    }
+    Ok(out)
+}
+
 /// What [`BlobStore::list`] reports of an object.
 #[derive(Debug, Clone)]
 pub struct ObjectInfo {

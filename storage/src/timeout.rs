@@ -121,12 +121,7 @@ impl BlobStore for TimeoutStore {
     /// Each page within the limit, not the whole listing: a bucket of millions of blobs lists
     /// as long as it takes while every page keeps coming.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
-        let mut out = Vec::new();
-        let mut pages = self.list_pages(prefix);
-        while let Some(page) = pages.next().await {
-            out.extend(page?);
-        }
-        Ok(out)
+        crate::collect_pages(self.list_pages(prefix)).await
     }
 
     fn list_pages<'a>(&'a self, prefix: &'a str) -> crate::ListPages<'a> {

@@ -86,17 +86,19 @@ async fn secured_binary_reloads_users_and_rules_and_logs_no_secret() {
     let allow_team = "[[access]]\nrepositories = [\"registry.test/team/*\"]\nusers = [\"*\"]\n";
     std::fs::write(&config_file, config(allow_team)).unwrap();
     let log = d.join("wharf.log");
-    let start = || {
+    let start_with = |env: &[(&str, &str)]| {
         let out = std::fs::File::create(&log).unwrap();
         Command::new(env!("CARGO_BIN_EXE_wharf"))
             .args(["serve", "--config"])
             .arg(&config_file)
             .env("WHARF_LOG", "debug")
+            .envs(env.iter().copied())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
             .unwrap()
     };
+    let start = || start_with(&[]);
 
     // A password file others can read is refused, with the reason.
     let status = start().wait().unwrap();
@@ -107,18 +109,7 @@ async fn secured_binary_reloads_users_and_rules_and_logs_no_secret() {
     // From here on the password comes from the environment (review #6: reloads must build
     // the config as start-up does, or no rule change ever applies).
     std::fs::write(&config_file, config_with(allow_team, true)).unwrap();
-    let start = || {
-        let out = std::fs::File::create(&log).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_wharf"))
-            .args(["serve", "--config"])
-            .arg(&config_file)
-            .env("WHARF_LOG", "debug")
-            .env("WHARF_UPSTREAM_PASSWORD", UPSTREAM_PASSWORD)
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap()
-    };
+    let start = || start_with(&[("WHARF_UPSTREAM_PASSWORD", UPSTREAM_PASSWORD)]);
 
     struct Kill(std::process::Child);
     impl Drop for Kill {

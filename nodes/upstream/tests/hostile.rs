@@ -12,12 +12,8 @@ use base64::Engine as _;
 use wharf_core::config::{FallbackConfig, UpstreamClientConfig, UpstreamConfig, UpstreamPasswords};
 use wharf_upstream::{UpstreamClient, UpstreamError};
 
-async fn serve(app: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
-}
+mod common;
+use common::serve;
 
 /// `(path, Authorization)` of every request a fake server saw.
 type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;

@@ -10,12 +10,8 @@ use axum::response::IntoResponse;
 use wharf_core::config::{UpstreamClientConfig, UpstreamConfig, UpstreamPasswords};
 use wharf_upstream::{UpstreamClient, UpstreamError};
 
-async fn serve(app: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
-}
+mod common;
+use common::serve;
 
 fn client(url: &str) -> UpstreamClient {
     let settings = UpstreamClientConfig {

@@ -127,7 +127,11 @@ async fn server_errors_name_no_internal_address() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap()
     };
-    let mut config = test_config(vec![upstream("docker.io", &format!("http://{closed}"), true)]);
+    let mut config = test_config(vec![upstream(
+        "docker.io",
+        &format!("http://{closed}"),
+        true,
+    )]);
     config.upstream_client.retries = 0;
     let wharf = Wharf::start(config).await;
     let r = reqwest::Client::new()
@@ -138,8 +142,16 @@ async fn server_errors_name_no_internal_address() {
         .unwrap();
     assert!(r.status().is_server_error(), "{}", r.status());
     let body = r.text().await.unwrap();
-    assert!(body.contains("UNAVAILABLE") && body.contains("docker.io"), "{body}");
-    for internal in ["127.0.0.1", &closed.port().to_string(), "http://", "error sending"] {
+    assert!(
+        body.contains("UNAVAILABLE") && body.contains("docker.io"),
+        "{body}"
+    );
+    for internal in [
+        "127.0.0.1",
+        &closed.port().to_string(),
+        "http://",
+        "error sending",
+    ] {
         assert!(!body.contains(internal), "{internal:?} in {body}");
     }
 }
