@@ -82,9 +82,14 @@ impl Activity {
         }
     }
 
+    /// HTTP/1 only so far: hyper's own timeouts govern it, the watchdog may stop asking.
+    pub fn http1_only(&self) -> bool {
+        self.http1.load(Ordering::Relaxed) && !self.http2.load(Ordering::Relaxed)
+    }
+
     /// Whether the connection should be closed now.
     pub fn verdict(&self, idle_after: Duration, stall_after: Duration) -> Option<Verdict> {
-        if self.http1.load(Ordering::Relaxed) && !self.http2.load(Ordering::Relaxed) {
+        if self.http1_only() {
             return None;
         }
         let now = self.now_ms();

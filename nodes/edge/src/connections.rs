@@ -164,6 +164,11 @@ async fn watch(activity: Arc<Activity>, limits: &ConnectionLimits) {
             debug!(?verdict, "closing an HTTP/2 connection");
             return;
         }
+        // An HTTP/1 connection (a connection speaks one protocol): no timer per idle
+        // keep-alive connection from here on.
+        if activity.http1_only() {
+            return std::future::pending().await;
+        }
     }
 }
 

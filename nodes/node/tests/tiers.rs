@@ -39,6 +39,12 @@ impl Parent {
         let dir = tempfile::tempdir().unwrap();
         let htpasswd = dir.path().join("htpasswd");
         std::fs::write(&htpasswd, hash_password(REGION_USER, REGION_PASSWORD)).unwrap();
+        // A secret like the others: wharf refuses one other users may read.
+        std::fs::set_permissions(
+            &htpasswd,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         let config = dir.path().join("wharf.toml");
         std::fs::write(
             &config,
