@@ -18,6 +18,7 @@ pub mod network;
 pub mod node;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod types;
 
 use std::collections::BTreeMap;
@@ -48,6 +49,7 @@ use crate::network::Peers;
 use crate::node::ClusterNode;
 use crate::server::Endpoint;
 use crate::store::{LogStore, StateMachine};
+pub use crate::tls::ClusterTls;
 use crate::types::{NodeId, Raft};
 
 /// The lease table is snapshotted, and the log compacted, after this many entries.
@@ -80,6 +82,7 @@ impl Cluster {
     pub async fn start(
         config: &ClusterConfig,
         key: Option<ClusterKey>,
+        tls: Option<ClusterTls>,
         data_dir: &Path,
         listener: TcpListener,
         mirror: Arc<Mirror>,
@@ -93,7 +96,11 @@ impl Cluster {
         let log = LogStore::open(&dir).map_err(state_error)?;
         let state = StateMachine::open(&dir).map_err(state_error)?;
         let faults = Faults::from_env();
-        let peers = Peers::new(faults.clone(), key.clone());
+        let peers = Peers::new(
+            faults.clone(),
+            key.clone(),
+            tls.as_ref().map(|t| t.client.clone()),
+        );
         let heartbeat = config.heartbeat_ms.max(10);
         let raft_config = openraft::Config {
             cluster_name: "wharf".into(),
@@ -125,8 +132,14 @@ impl Cluster {
             faults,
         };
         let (stop_server, stopped) = oneshot::channel::<()>();
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &tls {
+            builder = builder
+                .tls_config(tls.server.clone())
+                .map_err(|e| ClusterError::Start(format!("cluster TLS: {e}")))?;
+        }
         let server = tokio::spawn(
-            tonic::transport::Server::builder()
+            builder
                 .tcp_nodelay(true)
                 .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
                 .add_service(RaftServer::with_interceptor(
@@ -241,8 +254,13 @@ fn node_identity(dir: &Path) -> std::io::Result<NodeId> {
 
 /// Remove node `id` from the membership through the member at `addr` (for a node lost for
 /// good: until removed it counts towards the quorum).
-pub async fn remove(addr: &str, key: Option<ClusterKey>, id: NodeId) -> Result<(), ClusterError> {
-    let peers = Peers::new(Faults::default(), key);
+pub async fn remove(
+    addr: &str,
+    key: Option<ClusterKey>,
+    tls: Option<ClusterTls>,
+    id: NodeId,
+) -> Result<(), ClusterError> {
+    let peers = Peers::new(Faults::default(), key, tls.map(|t| t.client));
     let mut client = peers.admin(addr).map_err(|e| ClusterError::peer(addr, e))?;
     client
         .leave(wharf_proto::v1::LeaveRequest { node_id: id })
@@ -252,8 +270,12 @@ pub async fn remove(addr: &str, key: Option<ClusterKey>, id: NodeId) -> Result<(
 }
 
 /// Ask the member at `addr` for its view of the cluster (for `wharf cluster status`).
-pub async fn status(addr: &str, key: Option<ClusterKey>) -> Result<StatusReply, ClusterError> {
-    let peers = Peers::new(Faults::default(), key);
+pub async fn status(
+    addr: &str,
+    key: Option<ClusterKey>,
+    tls: Option<ClusterTls>,
+) -> Result<StatusReply, ClusterError> {
+    let peers = Peers::new(Faults::default(), key, tls.map(|t| t.client));
     let mut client = peers.admin(addr).map_err(|e| ClusterError::peer(addr, e))?;
     let reply = client
         .status(StatusRequest {})

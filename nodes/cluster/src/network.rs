@@ -17,7 +17,7 @@ use openraft::raft::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use wharf_proto::v1::RaftMessage;
 use wharf_proto::v1::admin_client::AdminClient;
 use wharf_proto::v1::blobs_client::BlobsClient;
@@ -41,6 +41,8 @@ pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     faults: Faults,
     prove: Prove,
+    /// mTLS towards peers (`[cluster.tls]`), when on.
+    tls: Option<ClientTlsConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,12 +57,14 @@ pub enum PeerError {
 }
 
 impl Peers {
-    /// Peers proving `key` (none: a cluster without a key) on every call.
-    pub fn new(faults: Faults, key: Option<ClusterKey>) -> Peers {
+    /// Peers proving `key` (none: a cluster without a key) on every call, over mTLS when
+    /// `tls` is given.
+    pub fn new(faults: Faults, key: Option<ClusterKey>, tls: Option<ClientTlsConfig>) -> Peers {
         Peers {
             channels: Arc::default(),
             faults,
             prove: Prove(key),
+            tls,
         }
     }
 
@@ -78,11 +82,17 @@ impl Peers {
         if let Some(channel) = channels.get(addr) {
             return Ok(InterceptedService::new(channel.clone(), self.prove.clone()));
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|source| PeerError::Address {
-                addr: addr.to_string(),
-                source,
-            })?
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let bad_address = |source| PeerError::Address {
+            addr: addr.to_string(),
+            source,
+        };
+        let mut endpoint =
+            Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(bad_address)?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(bad_address)?;
+        }
+        let endpoint = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEPALIVE)
@@ -228,7 +238,7 @@ mod tests {
             }
         });
         let mut connection = Connection {
-            peers: Peers::new(Faults::default(), None),
+            peers: Peers::new(Faults::default(), None, None),
             target: 2,
             addr,
         };

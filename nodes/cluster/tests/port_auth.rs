@@ -110,6 +110,7 @@ async fn every_cluster_service_refuses_callers_without_the_key() {
     let cluster = Cluster::start(
         &config.cluster,
         Some(key.clone()),
+        None,
         &config.data_dir,
         listener,
         Arc::clone(&mirror),
@@ -132,5 +133,118 @@ async fn every_cluster_service_refuses_callers_without_the_key() {
     for (rpc, code) in codes(&addr, Some(key), false).await {
         assert_ne!(code, Code::Unauthenticated, "{rpc} with the key");
     }
+    cluster.shutdown().await;
+}
+
+/// `[cluster.tls]`: a peer must present a certificate from the cluster's CA. Without one, or
+/// with one from another CA, the handshake fails and no service answers; with one, they do.
+#[tokio::test]
+async fn with_mtls_a_peer_needs_a_certificate_from_the_cluster_ca() {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    use wharf_core::config::ClusterTlsConfig;
+    use wharf_testkit::tls::TestPki;
+
+    let pki = TestPki::new(&["127.0.0.1"]).unwrap();
+    let other = TestPki::new(&["127.0.0.1"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut config = Config {
+        data_dir: dir.path().join("data"),
+        ..Config::default()
+    };
+    config.cluster.listen = addr.clone();
+    config.cluster.tls = ClusterTlsConfig {
+        cert_file: pki.member_cert.clone(),
+        key_file: pki.member_key.clone(),
+        ca_file: pki.ca_cert.clone(),
+        server_name: String::new(),
+    };
+    let tls = wharf_cluster::ClusterTls::load(&config.cluster.tls, true)
+        .unwrap()
+        .expect("[cluster.tls] is set");
+    let mirror = wharf_edge::Mirror::open(&config).await.unwrap();
+    let cluster = Cluster::start(
+        &config.cluster,
+        None,
+        Some(tls),
+        &config.data_dir,
+        listener,
+        Arc::clone(&mirror),
+    )
+    .await
+    .unwrap();
+
+    let read = |p: &std::path::Path| std::fs::read(p).unwrap();
+    let status = |identity: Option<(Vec<u8>, Vec<u8>)>| {
+        let addr = addr.clone();
+        let ca = Certificate::from_pem(read(&pki.ca_cert));
+        async move {
+            let mut tls = ClientTlsConfig::new().ca_certificate(ca);
+            if let Some((cert, key)) = identity {
+                tls = tls.identity(Identity::from_pem(cert, key));
+            }
+            let channel = Channel::from_shared(format!("https://{addr}"))
+                .unwrap()
+                .tls_config(tls)
+                .unwrap()
+                .connect()
+                .await;
+            match channel {
+                Err(_) => false,
+                Ok(channel) => AdminClient::new(channel)
+                    .status(StatusRequest {})
+                    .await
+                    .is_ok(),
+            }
+        }
+    };
+    assert!(!status(None).await, "no client certificate");
+    assert!(
+        !status(Some((read(&other.client_cert), read(&other.client_key)))).await,
+        "a certificate from another CA"
+    );
+    assert!(
+        status(Some((read(&pki.client_cert), read(&pki.client_key)))).await,
+        "a certificate from the cluster's CA"
+    );
+    // Plain HTTP/2 without TLS gets nothing either.
+    assert!(
+        codes(&addr, None, false)
+            .await
+            .iter()
+            .all(|(_, c)| *c != Code::Ok)
+    );
+
+    // A second member with a certificate of the same CA joins over mTLS.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut second = config.clone();
+    second.data_dir = dir.path().join("data2");
+    second.cluster.listen = listener.local_addr().unwrap().to_string();
+    second.cluster.join = vec![addr.clone()];
+    let tls = wharf_cluster::ClusterTls::load(&second.cluster.tls, true)
+        .unwrap()
+        .expect("[cluster.tls] is set");
+    let mirror2 = wharf_edge::Mirror::open(&second).await.unwrap();
+    let joined = Cluster::start(
+        &second.cluster,
+        None,
+        Some(tls),
+        &second.data_dir,
+        listener,
+        mirror2,
+    )
+    .await
+    .unwrap();
+    let mut members = 0;
+    for _ in 0..100 {
+        members = cluster.node.members().len();
+        if members == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(members, 2, "the second member joined over mTLS");
+    joined.shutdown().await;
     cluster.shutdown().await;
 }

@@ -397,6 +397,28 @@ pub struct ClusterConfig {
     /// Run a cluster listener on a non-loopback address without `secret_file`: anyone who
     /// reaches the port can then read any cached blob and change the membership.
     pub insecure: bool,
+    /// mTLS between members: peers must present a certificate from `ca_file`.
+    pub tls: ClusterTlsConfig,
+}
+
+/// `[cluster.tls]`: every member's certificate (serverAuth and clientAuth, naming the address
+/// it advertises, or `server_name`) and the CA that signed them.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterTlsConfig {
+    pub cert_file: PathBuf,
+    /// A secret file (owner-only, or wharf's own group).
+    pub key_file: PathBuf,
+    pub ca_file: PathBuf,
+    /// The name peers' certificates are checked against; empty: the host each peer is dialled
+    /// at (its advertised address).
+    pub server_name: String,
+}
+
+impl ClusterTlsConfig {
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.as_os_str().is_empty()
+    }
 }
 
 impl Default for ClusterConfig {
@@ -410,6 +432,7 @@ impl Default for ClusterConfig {
             secret_file: PathBuf::new(),
             secret: String::new(),
             insecure: false,
+            tls: ClusterTlsConfig::default(),
         }
     }
 }
@@ -426,6 +449,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("secret_file", &self.secret_file)
             .field("secret", &(!self.secret.is_empty()).then_some("<redacted>"))
             .field("insecure", &self.insecure)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -756,7 +780,15 @@ impl Config {
             if has_file && !self.cluster.secret.is_empty() {
                 return invalid("set cluster.secret_file or cluster.secret, not both".into());
             }
-            let secured = has_file || !self.cluster.secret.is_empty();
+            let tls = &self.cluster.tls;
+            let set = |p: &Path| !p.as_os_str().is_empty();
+            if set(&tls.cert_file) != set(&tls.key_file) || set(&tls.cert_file) != set(&tls.ca_file)
+            {
+                return invalid(
+                    "cluster.tls needs cert_file, key_file and ca_file together".into(),
+                );
+            }
+            let secured = has_file || !self.cluster.secret.is_empty() || tls.enabled();
             if !secured && !self.cluster.insecure && !self.cluster.loopback_only() {
                 return invalid(format!(
                     "cluster.listen {:?} is reachable from other hosts, and the cluster port serves every cached blob and the membership: set cluster.secret_file (a shared key of at least 32 bytes, e.g. `openssl rand -hex 32`, mode 0600, on every member), or cluster.insecure = true on a network only the members reach",

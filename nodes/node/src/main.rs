@@ -210,7 +210,8 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
         Command::Cluster(ClusterCommand::Status { node, json, config }) => {
-            cluster_status(&node, json, cluster_key(config.as_deref())?).await
+            let (key, tls) = cluster_credentials(config.as_deref())?;
+            cluster_status(&node, json, key, tls).await
         }
         Command::Auth(AuthCommand::HashPassword { user, cost }) => hash_password(&user, cost),
         Command::Warm {
@@ -245,7 +246,8 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Cluster(ClusterCommand::Remove { node, id, config }) => {
-            wharf_cluster::remove(&node, cluster_key(config.as_deref())?, id)
+            let (key, tls) = cluster_credentials(config.as_deref())?;
+            wharf_cluster::remove(&node, key, tls, id)
                 .await
                 .with_context(|| format!("removing node {id} through {node}"))?;
             println!("node {id} removed");
@@ -272,10 +274,14 @@ fn hash_password(user: &str, cost: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The cluster key of the config file (if any) and the environment, for the admin commands.
-fn cluster_key(
+/// The cluster key and mTLS files of the config file (if any) and the environment, for the
+/// admin commands.
+fn cluster_credentials(
     config: Option<&std::path::Path>,
-) -> anyhow::Result<Option<wharf_cluster::ClusterKey>> {
+) -> anyhow::Result<(
+    Option<wharf_cluster::ClusterKey>,
+    Option<wharf_cluster::ClusterTls>,
+)> {
     let mut loaded = match config {
         Some(path) => Config::load(path).with_context(|| format!("loading {}", path.display()))?,
         None => Config::default(),
@@ -283,16 +289,22 @@ fn cluster_key(
     loaded
         .apply_env_settings(std::env::vars())
         .context("WHARF_* settings")?;
-    wharf_cluster::ClusterKey::load(&loaded.cluster, loaded.allow_world_readable_secrets)
-        .context("reading the cluster key")
+    let allow = loaded.allow_world_readable_secrets;
+    Ok((
+        wharf_cluster::ClusterKey::load(&loaded.cluster, allow)
+            .context("reading the cluster key")?,
+        wharf_cluster::ClusterTls::load(&loaded.cluster.tls, allow)
+            .context("reading [cluster.tls]")?,
+    ))
 }
 
 async fn cluster_status(
     node: &str,
     json: bool,
     key: Option<wharf_cluster::ClusterKey>,
+    tls: Option<wharf_cluster::ClusterTls>,
 ) -> anyhow::Result<()> {
-    let status = wharf_cluster::status(node, key)
+    let status = wharf_cluster::status(node, key, tls)
         .await
         .with_context(|| format!("asking {node} for the cluster status"))?;
     if json {
@@ -318,12 +330,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let key =
             wharf_cluster::ClusterKey::load(&config.cluster, config.allow_world_readable_secrets)
                 .context("reading the cluster key")?;
-        if key.is_none() && !config.cluster.loopback_only() {
+        let tls = wharf_cluster::ClusterTls::load(
+            &config.cluster.tls,
+            config.allow_world_readable_secrets,
+        )
+        .context("reading [cluster.tls]")?;
+        if key.is_none() && tls.is_none() && !config.cluster.loopback_only() {
             tracing::warn!(cluster_listen = %config.cluster.listen, "cluster.insecure: the cluster port takes calls from anyone who reaches it");
         }
         let cluster = wharf_cluster::Cluster::start(
             &config.cluster,
             key,
+            tls,
             &config.data_dir,
             cluster_listener,
             mirror.clone(),

@@ -14,6 +14,10 @@ pub struct TestPki {
     pub server_key: PathBuf,
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
+    /// A cluster member's certificate: the server names, for serving and for dialling peers
+    /// (serverAuth and clientAuth).
+    pub member_cert: PathBuf,
+    pub member_key: PathBuf,
 }
 
 /// Run the `openssl` command in `dir`; its stderr becomes the error.
@@ -80,9 +84,17 @@ impl TestPki {
             d.join("client.ext"),
             "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n",
         )?;
+        std::fs::write(
+            d.join("member.ext"),
+            format!(
+                "subjectAltName={}\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n",
+                sans.join(",")
+            ),
+        )?;
         for (name, cn) in [
             ("server", "wharf test server"),
             ("client", "wharf test client"),
+            ("member", "wharf test member"),
         ] {
             let mut args = vec!["req"];
             args.extend(ec);
@@ -120,6 +132,8 @@ impl TestPki {
             server_key: d.join("server.key"),
             client_cert: d.join("client.crt"),
             client_key: d.join("client.key"),
+            member_cert: d.join("member.crt"),
+            member_key: d.join("member.key"),
             dir,
         })
     }
