@@ -1,0 +1,116 @@
+//! `[cluster]` and `[cluster.tls]`: how a node joins the others, and how the cluster port is
+//! secured (the shared key, mTLS).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Clustering: nodes agree by Raft which of them fetches each cold blob.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// host:port of this node's gRPC endpoint; empty = no cluster (a single node).
+    pub listen: String,
+    /// host:port other members dial; defaults to `listen` (which then must not be 0.0.0.0).
+    pub advertise: String,
+    /// Members to join through (any of them). Empty with no earlier state: bootstrap a cluster.
+    pub join: Vec<String>,
+    /// A fetch lease not renewed for this long passes to the next node that asks.
+    pub lease_ttl_secs: u64,
+    /// Raft heartbeat interval; elections start after 4–8 missed heartbeats.
+    pub heartbeat_ms: u64,
+    /// A shared key (at least 32 bytes, mode 0600, the same file on every member): every
+    /// cluster RPC carries proof of it, and calls without it are refused.
+    pub secret_file: PathBuf,
+    /// The same key inline, for platforms that hand secrets over as environment variables
+    /// (`WHARF_CLUSTER__SECRET`, a compose file); `secret_file` is preferred.
+    pub secret: String,
+    /// Run a cluster listener on a non-loopback address without `secret_file`: anyone who
+    /// reaches the port can then read any cached blob and change the membership.
+    pub insecure: bool,
+    /// mTLS between members: peers must present a certificate from `ca_file`.
+    pub tls: ClusterTlsConfig,
+}
+
+/// `[cluster.tls]`: every member's certificate (serverAuth and clientAuth, naming the address
+/// it advertises, or `server_name`) and the CA that signed them.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterTlsConfig {
+    pub cert_file: PathBuf,
+    /// A secret file (owner-only, or wharf's own group).
+    pub key_file: PathBuf,
+    pub ca_file: PathBuf,
+    /// The name peers' certificates are checked against; empty: the host each peer is dialled
+    /// at (its advertised address).
+    pub server_name: String,
+}
+
+impl ClusterTlsConfig {
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.as_os_str().is_empty()
+    }
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            listen: String::new(),
+            advertise: String::new(),
+            join: Vec::new(),
+            lease_ttl_secs: 5,
+            heartbeat_ms: 250,
+            secret_file: PathBuf::new(),
+            secret: String::new(),
+            insecure: false,
+            tls: ClusterTlsConfig::default(),
+        }
+    }
+}
+
+/// By hand, so that no log line or error ever prints the inline key.
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("listen", &self.listen)
+            .field("advertise", &self.advertise)
+            .field("join", &self.join)
+            .field("lease_ttl_secs", &self.lease_ttl_secs)
+            .field("heartbeat_ms", &self.heartbeat_ms)
+            .field("secret_file", &self.secret_file)
+            .field("secret", &(!self.secret.is_empty()).then_some("<redacted>"))
+            .field("insecure", &self.insecure)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+impl ClusterConfig {
+    pub fn enabled(&self) -> bool {
+        !self.listen.is_empty()
+    }
+
+    /// Whether the cluster listener takes connections from loopback only (a development
+    /// cluster on one machine), where an unauthenticated port reaches no one else.
+    pub fn loopback_only(&self) -> bool {
+        let host = self
+            .listen
+            .rsplit_once(':')
+            .map_or(self.listen.as_str(), |(host, _)| host)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// The address peers dial.
+    pub fn advertised(&self) -> &str {
+        if self.advertise.is_empty() {
+            &self.listen
+        } else {
+            &self.advertise
+        }
+    }
+}
