@@ -118,6 +118,14 @@ async fn every_cluster_service_refuses_callers_without_the_key() {
     .await
     .unwrap();
 
+    // The founding member's own membership is applied shortly after start.
+    for _ in 0..100 {
+        if cluster.node.members().len() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(cluster.node.members().len(), 1, "a cluster of one");
     let wrong = ClusterKey::from_secret(b"another-key-another-key-another-key!!").unwrap();
     for (who, caller) in [("no key", None), ("a wrong key", Some(wrong))] {
         for (rpc, code) in codes(&addr, caller, true).await {
