@@ -144,6 +144,24 @@ async fn every_cluster_service_refuses_callers_without_the_key() {
     cluster.shutdown().await;
 }
 
+/// A cluster member on `listener` with `config`'s `[cluster.tls]` and no key.
+async fn mtls_member(config: &Config, listener: tokio::net::TcpListener) -> Cluster {
+    let tls = wharf_cluster::ClusterTls::load(&config.cluster.tls, true)
+        .unwrap()
+        .expect("[cluster.tls] is set");
+    let mirror = wharf_edge::Mirror::open(config).await.unwrap();
+    Cluster::start(
+        &config.cluster,
+        None,
+        Some(tls),
+        &config.data_dir,
+        listener,
+        mirror,
+    )
+    .await
+    .unwrap()
+}
+
 /// `[cluster.tls]`: a peer must present a certificate from the cluster's CA. Without one, or
 /// with one from another CA, the handshake fails and no service answers; with one, they do.
 #[tokio::test]
@@ -168,20 +186,7 @@ async fn with_mtls_a_peer_needs_a_certificate_from_the_cluster_ca() {
         ca_file: pki.ca_cert.clone(),
         server_name: String::new(),
     };
-    let tls = wharf_cluster::ClusterTls::load(&config.cluster.tls, true)
-        .unwrap()
-        .expect("[cluster.tls] is set");
-    let mirror = wharf_edge::Mirror::open(&config).await.unwrap();
-    let cluster = Cluster::start(
-        &config.cluster,
-        None,
-        Some(tls),
-        &config.data_dir,
-        listener,
-        Arc::clone(&mirror),
-    )
-    .await
-    .unwrap();
+    let cluster = mtls_member(&config, listener).await;
 
     let read = |p: &std::path::Path| std::fs::read(p).unwrap();
     let status = |identity: Option<(Vec<u8>, Vec<u8>)>| {
@@ -230,20 +235,7 @@ async fn with_mtls_a_peer_needs_a_certificate_from_the_cluster_ca() {
     second.data_dir = dir.path().join("data2");
     second.cluster.listen = listener.local_addr().unwrap().to_string();
     second.cluster.join = vec![addr.clone()];
-    let tls = wharf_cluster::ClusterTls::load(&second.cluster.tls, true)
-        .unwrap()
-        .expect("[cluster.tls] is set");
-    let mirror2 = wharf_edge::Mirror::open(&second).await.unwrap();
-    let joined = Cluster::start(
-        &second.cluster,
-        None,
-        Some(tls),
-        &second.data_dir,
-        listener,
-        mirror2,
-    )
-    .await
-    .unwrap();
+    let joined = mtls_member(&second, listener).await;
     let mut members = 0;
     for _ in 0..100 {
         members = cluster.node.members().len();

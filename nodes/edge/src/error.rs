@@ -64,29 +64,17 @@ impl ApiError {
             }
             // What failed inside (an internal URL, a parent's address, a TLS detail) goes to
             // the log and the status page, not to clients.
-            UpstreamError::Unreachable(why) => {
-                tracing::debug!(%upstream, %why, "upstream unreachable");
-                ApiError::new(
-                    OciCode::Unavailable,
-                    format!("upstream registry {upstream} is unreachable"),
-                )
-                .with_status(StatusCode::SERVICE_UNAVAILABLE)
-            }
+            UpstreamError::Unreachable(why) => unavailable(
+                upstream,
+                &why,
+                "is unreachable",
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
             UpstreamError::Timeout(why) => {
-                tracing::debug!(%upstream, %why, "upstream timed out");
-                ApiError::new(
-                    OciCode::Unavailable,
-                    format!("upstream registry {upstream} timed out"),
-                )
-                .with_status(StatusCode::GATEWAY_TIMEOUT)
+                unavailable(upstream, &why, "timed out", StatusCode::GATEWAY_TIMEOUT)
             }
             UpstreamError::Failed(why) => {
-                tracing::debug!(%upstream, %why, "upstream failed");
-                ApiError::new(
-                    OciCode::Unavailable,
-                    format!("upstream registry {upstream} failed to answer"),
-                )
-                .with_status(StatusCode::BAD_GATEWAY)
+                unavailable(upstream, &why, "failed to answer", StatusCode::BAD_GATEWAY)
             }
             UpstreamError::Inconsistent(why) => ApiError::new(
                 OciCode::ManifestInvalid,
@@ -113,6 +101,17 @@ impl ApiError {
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(OciCode::Unknown, message)
     }
+}
+
+/// An upstream that could not answer, as clients see it: which upstream and how, with the
+/// detail (`why`: a URL, an address, a TLS error) kept for the log.
+fn unavailable(upstream: &str, why: &str, what: &str, status: StatusCode) -> ApiError {
+    tracing::debug!(%upstream, %why, "upstream {what}");
+    ApiError::new(
+        OciCode::Unavailable,
+        format!("upstream registry {upstream} {what}"),
+    )
+    .with_status(status)
 }
 
 impl From<StoreError> for ApiError {
