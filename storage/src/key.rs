@@ -86,6 +86,8 @@ impl ObjectKey {
     }
 }
 
+/// Where blobs live.
+pub const BLOB_PREFIX: &str = "blobs/";
 /// Where access logs live.
 pub const ACCESS_PREFIX: &str = "access/";
 /// Where eviction tombstones live.

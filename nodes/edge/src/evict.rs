@@ -10,16 +10,17 @@
 //! writes (`prefetch/pins`) are never deleted either, whichever node runs the pass. A deleted
 //! blob is fetched again on its next request.
 
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures::StreamExt;
 use moka::future::Cache;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use wharf_core::Digest;
 use wharf_core::config::EvictionConfig;
-use wharf_storage::key::{ACCESS_PREFIX, EVICTED_PREFIX};
+use wharf_storage::key::{ACCESS_PREFIX, BLOB_PREFIX, EVICTED_PREFIX};
 use wharf_storage::{BlobStore, ObjectKey, StoreError};
 
 /// Access logs of nodes silent for this long (gone, or restarted under a new id) are removed.
@@ -29,6 +30,14 @@ pub const TOMBSTONE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Distinct blobs noted between two passes at most (about 100 bytes each); past it, further
 /// blobs count as used when they were written until the next pass.
 pub const MAX_PENDING_ACCESSES: usize = 200_000;
+/// Access records a node keeps and persists at most (the most recent win; about 120 bytes
+/// each): older uses count as their blob's write time.
+pub const MAX_RECORDED_ACCESSES: usize = 100_000;
+/// Access records a pass merges from every node's log at most.
+pub const MAX_MERGED_ACCESSES: usize = 200_000;
+/// Blobs one pass orders for the quota at most (the least recently used; about 120 bytes
+/// each). A pass that must delete more deletes these and leaves the rest to the next pass.
+pub const MAX_QUOTA_CANDIDATES: usize = 100_000;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct EvictionReport {
@@ -85,6 +94,8 @@ pub struct Evictor {
     metrics: Arc<wharf_metrics::Metrics>,
     /// What the latest pass found: the store's size for the metrics and the status page.
     last_report: Mutex<Option<EvictionReport>>,
+    /// [`MAX_QUOTA_CANDIDATES`], smaller in tests.
+    quota_candidates: usize,
 }
 
 fn now_secs() -> u64 {
@@ -120,6 +131,7 @@ impl Evictor {
             recorded: tokio::sync::Mutex::default(),
             metrics: wharf_metrics::Metrics::detached(),
             last_report: Mutex::default(),
+            quota_candidates: MAX_QUOTA_CANDIDATES,
         }
     }
 
@@ -181,6 +193,11 @@ impl Evictor {
     }
 
     /// One pass: persist this node's access times, then delete what is idle or over quota.
+    ///
+    /// The listing is read page by page and never held: idle blobs are deleted as their page
+    /// arrives, and only the [`MAX_QUOTA_CANDIDATES`] least recently used of the rest are kept
+    /// in order for the quota. A pass that must delete more deletes those, and the next pass
+    /// goes on from there.
     pub async fn run_once(&self) -> Result<EvictionReport, StoreError> {
         let mut recorded = self.recorded.lock().await;
         let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
@@ -188,75 +205,110 @@ impl Evictor {
             let entry = recorded.entry(digest.to_string()).or_default();
             *entry = (*entry).max(at);
         }
-        let listed = self.store.list("blobs/").await?;
-        let held: std::collections::HashSet<String> = listed
-            .iter()
-            .filter_map(|o| ObjectKey::blob_digest(&o.path))
-            .map(|d| d.to_string())
-            .collect();
-        recorded.retain(|digest, _| held.contains(digest));
+        keep_most_recent(&mut recorded, MAX_RECORDED_ACCESSES);
         self.persist_access_log(&recorded).await?;
-        drop(recorded);
         let last_access = self.merged_access_logs().await?;
         let pins = Pins::read(self.store.as_ref()).await?;
         let now = now_secs();
-        let mut blobs: Vec<(Digest, u64, u64, u64)> = Vec::new(); // digest, size, written, last used
-        for object in listed {
-            let Some(digest) = ObjectKey::blob_digest(&object.path) else {
-                continue;
-            };
-            let written = secs(object.modified);
-            let used = last_access
-                .get(&digest.to_string())
-                .copied()
-                .unwrap_or(0)
-                .max(written);
-            blobs.push((digest, object.size, written, used));
-        }
-        blobs.sort_by_key(|b| b.3);
-        let mut total: u64 = blobs.iter().map(|b| b.1).sum();
-        let quota = self.config.max_size_mib.saturating_mul(1024 * 1024);
+        let quota = self.quota_bytes();
         let mut report = EvictionReport::default();
-        for (digest, size, written, used) in blobs {
-            if pins.digests.contains(&digest.to_string()) {
-                report.pinned += 1;
-                report.kept += 1;
-                report.kept_bytes += size;
-                continue;
+        let mut total: u64 = 0;
+        let mut listed_bytes: u64 = 0;
+        let mut listed: usize = 0;
+        // Max-heap on last use: the most recently used candidate is the one to drop when full.
+        let mut candidates: BinaryHeap<(u64, Digest, u64)> = BinaryHeap::new();
+        let mut still_held: HashSet<String> = HashSet::new();
+        let mut pages = self.store.list_pages(BLOB_PREFIX);
+        while let Some(page) = pages.next().await {
+            for object in page? {
+                let Some(digest) = ObjectKey::blob_digest(&object.path) else {
+                    continue;
+                };
+                let name = digest.to_string();
+                listed += 1;
+                listed_bytes = listed_bytes.saturating_add(object.size);
+                if recorded.contains_key(&name) {
+                    still_held.insert(name.clone());
+                }
+                if pins.digests.contains(&name) {
+                    report.pinned += 1;
+                    total = total.saturating_add(object.size);
+                    continue;
+                }
+                let written = secs(object.modified);
+                if now.saturating_sub(written) < self.config.min_age_secs {
+                    total = total.saturating_add(object.size);
+                    continue;
+                }
+                let used = last_access.get(&name).copied().unwrap_or(0).max(written);
+                let idle = self.config.max_idle_secs > 0
+                    && now.saturating_sub(used) > self.config.max_idle_secs;
+                if idle {
+                    self.delete_blob(&digest, object.size, &mut report).await?;
+                    still_held.remove(&name);
+                    continue;
+                }
+                total = total.saturating_add(object.size);
+                if quota > 0 {
+                    candidates.push((used, digest, object.size));
+                    if candidates.len() > self.quota_candidates {
+                        candidates.pop();
+                    }
+                }
             }
-            let young = now.saturating_sub(written) < self.config.min_age_secs;
-            let idle = self.config.max_idle_secs > 0
-                && now.saturating_sub(used) > self.config.max_idle_secs;
-            let over_quota = quota > 0 && total > quota;
-            if young || !(idle || over_quota) {
-                report.kept += 1;
-                report.kept_bytes += size;
-                continue;
-            }
-            self.store.delete(&ObjectKey::Blob(digest.clone())).await?;
-            // Other nodes' hot tiers learn of it from this tombstone.
-            if let Err(e) = self
-                .store
-                .put_small(&ObjectKey::Evicted(digest.clone()), bytes::Bytes::new())
-                .await
-            {
-                warn!(%digest, error = %e, "writing the eviction tombstone failed");
-            }
-            self.index.invalidate(&digest).await;
-            total = total.saturating_sub(size);
-            report.deleted += 1;
-            report.freed_bytes += size;
-            self.metrics.evicted(1, size);
         }
+        drop(pages);
+        for (_, digest, size) in candidates.into_sorted_vec() {
+            if total <= quota {
+                break;
+            }
+            self.delete_blob(&digest, size, &mut report).await?;
+            still_held.remove(&digest.to_string());
+            total = total.saturating_sub(size);
+        }
+        if quota > 0 && total > quota {
+            info!(
+                over_by = total - quota,
+                "store still over its quota after this pass's candidates; the next pass goes on"
+            );
+        }
+        // Only blobs the store still holds stay recorded, so the record never outgrows it.
+        recorded.retain(|digest, _| still_held.contains(digest));
+        drop(recorded);
+        report.kept = listed.saturating_sub(report.deleted);
+        report.kept_bytes = listed_bytes.saturating_sub(report.freed_bytes);
         self.expire_tombstones().await?;
         *self.last_report.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
         Ok(report)
     }
 
+    /// Delete one blob, leave the tombstone other nodes' hot tiers learn of it from, and
+    /// forget it in the index.
+    async fn delete_blob(
+        &self,
+        digest: &Digest,
+        size: u64,
+        report: &mut EvictionReport,
+    ) -> Result<(), StoreError> {
+        self.store.delete(&ObjectKey::Blob(digest.clone())).await?;
+        if let Err(e) = self
+            .store
+            .put_small(&ObjectKey::Evicted(digest.clone()), bytes::Bytes::new())
+            .await
+        {
+            warn!(%digest, error = %e, "writing the eviction tombstone failed");
+        }
+        self.index.invalidate(digest).await;
+        report.deleted += 1;
+        report.freed_bytes = report.freed_bytes.saturating_add(size);
+        self.metrics.evicted(1, size);
+        Ok(())
+    }
+
     /// Delete tombstones older than [`TOMBSTONE_TTL`].
     async fn expire_tombstones(&self) -> Result<(), StoreError> {
         let mut pages = self.store.list_pages(EVICTED_PREFIX);
-        while let Some(page) = futures::StreamExt::next(&mut pages).await {
+        while let Some(page) = pages.next().await {
             for object in page? {
                 let old = SystemTime::now()
                     .duration_since(object.modified)
@@ -288,36 +340,57 @@ impl Evictor {
             .await
     }
 
-    /// Every node's access log, merged (latest wins); stale logs are removed.
+    /// Every node's access log, merged (latest wins) and bounded to the
+    /// [`MAX_MERGED_ACCESSES`] most recent; stale logs are removed.
     async fn merged_access_logs(&self) -> Result<HashMap<String, u64>, StoreError> {
         let mut merged: HashMap<String, u64> = HashMap::new();
-        for object in self.store.list(ACCESS_PREFIX).await? {
-            let Some(node) = object.path.strip_prefix(ACCESS_PREFIX) else {
-                continue;
-            };
-            let key = ObjectKey::AccessLog {
-                node: node.to_string(),
-            };
-            if SystemTime::now()
-                .duration_since(object.modified)
-                .is_ok_and(|age| age > STALE_ACCESS_LOG)
-            {
-                self.store.delete(&key).await?;
-                continue;
-            }
-            let Some(body) = self.store.read_small(&key).await? else {
-                continue;
-            };
-            let Ok(log) = serde_json::from_slice::<AccessLog>(&body) else {
-                continue;
-            };
-            for (digest, at) in log.last_access {
-                let entry = merged.entry(digest).or_default();
-                *entry = (*entry).max(at);
+        let mut pages = self.store.list_pages(ACCESS_PREFIX);
+        while let Some(page) = pages.next().await {
+            for object in page? {
+                let Some(node) = object.path.strip_prefix(ACCESS_PREFIX) else {
+                    continue;
+                };
+                let key = ObjectKey::AccessLog {
+                    node: node.to_string(),
+                };
+                if SystemTime::now()
+                    .duration_since(object.modified)
+                    .is_ok_and(|age| age > STALE_ACCESS_LOG)
+                {
+                    self.store.delete(&key).await?;
+                    continue;
+                }
+                let Some(body) = self.store.read_small(&key).await? else {
+                    continue;
+                };
+                let Ok(log) = serde_json::from_slice::<AccessLog>(&body) else {
+                    continue;
+                };
+                for (digest, at) in log.last_access {
+                    let entry = merged.entry(digest).or_default();
+                    *entry = (*entry).max(at);
+                }
+                // Trim in batches (at twice the bound) so a trim's cost is paid rarely.
+                if merged.len() > MAX_MERGED_ACCESSES.saturating_mul(2) {
+                    keep_most_recent(&mut merged, MAX_MERGED_ACCESSES);
+                }
             }
         }
+        keep_most_recent(&mut merged, MAX_MERGED_ACCESSES);
         Ok(merged)
     }
+}
+
+/// Keep the `limit` most recent entries of an access map. What is dropped is the oldest use;
+/// its blob then counts as used when it was written, which can only make it go sooner.
+fn keep_most_recent(map: &mut HashMap<String, u64>, limit: usize) {
+    if map.len() <= limit {
+        return;
+    }
+    let mut entries: Vec<(String, u64)> = map.drain().collect();
+    entries.select_nth_unstable_by_key(limit, |(_, at)| std::cmp::Reverse(*at));
+    entries.truncate(limit);
+    map.extend(entries);
 }
 
 #[cfg(test)]
@@ -429,5 +502,69 @@ mod tests {
         evictor.run_once().await.unwrap();
         let recorded = evictor.recorded.lock().await.clone();
         assert_eq!(recorded.keys().collect::<Vec<_>>(), vec![&kept.to_string()]);
+    }
+
+    async fn put_blob(store: &Arc<dyn BlobStore>, fill: u8) -> Digest {
+        let body = bytes::Bytes::from(vec![fill; 1024 * 1024]);
+        let digest = Digest::sha256_of(&body);
+        store
+            .put_stream(
+                &ObjectKey::Blob(digest.clone()),
+                futures::StreamExt::boxed(futures::stream::iter(vec![Ok(body)])),
+            )
+            .await
+            .unwrap();
+        digest
+    }
+
+    #[tokio::test]
+    async fn a_pass_orders_at_most_its_candidate_bound_and_the_next_goes_on() {
+        let store: Arc<dyn BlobStore> = Arc::new(MemStore::default());
+        let mut digests = Vec::new();
+        for i in 0..5u8 {
+            digests.push(put_blob(&store, i).await);
+        }
+        let config = EvictionConfig {
+            max_size_mib: 2,
+            min_age_secs: 0,
+            ..EvictionConfig::default()
+        };
+        let mut evictor = Evictor::new(store.clone(), Cache::new(100), config);
+        evictor.quota_candidates = 2;
+        // Blob i was last used at now + 10 * i: blob 0 is the least recently used.
+        for (i, digest) in digests.iter().enumerate() {
+            evictor
+                .pending
+                .lock()
+                .unwrap()
+                .insert(digest.clone(), now_secs() + 10 * i as u64);
+        }
+        let held = |store: Arc<dyn BlobStore>, digests: Vec<Digest>| async move {
+            let mut held = Vec::new();
+            for (i, d) in digests.into_iter().enumerate() {
+                if store.stat(&ObjectKey::Blob(d)).await.unwrap().is_some() {
+                    held.push(i);
+                }
+            }
+            held
+        };
+        // 5 MiB held, 2 MiB allowed: 3 must go, but this pass orders only 2 candidates.
+        let first = evictor.run_once().await.unwrap();
+        assert_eq!(first.deleted, 2);
+        assert_eq!(first.kept, 3);
+        assert_eq!(held(store.clone(), digests.clone()).await, vec![2, 3, 4]);
+        let second = evictor.run_once().await.unwrap();
+        assert_eq!(second.deleted, 1);
+        assert_eq!(held(store.clone(), digests.clone()).await, vec![3, 4]);
+        assert_eq!(evictor.run_once().await.unwrap().deleted, 0);
+    }
+
+    #[test]
+    fn access_maps_keep_their_most_recent_entries() {
+        let mut map: HashMap<String, u64> = (0..10u64).map(|i| (format!("d{i}"), i)).collect();
+        keep_most_recent(&mut map, 3);
+        let mut kept: Vec<u64> = map.into_values().collect();
+        kept.sort();
+        assert_eq!(kept, vec![7, 8, 9]);
     }
 }
