@@ -88,7 +88,7 @@ impl Authenticator {
                 groups: auth.groups.clone(),
             })),
             anonymous: auth.anonymous || !auth.has_mechanism(),
-            restricted: auth.has_mechanism() || !config.access.is_empty(),
+            restricted: config.restricted(),
             realm: auth.realm.clone(),
         })
     }

@@ -6,12 +6,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use http::StatusCode;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 use wharf_core::{Digest, OciCode};
-use wharf_edge::error::ApiError;
-use wharf_edge::singleflight::{Claim, CoordinatorHealth, FetchCoordinator, FetchLease};
+use wharf_mirror::MirrorError;
+use wharf_mirror::singleflight::{Claim, CoordinatorHealth, FetchCoordinator, FetchLease};
 use wharf_proto::v1::FetchRequest;
 use wharf_upstream::{BlobResponse, UpstreamError};
 
@@ -48,7 +47,7 @@ impl Coordinator {
 /// Why the lease holder did not give us a stream.
 enum PeerFailure {
     /// The blob cannot be had (the upstream refused it there): tell the client.
-    Refused(ApiError),
+    Refused(MirrorError),
     /// The holder is unreachable, or not (yet, or any more) fetching: ask again.
     Retry(String),
 }
@@ -167,16 +166,17 @@ async fn fetch_from_peer(
 }
 
 fn classify(status: tonic::Status) -> PeerFailure {
-    let refused = |code: OciCode, http: StatusCode| {
-        PeerFailure::Refused(ApiError::new(code, status.message().to_string()).with_status(http))
-    };
+    let message = status.message().to_string();
     match status.code() {
-        tonic::Code::NotFound => refused(OciCode::BlobUnknown, StatusCode::NOT_FOUND),
-        tonic::Code::PermissionDenied => refused(OciCode::Denied, StatusCode::FORBIDDEN),
-        tonic::Code::ResourceExhausted => {
-            refused(OciCode::TooManyRequests, StatusCode::TOO_MANY_REQUESTS)
+        tonic::Code::NotFound => {
+            PeerFailure::Refused(MirrorError::not_found(OciCode::BlobUnknown, message))
         }
-        tonic::Code::DeadlineExceeded => refused(OciCode::Unavailable, StatusCode::GATEWAY_TIMEOUT),
+        tonic::Code::PermissionDenied => PeerFailure::Refused(MirrorError::denied(message)),
+        tonic::Code::ResourceExhausted => PeerFailure::Refused(MirrorError::RateLimited {
+            message,
+            retry_after: None,
+        }),
+        tonic::Code::DeadlineExceeded => PeerFailure::Refused(MirrorError::TimedOut { message }),
         _ => PeerFailure::Retry(format!("{:?}: {}", status.code(), status.message())),
     }
 }

@@ -6,7 +6,7 @@
 //! table, pure) → [`store`] (Raft log, vote and snapshots on local disk) → [`network`]
 //! (outgoing RPCs) and [`server`] (the gRPC endpoint) → [`node`] (one member: leases,
 //! membership, forwarding to the leader) → [`coordinator`] (the edge's
-//! [`FetchCoordinator`](wharf_edge::singleflight::FetchCoordinator)). [`faults`] cuts a node
+//! [`FetchCoordinator`](wharf_mirror::singleflight::FetchCoordinator)). [`faults`] cuts a node
 //! off for partition tests.
 
 pub mod auth;
@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
 use wharf_core::config::ClusterConfig;
-use wharf_edge::Mirror;
+use wharf_mirror::Mirror;
 use wharf_proto::v1::admin_server::AdminServer;
 use wharf_proto::v1::blobs_server::BlobsServer;
 use wharf_proto::v1::leases_server::LeasesServer;

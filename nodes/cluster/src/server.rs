@@ -7,8 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 use wharf_core::Digest;
-use wharf_edge::Mirror;
-use wharf_edge::error::ApiError;
+use wharf_mirror::{Mirror, MirrorError};
 use wharf_proto::v1::admin_server::Admin;
 use wharf_proto::v1::blobs_server::Blobs;
 use wharf_proto::v1::leases_server::Leases;
@@ -49,15 +48,32 @@ fn status_of(e: ClusterError) -> Status {
     }
 }
 
-/// An edge error as a gRPC status the fetching peer maps back (see `coordinator`).
-pub fn status_of_api(e: &ApiError) -> Status {
-    let message = e.message.clone();
-    match e.status.as_u16() {
-        404 => Status::not_found(message),
-        401 | 403 => Status::permission_denied(message),
-        416 => Status::out_of_range(message),
-        429 => Status::resource_exhausted(message),
-        504 => Status::deadline_exceeded(message),
+/// A pipeline failure as a gRPC status the fetching peer maps back (see `coordinator`); the
+/// message is the one clients may see.
+pub fn status_of_mirror(e: &MirrorError) -> Status {
+    use wharf_upstream::UpstreamError;
+    let message = e.public_message();
+    match e {
+        _ if e.is_not_found() => Status::not_found(message),
+        MirrorError::Denied { .. }
+        | MirrorError::Upstream {
+            source: UpstreamError::Denied { .. },
+            ..
+        } => Status::permission_denied(message),
+        MirrorError::Invalid {
+            code: wharf_core::OciCode::RangeInvalid,
+            ..
+        } => Status::out_of_range(message),
+        MirrorError::RateLimited { .. }
+        | MirrorError::Upstream {
+            source: UpstreamError::RateLimited { .. },
+            ..
+        } => Status::resource_exhausted(message),
+        MirrorError::TimedOut { .. }
+        | MirrorError::Upstream {
+            source: UpstreamError::Timeout(_),
+            ..
+        } => Status::deadline_exceeded(message),
         _ => Status::unavailable(message),
     }
 }
@@ -226,7 +242,7 @@ impl Blobs for Endpoint {
             .blobs
             .peer_stream(&digest, request.offset)
             .await
-            .map_err(|e| status_of_api(&e))?
+            .map_err(|e| status_of_mirror(&e))?
             .ok_or_else(|| Status::failed_precondition("not fetching nor storing this blob"))?;
         let size = stream.size;
         let faults = self.faults.clone();

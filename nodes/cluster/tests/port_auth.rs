@@ -105,7 +105,9 @@ async fn every_cluster_service_refuses_callers_without_the_key() {
         ..Config::default()
     };
     config.cluster.listen = addr.clone();
-    let mirror = wharf_edge::Mirror::open(&config).await.unwrap();
+    let mirror = wharf_mirror::Mirror::open(&config, wharf_metrics::Metrics::detached())
+        .await
+        .unwrap();
     let key = ClusterKey::from_secret(b"0123456789abcdef0123456789abcdef-cluster").unwrap();
     let cluster = Cluster::start(
         &config.cluster,
@@ -149,7 +151,9 @@ async fn mtls_member(config: &Config, listener: tokio::net::TcpListener) -> Clus
     let tls = wharf_cluster::ClusterTls::load(&config.cluster.tls, true)
         .unwrap()
         .expect("[cluster.tls] is set");
-    let mirror = wharf_edge::Mirror::open(config).await.unwrap();
+    let mirror = wharf_mirror::Mirror::open(config, wharf_metrics::Metrics::detached())
+        .await
+        .unwrap();
     Cluster::start(
         &config.cluster,
         None,

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use wharf_auth::{AuthError, Authenticated, Authenticator, Decision};
 use wharf_core::OciCode;
 
-use crate::Mirror;
+use crate::Edge;
 use crate::error::ApiError;
 
 /// The caller of a request, checked (anonymous when auth is off).
@@ -107,12 +107,12 @@ fn refused(auth: &Authenticator, e: &AuthError, origin: &Origin) -> ApiError {
 /// `GET /token?service=...&scope=repository:NAME:pull`: Docker's token endpoint. The caller
 /// logs in with HTTP Basic (htpasswd, or an external JWT as the password), or comes anonymous
 /// where that is allowed; the answer is a short-lived token for the pull scopes asked.
-pub async fn token_endpoint(State(mirror): State<Arc<Mirror>>, request: Request) -> Response {
-    let auth = &mirror.auth;
+pub async fn token_endpoint(State(edge): State<Arc<Edge>>, request: Request) -> Response {
+    let auth = &edge.auth;
     if !auth.issues_tokens() {
         return ApiError::new(OciCode::NameUnknown, "this mirror issues no tokens").into_response();
     }
-    let origin = Origin::of(&request, mirror.tls);
+    let origin = Origin::of(&request, edge.tls);
     let who = match identify(auth, request.headers(), &origin).await {
         Ok(who) => who,
         Err(e) => return e.into_response(),

@@ -14,17 +14,17 @@ use tower_http::trace::TraceLayer;
 use wharf_core::query::{percent_decode, percent_encode};
 use wharf_core::{ByteRange, Digest, OciCode, Reference, RepoName, media};
 
-use crate::Mirror;
+use crate::Edge;
 use crate::access::{self, Origin};
 use crate::access_log::{self, CacheResult, Served};
-use crate::blobs::{BlobBody, BlobReply};
 use crate::error::ApiError;
 use crate::route::Route;
 use crate::sendfile::SendfileConn;
 use crate::{http_cache, http_metrics, status};
+use wharf_mirror::blobs::{BlobBody, BlobReply};
 
 /// The v2 API router; every request runs in its own tracing span.
-pub fn router(mirror: Arc<Mirror>) -> Router {
+pub fn router(edge: Arc<Edge>) -> Router {
     Router::new()
         .route("/v2", any(v2))
         .route("/v2/", any(v2))
@@ -36,7 +36,7 @@ pub fn router(mirror: Arc<Mirror>) -> Router {
         .route("/", axum::routing::get(status::status_page))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
-            mirror.clone(),
+            edge.clone(),
             http_metrics::record,
         ))
         .layer(axum::middleware::from_fn(access_log::record))
@@ -44,22 +44,22 @@ pub fn router(mirror: Arc<Mirror>) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("internal error").into_response()
         }))
-        .with_state(mirror)
+        .with_state(edge)
 }
 
 /// Liveness and degradation: 200 with `"status":"ok"` or `"degraded"` (the store is failing
 /// and content is passed through uncached); load balancers should keep a degraded node.
 /// It needs no authentication, so it says nothing but `ok`/`degraded` and a coarse reason; the
 /// details are on `/status.json`.
-async fn health(State(mirror): State<Arc<Mirror>>) -> Response {
-    let mut report = mirror.health.public();
-    if let Some(coordinator) = mirror.blobs.coordinator() {
+async fn health(State(edge): State<Arc<Edge>>) -> Response {
+    let mut report = edge.mirror.health.public();
+    if let Some(coordinator) = edge.mirror.blobs.coordinator() {
         let cluster = coordinator.health();
         if !cluster.ok {
             report.status = "degraded";
             report.reason = report.reason.or(Some("no_quorum"));
         }
-        report.cluster = Some(crate::health::ClusterHealth {
+        report.cluster = Some(wharf_mirror::health::ClusterHealth {
             ok: cluster.ok,
             fallbacks: cluster.fallbacks,
         });
@@ -69,7 +69,7 @@ async fn health(State(mirror): State<Arc<Mirror>>) -> Response {
 }
 
 /// The operator listener's pages: no v2 API, no client authentication.
-pub fn operator_router(mirror: Arc<Mirror>) -> Router {
+pub fn operator_router(edge: Arc<Edge>) -> Router {
     Router::new()
         .route("/health", axum::routing::get(health))
         .route("/metrics", axum::routing::get(status::metrics))
@@ -85,26 +85,26 @@ pub fn operator_router(mirror: Arc<Mirror>) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("internal error").into_response()
         }))
-        .with_state(mirror)
+        .with_state(edge)
 }
 
 async fn not_found() -> ApiError {
     ApiError::new(OciCode::NameUnknown, "not a registry API path")
 }
 
-async fn v2(State(mirror): State<Arc<Mirror>>, request: Request) -> Response {
+async fn v2(State(edge): State<Arc<Edge>>, request: Request) -> Response {
     let mut principal = None;
-    let mut response = match handle(&mirror, request, &mut principal).await {
+    let mut response = match handle(&edge, request, &mut principal).await {
         Ok(response) => response,
         Err(e) => {
             if e.status.is_server_error() {
                 tracing::warn!(status = e.status.as_u16(), code = e.code.as_str(), message = %e.message, "request failed");
-                mirror.recent_errors.push(&e);
+                edge.recent_errors.push(&e);
             }
             e.into_response()
         }
     };
-    mirror.http_cache.error(&mut response);
+    edge.http_cache.error(&mut response);
     if let Some(principal) = principal {
         response
             .extensions_mut()
@@ -129,7 +129,7 @@ impl WithApiVersion for Response {
 
 /// `principal` is set to who the caller is, once authentication established it.
 async fn handle(
-    mirror: &Arc<Mirror>,
+    edge: &Arc<Edge>,
     request: Request,
     principal: &mut Option<String>,
 ) -> Result<Response, ApiError> {
@@ -150,9 +150,9 @@ async fn handle(
     let query = Query::parse(request.uri().query());
     let headers = request.headers();
     // Who is asking, checked before any cache, store or upstream work.
-    let caller = if mirror.auth.restricted() {
-        let origin = Origin::of(&request, mirror.tls);
-        let who = access::identify(&mirror.auth, headers, &origin).await?;
+    let caller = if edge.auth.restricted() {
+        let origin = Origin::of(&request, edge.tls);
+        let who = access::identify(&edge.auth, headers, &origin).await?;
         *principal = Some(who.identity.name().unwrap_or("anonymous").to_string());
         Some((who, origin))
     } else {
@@ -160,7 +160,7 @@ async fn handle(
     };
     // The policy decides on the name before any upstream client is looked up or made.
     let target = |name: RepoName| -> Result<Target, ApiError> {
-        let resolved = mirror.upstreams.resolve(query.ns.as_deref())?;
+        let resolved = edge.mirror.upstreams.resolve(query.ns.as_deref())?;
         let asked = name.as_str().to_string();
         let repo = if resolved.docker_hub {
             name.with_docker_hub_library()
@@ -170,7 +170,7 @@ async fn handle(
         };
         if let Some((who, origin)) = &caller {
             access::authorize(
-                &mirror.auth,
+                &edge.auth,
                 who,
                 origin,
                 &resolved.name,
@@ -178,12 +178,12 @@ async fn handle(
                 repo.as_str(),
             )?;
         }
-        Ok((mirror.upstreams.client(&resolved)?, repo))
+        Ok((edge.mirror.upstreams.client(&resolved)?, repo))
     };
     match route {
         Route::Base => {
             if let Some((who, origin)) = &caller {
-                access::admit(&mirror.auth, who, origin)?;
+                access::admit(&edge.auth, who, origin)?;
             }
             Ok((
                 StatusCode::OK,
@@ -193,30 +193,29 @@ async fn handle(
                 .into_response())
         }
         Route::Catalog => {
-            if !mirror.catalog.enabled {
+            if !edge.mirror.catalog.enabled {
                 return Err(ApiError::new(
                     OciCode::Unsupported,
                     "this mirror does not list its repositories ([catalog] enabled = false)",
                 ));
             }
             if let Some((who, origin)) = &caller {
-                access::authorize(&mirror.auth, who, origin, "_wharf", "catalog", "catalog")?;
+                access::authorize(&edge.auth, who, origin, "_wharf", "catalog", "catalog")?;
             }
-            let upstream = mirror.upstreams.select(query.ns.as_deref())?;
+            let upstream = edge.mirror.upstreams.select(query.ns.as_deref())?;
             let name = upstream.name();
             // Only the repositories the caller may pull are named to it.
             let visible = |repo: &str| match &caller {
                 None => true,
                 Some((who, _)) => {
-                    mirror
-                        .auth
-                        .authorize(who, &[repo], &format!("{name}/{repo}"))
+                    edge.auth.authorize(who, &[repo], &format!("{name}/{repo}"))
                         == wharf_auth::Decision::Allow
                 }
             };
-            let page = mirror
+            let page = edge
+                .mirror
                 .catalog
-                .page(&mirror.store, name, &query.passthrough, visible)
+                .page(&edge.mirror.store, name, &query.passthrough, visible)
                 .await?;
             let mut response = Body::from(page.body).into_response();
             let h = response.headers_mut();
@@ -230,7 +229,7 @@ async fn handle(
             Ok(response)
         }
         Route::Manifest { name, reference } => {
-            manifest(mirror, target(name)?, reference, headers, head).await
+            manifest(edge, target(name)?, reference, headers, head).await
         }
         Route::Blob { name, digest } => {
             let target = target(name)?;
@@ -240,32 +239,27 @@ async fn handle(
                 .get::<ConnectInfo<SendfileConn>>()
                 .filter(|_| !head && request.version() <= Version::HTTP_11)
                 .map(|info| &info.0);
-            blob(mirror, target, digest, headers, head, sendfile).await
+            blob(edge, target, digest, headers, head, sendfile).await
         }
         Route::TagsList { name } => {
             let asked = name.as_str().to_string();
-            tags_list(mirror, target(name)?, &query, &asked).await
+            tags_list(edge, target(name)?, &query, &asked).await
         }
         Route::Referrers { name, digest } => {
-            referrers(
-                mirror,
-                target(name)?,
-                &digest,
-                query.artifact_type.as_deref(),
-            )
-            .await
+            referrers(edge, target(name)?, &digest, query.artifact_type.as_deref()).await
         }
     }
 }
 
 async fn referrers(
-    mirror: &Arc<Mirror>,
+    edge: &Arc<Edge>,
     (upstream, repo): Target,
     digest: &Digest,
     artifact_type: Option<&str>,
 ) -> Result<Response, ApiError> {
     let upstream = &upstream;
-    let answer = mirror
+    let answer = edge
+        .mirror
         .referrers
         .get(upstream, &repo, digest, artifact_type)
         .await?;
@@ -326,7 +320,7 @@ impl Query {
 type Target = (Arc<wharf_upstream::UpstreamClient>, RepoName);
 
 async fn manifest(
-    mirror: &Arc<Mirror>,
+    edge: &Arc<Edge>,
     (upstream, repo): Target,
     reference: Reference,
     headers: &HeaderMap,
@@ -334,22 +328,22 @@ async fn manifest(
 ) -> Result<Response, ApiError> {
     let upstream = &upstream;
     // With auth on, content is served for a repository only if it belongs to it.
-    let isolate = mirror.auth.restricted();
+    let isolate = edge.auth.restricted();
     let (manifest, cache, fresh_for) = match &reference {
         Reference::Digest(d) => {
             if isolate {
-                mirror.links.ensure(upstream, &repo, d, true).await?;
+                edge.mirror.links.ensure(upstream, &repo, d, true).await?;
             }
-            let (m, cache) = mirror.manifests.by_digest(upstream, &repo, d).await?;
+            let (m, cache) = edge.mirror.manifests.by_digest(upstream, &repo, d).await?;
             (m, cache, None)
         }
         Reference::Tag(t) => {
-            let tagged = mirror.manifests.by_tag(upstream, &repo, t).await?;
+            let tagged = edge.mirror.manifests.by_tag(upstream, &repo, t).await?;
             (tagged.manifest, tagged.cache, Some(tagged.fresh_for))
         }
     };
     if isolate {
-        mirror
+        edge.mirror
             .links
             .note_manifest(upstream.name(), &repo, &manifest.digest, &manifest.body);
     }
@@ -382,8 +376,8 @@ async fn manifest(
     // The answer depends on Accept (a type the client does not take is a 404).
     h.insert(header::VARY, HeaderValue::from_static("Accept"));
     match fresh_for {
-        Some(fresh_for) => mirror.http_cache.tag(h, &manifest.digest, fresh_for),
-        None => mirror.http_cache.immutable(h, &manifest.digest),
+        Some(fresh_for) => edge.http_cache.tag(h, &manifest.digest, fresh_for),
+        None => edge.http_cache.immutable(h, &manifest.digest),
     }
     if not_modified {
         response = http_cache::not_modified_response(std::mem::take(response.headers_mut()));
@@ -396,7 +390,7 @@ async fn manifest(
 }
 
 async fn blob(
-    mirror: &Arc<Mirror>,
+    edge: &Arc<Edge>,
     (upstream, repo): Target,
     digest: Digest,
     headers: &HeaderMap,
@@ -404,21 +398,24 @@ async fn blob(
     sendfile: Option<&SendfileConn>,
 ) -> Result<Response, ApiError> {
     let upstream = &upstream;
-    if mirror.auth.restricted() {
-        mirror.links.ensure(upstream, &repo, &digest, false).await?;
+    if edge.auth.restricted() {
+        edge.mirror
+            .links
+            .ensure(upstream, &repo, &digest, false)
+            .await?;
     }
     // The client (a CDN revalidating) holds these bytes already: they cannot have changed.
     // Only for a blob that exists (RFC 9110: `*` matches a current representation only):
     // cached, or confirmed by an upstream HEAD (which costs no download).
     if http_cache::not_modified(headers, &digest, true) {
-        if !mirror.blobs.contains(&digest).await? {
-            mirror
+        if !edge.mirror.blobs.contains(&digest).await? {
+            edge.mirror
                 .blobs
                 .get(upstream, &repo, &digest, None, true, None)
                 .await?;
         }
         let mut validators = HeaderMap::new();
-        blob_validators(mirror, &mut validators, &digest);
+        blob_validators(edge, &mut validators, &digest);
         let mut response = http_cache::not_modified_response(validators);
         response.extensions_mut().insert(Served {
             cache: CacheResult::Hit,
@@ -427,7 +424,8 @@ async fn blob(
         return Ok(response);
     }
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    let reply = mirror
+    let reply = edge
+        .mirror
         .blobs
         .get(
             upstream,
@@ -435,7 +433,7 @@ async fn blob(
             &digest,
             range_header,
             head,
-            mirror.redirect_blobs,
+            edge.mirror.redirect_blobs,
         )
         .await?;
     let found = match reply {
@@ -483,7 +481,7 @@ async fn blob(
             }),
             Some(conn),
         ) => {
-            let stats = Arc::clone(&mirror.stats);
+            let stats = Arc::clone(&edge.mirror.stats);
             conn.body(span, move |n| {
                 stats.sendfile_bytes.fetch_add(n, Ordering::Relaxed);
             })
@@ -497,7 +495,7 @@ async fn blob(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    blob_validators(mirror, h, &digest);
+    blob_validators(edge, h, &digest);
     response.extensions_mut().insert(Served {
         cache,
         upstream: upstream.name().to_string(),
@@ -518,10 +516,10 @@ async fn blob(
 }
 
 /// What a blob answer (200, 206 or 304) says of the blob: its digest, ranges, lifetime.
-fn blob_validators(mirror: &Mirror, h: &mut HeaderMap, digest: &Digest) {
+fn blob_validators(edge: &Edge, h: &mut HeaderMap, digest: &Digest) {
     insert(h, "docker-content-digest", &digest.to_string());
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    mirror.http_cache.immutable(h, digest);
+    edge.http_cache.immutable(h, digest);
 }
 
 fn set_length_and_range(h: &mut HeaderMap, r: ByteRange, size: u64) {
@@ -530,13 +528,14 @@ fn set_length_and_range(h: &mut HeaderMap, r: ByteRange, size: u64) {
 }
 
 async fn tags_list(
-    mirror: &Arc<Mirror>,
+    edge: &Arc<Edge>,
     (upstream, repo): Target,
     query: &Query,
     asked: &str,
 ) -> Result<Response, ApiError> {
     let upstream = &upstream;
-    let page = mirror
+    let page = edge
+        .mirror
         .tags_lists
         .get(upstream, &repo, &query.passthrough)
         .await?;

@@ -1,11 +1,11 @@
 //! `ApiError`: every failure as the OCI error body and HTTP status a client receives.
-//! The mapping from upstream and storage failures lives here and nowhere else.
+//! The mapping from pipeline failures ([`MirrorError`]) lives here and nowhere else.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use wharf_core::OciCode;
 use wharf_core::error::error_body;
-use wharf_storage::StoreError;
+use wharf_mirror::MirrorError;
 use wharf_upstream::UpstreamError;
 
 #[derive(Debug, Clone)]
@@ -35,90 +35,72 @@ impl ApiError {
         self
     }
 
-    /// Map an upstream failure; `missing` is the code for "the upstream has no such thing".
-    pub fn from_upstream(upstream: &str, e: UpstreamError, missing: OciCode) -> ApiError {
-        match e {
-            UpstreamError::NotFound { code, message } => {
-                ApiError::new(code.unwrap_or(missing), message).with_status(StatusCode::NOT_FOUND)
-            }
-            UpstreamError::Rejected { code, message } => ApiError::new(
-                code.unwrap_or(OciCode::NameInvalid),
-                format!("upstream registry {upstream} rejected the request: {message}"),
-            )
-            .with_status(StatusCode::BAD_REQUEST),
-            UpstreamError::Denied { status } => ApiError::new(
-                OciCode::Denied,
-                format!(
-                    "upstream registry {upstream} denied access (HTTP {status}): the repository may not exist, or wharf's credentials for it are missing or lack access"
-                ),
-            ),
-            UpstreamError::RateLimited { retry_after } => {
-                let mut err = ApiError::new(
-                    OciCode::TooManyRequests,
-                    format!(
-                        "upstream registry {upstream} is rate limiting wharf and nothing is cached for this request"
-                    ),
-                );
-                err.retry_after_secs = retry_after.map(|d| d.as_secs().max(1));
-                err
-            }
-            // What failed inside (an internal URL, a parent's address, a TLS detail) goes to
-            // the log and the status page, not to clients.
-            UpstreamError::Unreachable(why) => unavailable(
-                upstream,
-                &why,
-                "is unreachable",
-                StatusCode::SERVICE_UNAVAILABLE,
-            ),
-            UpstreamError::Timeout(why) => {
-                unavailable(upstream, &why, "timed out", StatusCode::GATEWAY_TIMEOUT)
-            }
-            UpstreamError::Failed(why) => {
-                unavailable(upstream, &why, "failed to answer", StatusCode::BAD_GATEWAY)
-            }
-            UpstreamError::Inconsistent(why) => ApiError::new(
-                OciCode::ManifestInvalid,
-                format!("upstream registry {upstream} sent an inconsistent manifest: {why}"),
-            )
-            .with_status(StatusCode::BAD_GATEWAY),
-            UpstreamError::ManifestTooLarge { limit } => ApiError::new(
-                OciCode::ManifestInvalid,
-                format!("upstream manifest exceeds wharf's limit of {limit} bytes"),
-            )
-            .with_status(StatusCode::BAD_GATEWAY),
-        }
-    }
-
-    /// The upstream sent bytes that do not hash to what was asked for: never cached.
-    pub fn digest_mismatch(upstream: &str, what: &str) -> ApiError {
-        ApiError::new(
-            OciCode::Unavailable,
-            format!("upstream registry {upstream} sent {what} that does not match its digest; nothing was cached"),
-        )
-        .with_status(StatusCode::BAD_GATEWAY)
-    }
-
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(OciCode::Unknown, message)
     }
 }
 
-/// An upstream that could not answer, as clients see it: which upstream and how, with the
-/// detail (`why`: a URL, an address, a TLS error) kept for the log.
-fn unavailable(upstream: &str, why: &str, what: &str, status: StatusCode) -> ApiError {
-    tracing::debug!(%upstream, %why, "upstream {what}");
-    ApiError::new(
-        OciCode::Unavailable,
-        format!("upstream registry {upstream} {what}"),
-    )
-    .with_status(status)
+impl From<MirrorError> for ApiError {
+    /// The one mapping from pipeline failures to what a client is told: code, status,
+    /// message and `Retry-After`. What failed inside goes to the log, not to clients.
+    fn from(e: MirrorError) -> ApiError {
+        let status = match &e {
+            MirrorError::NotFound { .. }
+            | MirrorError::Invalid { .. }
+            | MirrorError::Denied { .. } => status_of(e.code()),
+            MirrorError::Upstream { source, .. } => {
+                if matches!(
+                    source,
+                    UpstreamError::Unreachable(_)
+                        | UpstreamError::Timeout(_)
+                        | UpstreamError::Failed(_)
+                ) {
+                    tracing::debug!(error = %e, "upstream could not answer");
+                }
+                upstream_status(source)
+            }
+            MirrorError::DigestMismatch { .. }
+            | MirrorError::BadAnswer { .. }
+            | MirrorError::TooLarge { .. } => StatusCode::BAD_GATEWAY,
+            MirrorError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            MirrorError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            MirrorError::TimedOut { .. } => StatusCode::GATEWAY_TIMEOUT,
+            MirrorError::Storage(_) | MirrorError::Internal { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        ApiError {
+            code: e.code(),
+            status,
+            message: e.public_message(),
+            retry_after_secs: e.retry_after().map(|d| d.as_secs().max(1)),
+            challenge: None,
+        }
+    }
 }
 
-impl From<StoreError> for ApiError {
-    /// The details (object keys, paths, the backend's words) go to the log, not to clients.
-    fn from(e: StoreError) -> ApiError {
-        tracing::error!(error = %e, "storage failure");
-        ApiError::internal("the mirror's cache storage failed")
+fn status_of(code: OciCode) -> StatusCode {
+    StatusCode::from_u16(code.default_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// The status an upstream's failure is passed on with.
+fn upstream_status(e: &UpstreamError) -> StatusCode {
+    match e {
+        UpstreamError::NotFound { .. } => StatusCode::NOT_FOUND,
+        UpstreamError::Rejected { .. } => StatusCode::BAD_REQUEST,
+        UpstreamError::Denied { .. } => StatusCode::FORBIDDEN,
+        UpstreamError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        UpstreamError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        UpstreamError::Failed(_)
+        | UpstreamError::Inconsistent(_)
+        | UpstreamError::ManifestTooLarge { .. } => StatusCode::BAD_GATEWAY,
+    }
+}
+
+impl From<wharf_storage::StoreError> for ApiError {
+    fn from(e: wharf_storage::StoreError) -> ApiError {
+        ApiError::from(MirrorError::from(e))
     }
 }
 

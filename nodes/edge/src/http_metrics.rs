@@ -10,7 +10,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use wharf_metrics::{Content, Method, Metrics, Route};
 
-use crate::Mirror;
+use crate::Edge;
 use crate::access_log::Served;
 
 /// Takes a request off the in-flight gauge however its handler ends (a client that leaves
@@ -24,8 +24,8 @@ impl Drop for InFlight<'_> {
 }
 
 /// The middleware.
-pub async fn record(State(mirror): State<Arc<Mirror>>, request: Request, next: Next) -> Response {
-    let metrics = &mirror.stats.metrics;
+pub async fn record(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Response {
+    let metrics = &edge.mirror.stats.metrics;
     if !metrics.enabled() {
         return next.run(request).await;
     }

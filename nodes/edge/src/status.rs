@@ -13,11 +13,11 @@ use serde::Serialize;
 use wharf_metrics::{CacheOutcome, Format};
 use wharf_upstream::state::UpstreamStatus;
 
-use crate::Mirror;
+use crate::Edge;
 use crate::access;
-use crate::download::DownloadStatus;
 use crate::error::ApiError;
-use crate::singleflight::CoordinatorHealth;
+use wharf_mirror::download::DownloadStatus;
+use wharf_mirror::singleflight::CoordinatorHealth;
 
 /// Errors kept for the status page.
 const RECENT_ERRORS: usize = 20;
@@ -87,7 +87,7 @@ pub struct StatusReport {
     pub cluster: Option<CoordinatorHealth>,
     /// `[[prefetch]]` rules as this node ran them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub prefetch: Vec<crate::prefetch::RuleStatus>,
+    pub prefetch: Vec<wharf_mirror::prefetch::RuleStatus>,
     /// Reloaded files and the config file: a failing one keeps its previous version.
     pub reloads: Vec<wharf_auth::reload::ReloadStatus>,
     pub recent_errors: Vec<RecentError>,
@@ -145,30 +145,26 @@ pub struct UpstreamReport {
 }
 
 /// Gather the report, and set the metrics' state gauges from the same sources.
-pub fn report(mirror: &Mirror) -> StatusReport {
-    let metrics = &mirror.stats.metrics;
-    let downloads = mirror.blobs.download_statuses();
+pub fn report(edge: &Edge) -> StatusReport {
+    let metrics = &edge.mirror.stats.metrics;
+    let downloads = edge.mirror.blobs.download_statuses();
     metrics
         .downloads_in_flight
         .set(i64::try_from(downloads.len()).unwrap_or(i64::MAX));
     metrics
         .download_waiters
         .set(downloads.iter().map(|d| d.waiters as i64).sum());
-    let health = mirror.health.report();
+    let health = edge.mirror.health.report();
     metrics.store_up.set(i64::from(health.status == "ok"));
-    let failing = mirror
-        .reload_statuses()
-        .iter()
-        .filter(|r| r.failing)
-        .count();
+    let failing = edge.reload_statuses().iter().filter(|r| r.failing).count();
     metrics
         .reloads_failing
         .set(i64::try_from(failing).unwrap_or(i64::MAX));
-    let evictor = mirror.blobs.evictor();
+    let evictor = edge.mirror.blobs.evictor();
     let (bytes, blobs, counted_by) = match evictor.last_report() {
         Some(r) => (r.kept_bytes, r.kept as u64, "pass"),
         None => {
-            let (bytes, blobs) = mirror.blobs.indexed();
+            let (bytes, blobs) = edge.mirror.blobs.indexed();
             (bytes, blobs, "index")
         }
     };
@@ -178,7 +174,7 @@ pub fn report(mirror: &Mirror) -> StatusReport {
     metrics
         .store_blobs
         .set(i64::try_from(blobs).unwrap_or(i64::MAX));
-    let cluster = mirror.blobs.coordinator().map(|c| c.health());
+    let cluster = edge.mirror.blobs.coordinator().map(|c| c.health());
     if let Some(c) = &cluster {
         metrics.cluster_members.set(c.members as i64);
         metrics
@@ -205,9 +201,9 @@ pub fn report(mirror: &Mirror) -> StatusReport {
     .collect();
     let bytes_of = |o: CacheOutcome| totals.bytes[o as usize];
     StatusReport {
-        version: mirror.info.version,
-        commit: mirror.info.commit,
-        uptime_secs: mirror.info.started.elapsed().as_secs(),
+        version: edge.info.version,
+        commit: edge.info.commit,
+        uptime_secs: edge.info.started.elapsed().as_secs(),
         cache: CacheReport {
             hit_ratio: (all > 0).then(|| from_cache as f64 / all as f64),
             requests,
@@ -217,14 +213,14 @@ pub fn report(mirror: &Mirror) -> StatusReport {
                 + bytes_of(CacheOutcome::Peer),
         },
         store: StoreReport {
-            backend: mirror.info.backend,
+            backend: edge.info.backend,
             status: health.status,
             error: health.store_error,
             bytes,
             blobs,
             counted_by,
             quota_bytes: evictor.quota_bytes(),
-            hot_cache: mirror.hot_cache.as_ref().map(|hot| {
+            hot_cache: edge.mirror.hot_cache.as_ref().map(|hot| {
                 let (copies, bytes) = hot.held();
                 let n =
                     |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
@@ -239,7 +235,8 @@ pub fn report(mirror: &Mirror) -> StatusReport {
                 }
             }),
         },
-        upstreams: mirror
+        upstreams: edge
+            .mirror
             .upstreams
             .clients()
             .iter()
@@ -252,25 +249,25 @@ pub fn report(mirror: &Mirror) -> StatusReport {
             .collect(),
         downloads,
         cluster,
-        prefetch: mirror.prefetch.status(),
-        reloads: mirror.reload_statuses(),
-        recent_errors: mirror.recent_errors.list(),
+        prefetch: edge.mirror.prefetch.status(),
+        reloads: edge.reload_statuses(),
+        recent_errors: edge.recent_errors.list(),
     }
 }
 
 /// `GET /metrics`: text format 0.0.4, or OpenMetrics when the scraper asks for it.
-pub async fn metrics(State(mirror): State<Arc<Mirror>>, request: Request) -> Response {
+pub async fn metrics(State(edge): State<Arc<Edge>>, request: Request) -> Response {
     let format = Format::from_accept(
         request
             .headers()
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok()),
     );
-    if let Err(e) = operator_allowed(&mirror, request).await {
+    if let Err(e) = operator_allowed(&edge, request).await {
         return e.into_response();
     }
-    let _ = report(&mirror);
-    match mirror.stats.metrics.encode(format) {
+    let _ = report(&edge);
+    match edge.mirror.stats.metrics.encode(format) {
         Ok(body) => (
             [(
                 header::CONTENT_TYPE,
@@ -284,11 +281,11 @@ pub async fn metrics(State(mirror): State<Arc<Mirror>>, request: Request) -> Res
 }
 
 /// `GET /status.json`.
-pub async fn status_json(State(mirror): State<Arc<Mirror>>, request: Request) -> Response {
-    if let Err(e) = operator_allowed(&mirror, request).await {
+pub async fn status_json(State(edge): State<Arc<Edge>>, request: Request) -> Response {
+    if let Err(e) = operator_allowed(&edge, request).await {
         return e.into_response();
     }
-    let body = serde_json::to_string_pretty(&report(&mirror)).unwrap_or_else(|_| "{}".into());
+    let body = serde_json::to_string_pretty(&report(&edge)).unwrap_or_else(|_| "{}".into());
     (
         [
             (header::CONTENT_TYPE, "application/json"),
@@ -300,8 +297,8 @@ pub async fn status_json(State(mirror): State<Arc<Mirror>>, request: Request) ->
 }
 
 /// `GET /`: the status page.
-pub async fn status_page(State(mirror): State<Arc<Mirror>>, request: Request) -> Response {
-    if let Err(e) = operator_allowed(&mirror, request).await {
+pub async fn status_page(State(edge): State<Arc<Edge>>, request: Request) -> Response {
+    if let Err(e) = operator_allowed(&edge, request).await {
         return e.into_response();
     }
     (
@@ -309,20 +306,20 @@ pub async fn status_page(State(mirror): State<Arc<Mirror>>, request: Request) ->
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        crate::status_page::render(&report(&mirror)),
+        crate::status_page::render(&report(&edge)),
     )
         .into_response()
 }
 
 /// On the main listener: only when configured there, and with auth on, only for callers the
 /// `[[access]]` rules let pull `_wharf/status`. The operator listener serves everyone.
-async fn operator_allowed(mirror: &Mirror, request: Request) -> Result<(), ApiError> {
+async fn operator_allowed(edge: &Edge, request: Request) -> Result<(), ApiError> {
     let asked = Asked {
         operator: request.extensions().get::<OperatorListener>().is_some(),
-        origin: access::Origin::of(&request, mirror.tls),
+        origin: access::Origin::of(&request, edge.tls),
         headers: request.headers().clone(),
     };
-    allowed(mirror, asked).await
+    allowed(edge, asked).await
 }
 
 /// What the gate needs of a request (the request itself is not `Sync`).
@@ -332,22 +329,22 @@ struct Asked {
     headers: axum::http::HeaderMap,
 }
 
-async fn allowed(mirror: &Mirror, asked: Asked) -> Result<(), ApiError> {
+async fn allowed(edge: &Edge, asked: Asked) -> Result<(), ApiError> {
     if asked.operator {
         return Ok(());
     }
-    if !mirror.info.on_main_listener {
+    if !edge.info.on_main_listener {
         return Err(ApiError::new(
             wharf_core::OciCode::NameUnknown,
             "not served on this listener",
         ));
     }
-    if !mirror.auth.restricted() {
+    if !edge.auth.restricted() {
         return Ok(());
     }
-    let who = access::identify(&mirror.auth, &asked.headers, &asked.origin).await?;
+    let who = access::identify(&edge.auth, &asked.headers, &asked.origin).await?;
     access::authorize(
-        &mirror.auth,
+        &edge.auth,
         &who,
         &asked.origin,
         "_wharf",

@@ -317,7 +317,7 @@ async fn cluster_status(
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
-    let mirror = wharf_edge::Mirror::open(&config)
+    let edge = wharf_edge::Edge::open(&config)
         .await
         .context("starting the mirror")?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
@@ -344,7 +344,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tls,
             &config.data_dir,
             cluster_listener,
-            mirror.clone(),
+            edge.mirror.clone(),
         )
         .await
         .context("starting the cluster member")?;
@@ -371,22 +371,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         upstreams = ?upstreams,
         "wharf serving"
     );
-    watch_files(&mirror, &args);
+    watch_files(&edge, &args);
     if !config.metrics.listen.is_empty() {
         let operator = tokio::net::TcpListener::bind(&config.metrics.listen)
             .await
             .with_context(|| format!("listening on {} (metrics.listen)", config.metrics.listen))?;
         tracing::info!(metrics_listen = %operator.local_addr()?, "operator pages (metrics, status) listening");
-        let mirror = mirror.clone();
+        let edge = edge.clone();
         tokio::spawn(async move {
-            if let Err(e) =
-                wharf_edge::serve_operator(operator, mirror, std::future::pending()).await
+            if let Err(e) = wharf_edge::serve_operator(operator, edge, std::future::pending()).await
             {
                 tracing::error!(error = %e, "the operator listener failed");
             }
         });
     }
-    wharf_edge::serve(listener, mirror, shutdown_signal()).await?;
+    wharf_edge::serve(listener, edge, shutdown_signal()).await?;
     if let Some(cluster) = cluster {
         cluster.shutdown().await;
     }
@@ -396,12 +395,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 /// Keep certificates, htpasswd, JWKS files and the config file's access rules current: checked
 /// every 2 seconds, and re-read at once on SIGHUP.
-fn watch_files(mirror: &std::sync::Arc<wharf_edge::Mirror>, args: &ServeArgs) {
+fn watch_files(edge: &std::sync::Arc<wharf_edge::Edge>, args: &ServeArgs) {
     let config_path = args.config.clone();
     let args = args.clone();
-    let files = mirror.watched_files();
+    let files = edge.watched_files();
     wharf_auth::reload::spawn_watcher(files.clone(), std::time::Duration::from_secs(2));
-    let mirror = mirror.clone();
+    let edge = edge.clone();
     tokio::spawn(async move {
         let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         {
@@ -435,20 +434,20 @@ fn watch_files(mirror: &std::sync::Arc<wharf_edge::Mirror>, args: &ServeArgs) {
             let args = args.clone();
             let loaded = tokio::task::spawn_blocking(move || args.config()).await;
             let applied = match loaded {
-                Ok(Ok(config)) => mirror.reload_rules(&config).map_err(anyhow::Error::from),
+                Ok(Ok(config)) => edge.reload_rules(&config).map_err(anyhow::Error::from),
                 Ok(Err(e)) => Err(e),
                 Err(e) => Err(anyhow::Error::from(e)),
             };
             match applied {
                 Ok(()) => {
-                    mirror.config_reload.succeeded();
+                    edge.config_reload.succeeded();
                     tracing::info!(
                         "config file re-read: access rules and groups applied (other changes need a restart)"
                     )
                 }
                 Err(e) => {
                     let error = format!("{e:#}");
-                    mirror.config_reload.failed(&error);
+                    edge.config_reload.failed(&error);
                     tracing::warn!(%error, "config file re-read: keeping the previous access rules")
                 }
             }

@@ -1,9 +1,11 @@
 //! `[cluster]` and `[cluster.tls]`: how a node joins the others, and how the cluster port is
 //! secured (the shared key, mTLS).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use super::ConfigError;
 
 /// Clustering: nodes agree by Raft which of them fetches each cold blob.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -112,5 +114,59 @@ impl ClusterConfig {
         } else {
             &self.advertise
         }
+    }
+}
+
+impl ClusterConfig {
+    /// The cluster port must be dialable and secured (a key, mTLS, or an explicit
+    /// `insecure`) unless it listens on loopback only.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if !self.enabled() {
+            return Ok(());
+        }
+        let advertised = self.advertised();
+        if is_wildcard(advertised) {
+            return invalid(
+                "cluster.advertise is needed when cluster.listen is a wildcard address".into(),
+            );
+        }
+        let has_file = !self.secret_file.as_os_str().is_empty();
+        if has_file && !self.secret.is_empty() {
+            return invalid("set cluster.secret_file or cluster.secret, not both".into());
+        }
+        let tls = &self.tls;
+        let set = |p: &Path| !p.as_os_str().is_empty();
+        if set(&tls.cert_file) != set(&tls.key_file) || set(&tls.cert_file) != set(&tls.ca_file) {
+            return invalid("cluster.tls needs cert_file, key_file and ca_file together".into());
+        }
+        let secured = has_file || !self.secret.is_empty() || tls.enabled();
+        if !secured && !self.insecure && !self.loopback_only() {
+            return invalid(format!(
+                "cluster.listen {:?} is reachable from other hosts, and the cluster port serves every cached blob and the membership: set cluster.secret_file (a shared key of at least 32 bytes, e.g. `openssl rand -hex 32`, mode 0600, on every member), or cluster.insecure = true on a network only the members reach",
+                self.listen
+            ));
+        }
+        if self.lease_ttl_secs == 0 || self.heartbeat_ms == 0 {
+            return invalid(
+                "cluster.lease_ttl_secs and cluster.heartbeat_ms must be positive".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Whether `host:port` names no particular address (`0.0.0.0`, `[::]`, `0`, ...): peers
+/// cannot dial it.
+fn is_wildcard(addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return true;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_unspecified(),
+        // `0` (and `0.0`...) is what inet_aton reads as 0.0.0.0.
+        Err(_) => host.bytes().all(|b| b == b'0' || b == b'.'),
     }
 }

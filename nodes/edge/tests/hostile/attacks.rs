@@ -346,7 +346,7 @@ async fn another_registrys_refusal_does_not_reach_a_request_that_joined_its_down
     assert_eq!(theirs.status(), StatusCode::FORBIDDEN);
     assert_eq!(error_code(theirs).await, "DENIED");
     assert_eq!(
-        wharf_edge::stats::Stats::get(&wharf.mirror.stats.coalesced_blob_requests),
+        wharf_mirror::stats::Stats::get(&wharf.mirror.stats.coalesced_blob_requests),
         1,
         "ours joined theirs"
     );

@@ -307,8 +307,8 @@ async fn blob_ranges_cold_and_warm() {
         registry.count_requests("GET", &format!("/v2/test/oci/blobs/{}", layer.digest)),
         1,
         "downloads {}, range resumes {}; upstream log: {:?}",
-        wharf_edge::stats::Stats::get(&stats.upstream_blob_fetches),
-        wharf_edge::stats::Stats::get(&stats.upstream_resumes),
+        wharf_mirror::stats::Stats::get(&stats.upstream_blob_fetches),
+        wharf_mirror::stats::Stats::get(&stats.upstream_resumes),
         registry.access_log(),
     );
 }

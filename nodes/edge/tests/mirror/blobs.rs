@@ -53,7 +53,7 @@ async fn sixteen_concurrent_clients_cause_one_upstream_get() {
     let path = format!("/v2/test/big/blobs/{}", layer.digest);
     // One download; a range GET resuming it after a broken connection is the same download.
     let stats = &wharf.mirror.stats;
-    let resumes = || wharf_edge::stats::Stats::get(&stats.upstream_resumes) as usize;
+    let resumes = || wharf_mirror::stats::Stats::get(&stats.upstream_resumes) as usize;
     assert_eq!(
         registry.count_requests("GET", &path),
         1 + resumes(),
@@ -76,7 +76,7 @@ async fn sixteen_concurrent_clients_cause_one_upstream_get() {
         registry.count_requests("GET", &path),
         1 + resumes(),
         "downloads {}, resumes {}; upstream log: {:?}",
-        wharf_edge::stats::Stats::get(&stats.upstream_blob_fetches),
+        wharf_mirror::stats::Stats::get(&stats.upstream_blob_fetches),
         resumes(),
         registry.access_log()
     );
@@ -282,7 +282,7 @@ async fn warm_blobs_are_sent_with_sendfile_and_every_byte_is_right() {
     })
     .await;
     assert!(stored, "both blobs are stored");
-    let sent_before = wharf_edge::stats::Stats::get(&wharf.mirror.stats.sendfile_bytes);
+    let sent_before = wharf_mirror::stats::Stats::get(&wharf.mirror.stats.sendfile_bytes);
 
     let data = &layer.data;
     let mut warm_bytes = 0u64;
@@ -328,7 +328,7 @@ async fn warm_blobs_are_sent_with_sendfile_and_every_byte_is_right() {
         warm_bytes += image.config.data.len() as u64;
     }
     // Just written, so in the page cache: every warm byte went by sendfile.
-    let sent = wharf_edge::stats::Stats::get(&wharf.mirror.stats.sendfile_bytes) - sent_before;
+    let sent = wharf_mirror::stats::Stats::get(&wharf.mirror.stats.sendfile_bytes) - sent_before;
     assert_eq!(sent, warm_bytes);
 
     // HTTP/2 clients get the same bytes through the ordinary path.
@@ -340,6 +340,6 @@ async fn warm_blobs_are_sent_with_sendfile_and_every_byte_is_right() {
     assert_eq!(response.version(), reqwest::Version::HTTP_2);
     let (digest, _) = hash_body(response).await.unwrap();
     assert_eq!(digest, layer.digest);
-    let after_h2 = wharf_edge::stats::Stats::get(&wharf.mirror.stats.sendfile_bytes);
+    let after_h2 = wharf_mirror::stats::Stats::get(&wharf.mirror.stats.sendfile_bytes);
     assert_eq!(after_h2 - sent_before, warm_bytes);
 }

@@ -6,7 +6,8 @@ use futures::StreamExt;
 use sha2::Digest as _;
 use tokio::sync::oneshot;
 use wharf_core::config::{Config, UpstreamConfig};
-use wharf_edge::Mirror;
+use wharf_edge::Edge;
+use wharf_mirror::Mirror;
 use wharf_storage::BlobStore;
 use wharf_storage::s3::{S3Location, S3Store};
 use wharf_testkit::image::{self, Format, Image, Index};
@@ -14,10 +15,12 @@ use wharf_testkit::push::{PushAuth, Pusher};
 use wharf_testkit::registry::{Registry, RegistryOptions};
 use wharf_testkit::s3::S3Server;
 
+#[allow(dead_code)] // each test binary uses a part of the fixture
 pub struct Wharf {
     pub url: String,
     pub port: u16,
     pub mirror: Arc<Mirror>,
+    pub edge: Arc<Edge>,
     pub data_dir: tempfile::TempDir,
     _shutdown: oneshot::Sender<()>,
 }
@@ -34,7 +37,7 @@ pub fn init_tracing() {
     {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "info,wharf_edge=debug,wharf_upstream=debug,wharf_auth=debug,wharf_storage=debug",
+                "info,wharf_edge=debug,wharf_mirror=debug,wharf_upstream=debug,wharf_auth=debug,wharf_storage=debug",
             ))
             .with_ansi(false)
             .with_writer(std::sync::Mutex::new(file))
@@ -85,11 +88,12 @@ impl Wharf {
         init_tracing();
         let data_dir = tempfile::tempdir().unwrap();
         config.data_dir = data_dir.path().to_path_buf();
-        let mirror = match store {
-            Some(store) => Mirror::with_store(&config, store).await,
-            None => Mirror::open(&config).await,
+        let edge = match store {
+            Some(store) => Edge::with_store(&config, store).await,
+            None => Edge::open(&config).await,
         }
         .expect("mirror opens");
+        let mirror = edge.mirror.clone();
         let listener = tokio::net::TcpListener::bind(&config.listen).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let scheme = if config.tls.enabled() {
@@ -98,7 +102,7 @@ impl Wharf {
             "http"
         };
         let (tx, rx) = oneshot::channel::<()>();
-        let serving = mirror.clone();
+        let serving = edge.clone();
         tokio::spawn(async move {
             wharf_edge::serve(listener, serving, async {
                 let _ = rx.await;
@@ -110,6 +114,7 @@ impl Wharf {
             url: format!("{scheme}://127.0.0.1:{port}"),
             port,
             mirror,
+            edge,
             data_dir,
             _shutdown: tx,
         }

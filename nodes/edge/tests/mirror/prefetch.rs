@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use wharf_core::Digest;
 use wharf_core::config::PrefetchRule;
-use wharf_edge::evict::Pins;
+use wharf_mirror::evict::Pins;
 use wharf_testkit::image::{self, Artifact, Format};
 use wharf_testkit::proxy::MitmProxy;
 use wharf_testkit::push::{PushAuth, Pusher};
@@ -41,7 +41,7 @@ async fn all_cached(wharf: &Wharf, blobs: &[&image::Blob]) -> bool {
     cached(wharf, blobs).await.iter().all(|c| *c)
 }
 
-fn status(wharf: &Wharf) -> wharf_edge::prefetch::RuleStatus {
+fn status(wharf: &Wharf) -> wharf_mirror::prefetch::RuleStatus {
     wharf.mirror.prefetch.status().remove(0)
 }
 

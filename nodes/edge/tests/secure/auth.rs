@@ -120,7 +120,7 @@ async fn htpasswd_and_access_rules_reload_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let config = auth_config(&registry, dir.path());
     let wharf = Wharf::start(config.clone()).await;
-    wharf_auth::reload::spawn_watcher(wharf.mirror.watched_files(), Duration::from_millis(100));
+    wharf_auth::reload::spawn_watcher(wharf.edge.watched_files(), Duration::from_millis(100));
     let url = format!("{}/v2/test/docker/manifests/v1", wharf.url);
     let carol = basic("carol", "carol-new-user-pw");
     assert_eq!(
@@ -151,7 +151,7 @@ async fn htpasswd_and_access_rules_reload_without_a_restart() {
     // Access rules, as the config file's re-read applies them.
     let mut changed = config.clone();
     changed.access = vec![rule(&["docker.io/library/**"], &["*"], &[], false, true)];
-    wharf.mirror.reload_rules(&changed).unwrap();
+    wharf.edge.reload_rules(&changed).unwrap();
     assert_eq!(
         get(&url, Some(&carol)).await.status(),
         StatusCode::FORBIDDEN
@@ -554,7 +554,7 @@ async fn the_operator_pages_follow_the_policy_for_wharf_status() {
     let operator = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(wharf_edge::serve_operator(
         listener,
-        private.mirror.clone(),
+        private.edge.clone(),
         std::future::pending(),
     ));
     for page in ["/metrics", "/status.json", "/", "/health"] {

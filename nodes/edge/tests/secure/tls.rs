@@ -83,7 +83,7 @@ async fn https_with_h2_and_http1_and_a_certificate_renewed_in_place() {
     assert!(plain.is_err() || plain.unwrap().status() != StatusCode::OK);
 
     // Renewal: a certificate from another CA replaces the files; the watcher picks it up.
-    spawn_watcher(wharf.mirror.watched_files(), Duration::from_millis(100));
+    spawn_watcher(wharf.edge.watched_files(), Duration::from_millis(100));
     let renewed = TestPki::new(&["127.0.0.1"]).unwrap();
     std::fs::copy(&renewed.server_key, &config.tls.key_file).unwrap();
     std::fs::copy(&renewed.server_cert, &config.tls.cert_file).unwrap();

@@ -104,18 +104,18 @@ async fn tokens_see_group_and_user_removals_at_once() {
 
     let mut without = config.clone();
     without.auth.groups.insert("platform".into(), vec![]);
-    wharf.mirror.reload_rules(&without).unwrap();
+    wharf.edge.reload_rules(&without).unwrap();
     assert_eq!(
         get(&manifest, Some(&bearer)).await.status(),
         StatusCode::FORBIDDEN,
         "out of the group"
     );
-    wharf.mirror.reload_rules(&config).unwrap();
+    wharf.edge.reload_rules(&config).unwrap();
     assert_eq!(get(&manifest, Some(&bearer)).await.status(), StatusCode::OK);
 
     // alice's line removed from the htpasswd file.
     secret_file(dir.path(), "htpasswd", &htpasswd(&[("bob", BOB_PASSWORD)]));
-    let files = wharf.mirror.watched_files();
+    let files = wharf.edge.watched_files();
     tokio::task::spawn_blocking(move || {
         for f in &files {
             f.reload(true);

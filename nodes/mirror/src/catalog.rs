@@ -10,7 +10,7 @@ use bytes::Bytes;
 use wharf_storage::BlobStore;
 use wharf_storage::key::{repository_of_tag, tags_prefix};
 
-use crate::error::ApiError;
+use crate::error::MirrorError;
 use crate::tags_list::{paginate, pagination};
 
 /// How long one listing of the store serves catalog pages.
@@ -50,19 +50,19 @@ impl CatalogService {
         upstream: &str,
         query: &str,
         visible: impl Fn(&str) -> bool,
-    ) -> Result<CatalogPage, ApiError> {
+    ) -> Result<CatalogPage, MirrorError> {
         let repos = self
             .listings
             .try_get_with(upstream.to_string(), async {
                 let prefix = tags_prefix(upstream);
-                let objects = store.list(&prefix).await.map_err(ApiError::from)?;
+                let objects = store.list(&prefix).await.map_err(MirrorError::from)?;
                 let mut repos: Vec<String> = objects
                     .iter()
                     .filter_map(|o| repository_of_tag(&o.path, &prefix))
                     .collect();
                 repos.sort_unstable();
                 repos.dedup();
-                Ok::<_, ApiError>(Arc::new(repos))
+                Ok::<_, MirrorError>(Arc::new(repos))
             })
             .await
             .map_err(|e| (*e).clone())?;

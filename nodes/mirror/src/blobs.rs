@@ -17,13 +17,13 @@ use wharf_core::{ByteRange, Digest, OciCode, RepoName};
 use wharf_storage::{BlobStore, FileSpan, ObjectKey};
 use wharf_upstream::{BlobResponse, UpstreamClient};
 
-use crate::access_log::CacheResult;
 use crate::download::{Download, Downloads, Fetched, Origin, Resume, tail};
-use crate::error::ApiError;
+use crate::error::MirrorError;
 use crate::evict::Evictor;
 use crate::negative::NegativeCache;
 use crate::singleflight::{Claim, FetchCoordinator};
 use crate::slots::DownloadSlots;
+use crate::stats::CacheResult;
 use crate::stats::Stats;
 
 /// Memory for the blob-size index, by weight: about 150 bytes an entry, so some 400k blobs.
@@ -87,15 +87,18 @@ pub struct PeerStream {
 }
 
 /// The bytes from `offset` to the end of a blob of `size`; `None` for all of it.
-fn from_offset(offset: u64, size: Option<u64>) -> Result<Option<ByteRange>, ApiError> {
+fn from_offset(offset: u64, size: Option<u64>) -> Result<Option<ByteRange>, MirrorError> {
     match size {
         _ if offset == 0 => Ok(None),
         Some(size) if offset < size => Ok(Some(ByteRange {
             start: offset,
             end: size - 1,
         })),
-        Some(_) => Err(ApiError::new(OciCode::RangeInvalid, "offset past the end")),
-        None => Err(ApiError::new(
+        Some(_) => Err(MirrorError::invalid(
+            OciCode::RangeInvalid,
+            "offset past the end",
+        )),
+        None => Err(MirrorError::invalid(
             OciCode::RangeInvalid,
             "offset into a blob of unknown size",
         )),
@@ -123,7 +126,7 @@ fn resume_upstream(
                 .get_blob_from(&repo, &digest, offset)
                 .await
                 .map(|response| response.stream)
-                .map_err(|e| ApiError::from_upstream(upstream.name(), e, OciCode::BlobUnknown))
+                .map_err(|e| MirrorError::upstream(upstream.name(), e, OciCode::BlobUnknown))
         })
     })
 }
@@ -217,7 +220,7 @@ impl BlobService {
         &self,
         digest: &Digest,
         offset: u64,
-    ) -> Result<Option<PeerStream>, ApiError> {
+    ) -> Result<Option<PeerStream>, MirrorError> {
         if let Some(download) = self.downloads.find(digest) {
             let size = download.started().await?;
             let range = from_offset(offset, size)?;
@@ -225,7 +228,7 @@ impl BlobService {
             return Ok(Some(PeerStream { size, body }));
         }
         let key = ObjectKey::Blob(digest.clone());
-        let Some(size) = self.store.stat(&key).await.map_err(ApiError::from)? else {
+        let Some(size) = self.store.stat(&key).await.map_err(MirrorError::from)? else {
             return Ok(None);
         };
         let range = from_offset(offset, Some(size))?;
@@ -235,12 +238,12 @@ impl BlobService {
                 body: reader.stream.map_err(std::io::Error::other).boxed(),
             })),
             Ok(None) => Ok(None),
-            Err(e) => Err(ApiError::from(e)),
+            Err(e) => Err(MirrorError::from(e)),
         }
     }
 
     /// Whether the store holds `digest` (the index first, then one stat).
-    pub async fn contains(&self, digest: &Digest) -> Result<bool, ApiError> {
+    pub async fn contains(&self, digest: &Digest) -> Result<bool, MirrorError> {
         if self.index.contains_key(digest) {
             return Ok(true);
         }
@@ -264,7 +267,7 @@ impl BlobService {
         range_header: Option<&str>,
         head: bool,
         redirect: Option<Duration>,
-    ) -> Result<BlobReply, ApiError> {
+    ) -> Result<BlobReply, MirrorError> {
         if let Some(expires) = redirect.filter(|_| !head)
             && let Some(location) = self.presigned(digest, expires).await
         {
@@ -355,7 +358,7 @@ impl BlobService {
         upstream: &Arc<UpstreamClient>,
         repo: &RepoName,
         digest: &Digest,
-    ) -> Result<(Arc<Download>, bool), ApiError> {
+    ) -> Result<(Arc<Download>, bool), MirrorError> {
         if let Some(download) = self.downloads.join(digest) {
             return Ok((download, false));
         }
@@ -420,9 +423,10 @@ impl BlobService {
                     });
                 }
                 stats.upstream_blob_fetches.fetch_add(1, Ordering::Relaxed);
-                let response = upstream.get_blob(&repo, &digest).await.map_err(|e| {
-                    ApiError::from_upstream(upstream.name(), e, OciCode::BlobUnknown)
-                })?;
+                let response = upstream
+                    .get_blob(&repo, &digest)
+                    .await
+                    .map_err(|e| MirrorError::upstream(upstream.name(), e, OciCode::BlobUnknown))?;
                 Ok(Fetched {
                     peer: false,
                     response,
@@ -465,7 +469,7 @@ impl BlobService {
         digest: &Digest,
         range_header: Option<&str>,
         head: bool,
-    ) -> Result<Option<BlobReply>, ApiError> {
+    ) -> Result<Option<BlobReply>, MirrorError> {
         let key = ObjectKey::Blob(digest.clone());
         let size = match self.index.get(digest).await {
             Some(size) => size,
@@ -524,7 +528,7 @@ impl BlobService {
         upstream: &Arc<UpstreamClient>,
         repo: &RepoName,
         digest: &Digest,
-    ) -> Result<BlobReply, ApiError> {
+    ) -> Result<BlobReply, MirrorError> {
         if let Some(download) = self.downloads.find(digest)
             && let Ok(Some(size)) = download.started().await
         {
@@ -538,7 +542,7 @@ impl BlobService {
         let size = upstream
             .head_blob(repo, digest)
             .await
-            .map_err(|e| ApiError::from_upstream(upstream.name(), e, OciCode::BlobUnknown))?;
+            .map_err(|e| MirrorError::upstream(upstream.name(), e, OciCode::BlobUnknown))?;
         Ok(BlobReply::Found {
             cache: CacheResult::Miss,
             size: Some(size),

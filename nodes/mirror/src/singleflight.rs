@@ -9,7 +9,7 @@ use serde::Serialize;
 use wharf_core::Digest;
 use wharf_upstream::BlobResponse;
 
-use crate::error::ApiError;
+use crate::error::MirrorError;
 
 /// Held by the node fetching a blob for the cluster; dropping it gives the claim up (after the
 /// blob was stored, or when the fetch failed).
@@ -22,7 +22,7 @@ pub enum Claim {
     Fetch(Option<Box<dyn FetchLease>>),
     /// Another node fetches it: its bytes as they arrive there, or why it could not be had.
     /// They are verified here again before anything is released or stored.
-    Peer(Result<BlobResponse, ApiError>),
+    Peer(Result<BlobResponse, MirrorError>),
 }
 
 /// A cluster's view of coordination, for `/health`.

@@ -15,10 +15,10 @@ use tracing::warn;
 use wharf_core::{Digest, OciCode, RepoName, media};
 use wharf_upstream::{UpstreamClient, UpstreamError};
 
-use crate::access_log::CacheResult;
 use crate::coalesce::Coalescer;
-use crate::error::ApiError;
+use crate::error::MirrorError;
 use crate::manifests::is_outage;
+use crate::stats::CacheResult;
 
 /// How long a stale answer may still be used while the upstream cannot answer.
 const STALE_LIMIT: Duration = Duration::from_secs(24 * 3600);
@@ -67,7 +67,7 @@ impl ReferrersService {
         repo: &RepoName,
         digest: &Digest,
         artifact_type: Option<&str>,
-    ) -> Result<Referrers, ApiError> {
+    ) -> Result<Referrers, MirrorError> {
         let key = (upstream.name().to_string(), repo.clone(), digest.clone());
         let known = self.cache.get(&key).await;
         let (entry, cache) = match &known {
@@ -133,9 +133,8 @@ async fn fetch(
     upstream: &UpstreamClient,
     repo: &RepoName,
     digest: &Digest,
-) -> Result<Vec<Value>, ApiError> {
-    let failed =
-        |e: UpstreamError| ApiError::from_upstream(upstream.name(), e, OciCode::NameUnknown);
+) -> Result<Vec<Value>, MirrorError> {
+    let failed = |e: UpstreamError| MirrorError::upstream(upstream.name(), e, OciCode::NameUnknown);
     if let Some(index) = upstream.referrers(repo, digest).await.map_err(failed)? {
         return Ok(descriptors(&index));
     }

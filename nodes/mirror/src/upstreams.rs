@@ -12,7 +12,7 @@ use wharf_core::config::{
 use wharf_metrics::Metrics;
 use wharf_upstream::{UpstreamClient, UpstreamError};
 
-use crate::error::ApiError;
+use crate::error::MirrorError;
 
 /// Registries forwarded through a `"*"` parent kept at once; past it, the least recently used
 /// registry's client is dropped (and made again when next asked), so junk `ns=` values can
@@ -74,7 +74,7 @@ pub fn normalise_ns(ns: &str) -> String {
 }
 
 impl AnyRegistry {
-    fn client(&self, ns: &str) -> Result<Arc<UpstreamClient>, ApiError> {
+    fn client(&self, ns: &str) -> Result<Arc<UpstreamClient>, MirrorError> {
         self.clients
             .try_get_with(ns.to_string(), || {
                 let mut config = self.template.clone();
@@ -82,7 +82,7 @@ impl AnyRegistry {
                 UpstreamClient::new(&config, self.passwords.clone(), &self.settings)
                     .map(|c| Arc::new(c.with_metrics(self.metrics.upstream(ns))))
             })
-            .map_err(|e| ApiError::from_upstream(ns, (*e).clone(), OciCode::NameUnknown))
+            .map_err(|e| MirrorError::upstream(ns, (*e).clone(), OciCode::NameUnknown))
     }
 }
 
@@ -143,7 +143,7 @@ impl Upstreams {
     /// Where `ns` leads (the default upstream without it), without creating anything: a
     /// malformed `ns=` is refused here, an unknown one only by [`Upstreams::client`], after
     /// the caller was authorized, so that no one learns the configuration unasked.
-    pub fn resolve(&self, ns: Option<&str>) -> Result<Resolved, ApiError> {
+    pub fn resolve(&self, ns: Option<&str>) -> Result<Resolved, MirrorError> {
         let Some(ns) = ns else {
             return self
                 .default
@@ -154,15 +154,14 @@ impl Upstreams {
                     kind: Kind::Configured(client.clone()),
                 })
                 .ok_or_else(|| {
-                    ApiError::new(
-                        OciCode::Denied,
+                    MirrorError::denied(
                         "this mirror has no default upstream: name one with ?ns=<registry host>",
                     )
                 });
         };
         let name = normalise_ns(ns);
         if !is_registry_host(&name) {
-            return Err(ApiError::new(
+            return Err(MirrorError::invalid(
                 OciCode::NameInvalid,
                 "ns= must name a registry host",
             ));
@@ -188,22 +187,19 @@ impl Upstreams {
 
     /// The client a resolved request goes to; for a registry forwarded to the `"*"` parent,
     /// made on first use. Call only for callers the policy admitted.
-    pub fn client(&self, resolved: &Resolved) -> Result<Arc<UpstreamClient>, ApiError> {
+    pub fn client(&self, resolved: &Resolved) -> Result<Arc<UpstreamClient>, MirrorError> {
         match (&resolved.kind, &self.any) {
             (Kind::Configured(client), _) => Ok(client.clone()),
             (Kind::Forwarded, Some(any)) => any.client(&resolved.name),
-            _ => Err(ApiError::new(
-                OciCode::Denied,
-                format!(
-                    "upstream registry {:?} is not configured on this mirror",
-                    resolved.name
-                ),
-            )),
+            _ => Err(MirrorError::denied(format!(
+                "upstream registry {:?} is not configured on this mirror",
+                resolved.name
+            ))),
         }
     }
 
     /// [`Upstreams::resolve`] then [`Upstreams::client`], for callers already authorized.
-    pub fn select(&self, ns: Option<&str>) -> Result<Arc<UpstreamClient>, ApiError> {
+    pub fn select(&self, ns: Option<&str>) -> Result<Arc<UpstreamClient>, MirrorError> {
         self.client(&self.resolve(ns)?)
     }
 }

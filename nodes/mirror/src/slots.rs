@@ -6,11 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use http::StatusCode;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wharf_core::OciCode;
 
-use crate::error::ApiError;
+use crate::error::MirrorError;
 
 /// What a client is told to wait before asking again when the node is busy.
 const RETRY_AFTER_SECS: u64 = 5;
@@ -45,7 +43,7 @@ impl DownloadSlots {
     }
 
     /// A slot for one download, held until the download ends; waits in a bounded queue.
-    pub async fn acquire(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+    pub async fn acquire(&self) -> Result<OwnedSemaphorePermit, MirrorError> {
         if let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() {
             return Ok(permit);
         }
@@ -80,14 +78,11 @@ impl Drop for Waiting<'_> {
     }
 }
 
-fn busy(what: &str, why: &str) -> ApiError {
-    let mut e = ApiError::new(
-        OciCode::Unavailable,
+fn busy(what: &str, why: &str) -> MirrorError {
+    MirrorError::busy(
         format!("wharf is fetching as many {what} as it may at once and {why}; retry shortly"),
+        Some(Duration::from_secs(RETRY_AFTER_SECS)),
     )
-    .with_status(StatusCode::SERVICE_UNAVAILABLE);
-    e.retry_after_secs = Some(RETRY_AFTER_SECS);
-    e
 }
 
 #[cfg(test)]
@@ -107,8 +102,11 @@ mod tests {
         assert!(slots.contended());
         // The queue holds one: the next is refused at once.
         let refused = slots.acquire().await.unwrap_err();
-        assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(refused.retry_after_secs, Some(RETRY_AFTER_SECS));
+        assert!(matches!(refused, MirrorError::Busy { .. }), "{refused:?}");
+        assert_eq!(
+            refused.retry_after(),
+            Some(Duration::from_secs(RETRY_AFTER_SECS))
+        );
         // The queued one times out while the slot stays held.
         assert!(queued.await.unwrap().is_err());
         drop(held);

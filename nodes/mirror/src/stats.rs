@@ -52,3 +52,41 @@ impl Stats {
         counter.load(Ordering::Relaxed)
     }
 }
+
+/// What the cache did for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheResult {
+    /// Served from the cache (a tag revalidated unchanged counts as a hit).
+    Hit,
+    /// Fetched from the upstream for this request.
+    Miss,
+    /// Joined a fetch another request had started.
+    Coalesced,
+    /// The upstream could not answer; an expired tag was served.
+    Stale,
+    /// Streamed from the cluster peer that fetches it.
+    Peer,
+}
+
+impl CacheResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheResult::Hit => "hit",
+            CacheResult::Miss => "miss",
+            CacheResult::Coalesced => "coalesced",
+            CacheResult::Stale => "stale",
+            CacheResult::Peer => "peer",
+        }
+    }
+
+    pub fn outcome(self) -> wharf_metrics::CacheOutcome {
+        use wharf_metrics::CacheOutcome;
+        match self {
+            CacheResult::Hit => CacheOutcome::Hit,
+            CacheResult::Miss => CacheOutcome::Miss,
+            CacheResult::Coalesced => CacheOutcome::Coalesced,
+            CacheResult::Stale => CacheOutcome::Stale,
+            CacheResult::Peer => CacheOutcome::Peer,
+        }
+    }
+}

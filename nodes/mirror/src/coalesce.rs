@@ -15,10 +15,10 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use tokio::task::AbortHandle;
 
-use crate::error::ApiError;
+use crate::error::MirrorError;
 use crate::slots::DownloadSlots;
 
-type Flight<T> = Shared<BoxFuture<'static, Result<T, ApiError>>>;
+type Flight<T> = Shared<BoxFuture<'static, Result<T, MirrorError>>>;
 
 /// One flight under way: its shared result, its task, and how many callers wait for it.
 struct Entry<T> {
@@ -80,9 +80,9 @@ where
     /// Run `work` unless a flight for `key` is already under way; either way, its result.
     /// The boolean is true when this caller joined an existing flight. A new flight waits for
     /// a slot first (or is refused with `503`), without holding any lock.
-    pub async fn run<F>(&self, key: K, work: impl FnOnce() -> F) -> (Result<T, ApiError>, bool)
+    pub async fn run<F>(&self, key: K, work: impl FnOnce() -> F) -> (Result<T, MirrorError>, bool)
     where
-        F: Future<Output = Result<T, ApiError>> + Send + 'static,
+        F: Future<Output = Result<T, MirrorError>> + Send + 'static,
     {
         if let Some((flight, id)) = self.join(&key) {
             let _waiting = Waiter::new(self, key, id);
@@ -121,7 +121,7 @@ where
                         if e.is_panic() {
                             tracing::error!(error = %e, "coalesced work panicked");
                         }
-                        Err(ApiError::internal("internal error"))
+                        Err(MirrorError::internal("internal error"))
                     })
                 }
                 .boxed()
@@ -249,7 +249,7 @@ mod tests {
                 Ok(0)
             })
             .await;
-        assert_eq!(first.unwrap_err().code, wharf_core::OciCode::Unknown);
+        assert_eq!(first.unwrap_err().code(), wharf_core::OciCode::Unknown);
         let (again, joined) = coalescer.run(1, || async { Ok(5) }).await;
         assert_eq!(
             (again.unwrap(), joined),
@@ -312,8 +312,8 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let (refused, _) = coalescer.run(2, || async { Ok(2) }).await;
         let refused = refused.unwrap_err();
-        assert_eq!(refused.status.as_u16(), 503);
-        assert!(refused.retry_after_secs.is_some());
+        assert!(matches!(refused, MirrorError::Busy { .. }), "{refused:?}");
+        assert!(refused.retry_after().is_some());
         // Joining a flight under way needs no slot.
         let (joined, j) = coalescer.run(1, || async { Ok(9) }).await;
         assert_eq!((joined.unwrap(), j), (1, true));

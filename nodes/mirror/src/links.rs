@@ -18,7 +18,7 @@ use wharf_storage::{BlobStore, ObjectKey};
 use wharf_upstream::UpstreamClient;
 
 use crate::coalesce::Coalescer;
-use crate::error::ApiError;
+use crate::error::MirrorError;
 
 /// Bytes of link keys kept at most (about 300k links).
 const MAX_LINK_BYTES: u64 = 48 * 1024 * 1024;
@@ -165,7 +165,7 @@ impl RepoLinks {
         repo: &RepoName,
         digest: &Digest,
         manifest: bool,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), MirrorError> {
         if self.contains(upstream.name(), repo, digest) {
             return Ok(());
         }
@@ -194,13 +194,10 @@ impl RepoLinks {
                     match tokio::time::timeout(confirm_wait, confirmations.acquire_owned()).await {
                         Ok(Ok(turn)) => turn,
                         _ => {
-                            let mut busy = ApiError::new(
-                                OciCode::Unavailable,
+                            return Err(MirrorError::busy(
                                 "too many repository checks under way; retry shortly",
-                            )
-                            .with_status(http::StatusCode::SERVICE_UNAVAILABLE);
-                            busy.retry_after_secs = Some(5);
-                            return Err(busy);
+                                Some(std::time::Duration::from_secs(5)),
+                            ));
                         }
                     };
                 let missing = if manifest {
@@ -220,10 +217,10 @@ impl RepoLinks {
                         .map(|_| ())
                 };
                 answer.map_err(|e| {
-                    let mut err = ApiError::from_upstream(&name, e, missing);
-                    if err.code == OciCode::Denied || err.status == http::StatusCode::NOT_FOUND {
+                    let mut err = MirrorError::upstream(&name, e, missing);
+                    if err.code() == OciCode::Denied || err.is_not_found() {
                         // Not in this repository (or not visible to wharf there).
-                        err = ApiError::new(
+                        err = MirrorError::not_found(
                             missing,
                             format!("{digest_owned} is not known in repository {repo_owned}"),
                         );
@@ -302,8 +299,8 @@ mod tests {
         let started = std::time::Instant::now();
         let second = links.ensure(&upstream, &repo, &d('b'), false).await;
         let err = second.expect_err("no turn left");
-        assert_eq!(err.status, http::StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(err.retry_after_secs, Some(5));
+        assert!(matches!(err, MirrorError::Busy { .. }), "{err:?}");
+        assert_eq!(err.retry_after(), Some(std::time::Duration::from_secs(5)));
         assert!(started.elapsed() < std::time::Duration::from_secs(2));
         first.abort();
     }

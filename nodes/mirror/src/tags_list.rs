@@ -11,10 +11,10 @@ use tracing::warn;
 use wharf_core::{OciCode, RepoName};
 use wharf_upstream::UpstreamClient;
 
-use crate::access_log::CacheResult;
 use crate::coalesce::Coalescer;
-use crate::error::ApiError;
+use crate::error::MirrorError;
 use crate::manifests::is_outage;
+use crate::stats::CacheResult;
 
 /// How long a stale answer may still be used while the upstream cannot answer.
 const STALE_LIMIT: Duration = Duration::from_secs(24 * 3600);
@@ -67,7 +67,7 @@ impl TagsListService {
         upstream: &Arc<UpstreamClient>,
         repo: &RepoName,
         query: &str,
-    ) -> Result<TagsPage, ApiError> {
+    ) -> Result<TagsPage, MirrorError> {
         let key = (upstream.name().to_string(), repo.clone());
         let known = self.cache.get(&key).await;
         let (entry, cache) = match &known {
@@ -103,7 +103,7 @@ impl TagsListService {
         &self,
         upstream: &Arc<UpstreamClient>,
         repo: &RepoName,
-    ) -> (Result<Entry, ApiError>, bool) {
+    ) -> (Result<Entry, MirrorError>, bool) {
         let key = (upstream.name().to_string(), repo.clone());
         let (cache, upstream, repo) = (self.cache.clone(), upstream.clone(), repo.clone());
         self.flights
@@ -121,7 +121,7 @@ impl TagsListService {
         &self,
         upstream: &Arc<UpstreamClient>,
         repo: &RepoName,
-    ) -> Result<Vec<String>, ApiError> {
+    ) -> Result<Vec<String>, MirrorError> {
         self.refresh(upstream, repo).await.0.map(|e| e.1.clone())
     }
 }
@@ -130,7 +130,7 @@ impl TagsListService {
 async fn fetch_all(
     upstream: &UpstreamClient,
     repo: &RepoName,
-) -> Result<(String, Vec<String>), ApiError> {
+) -> Result<(String, Vec<String>), MirrorError> {
     let mut tags = Vec::new();
     let mut name = repo.to_string();
     let mut query: Option<String> = None;
@@ -138,11 +138,11 @@ async fn fetch_all(
         let response = upstream
             .tags_list(repo, query.as_deref())
             .await
-            .map_err(|e| ApiError::from_upstream(upstream.name(), e, OciCode::NameUnknown))?;
-        let page: serde_json::Value = serde_json::from_slice(&response.body).map_err(|_| {
-            ApiError::new(OciCode::Unavailable, "the upstream's tag list is not JSON")
-                .with_status(http::StatusCode::BAD_GATEWAY)
-        })?;
+            .map_err(|e| MirrorError::upstream(upstream.name(), e, OciCode::NameUnknown))?;
+        let page: serde_json::Value =
+            serde_json::from_slice(&response.body).map_err(|_| MirrorError::BadAnswer {
+                message: "the upstream's tag list is not JSON".to_string(),
+            })?;
         if let Some(n) = page["name"].as_str() {
             name = n.to_string();
         }

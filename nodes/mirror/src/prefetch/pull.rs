@@ -13,7 +13,7 @@ use wharf_upstream::UpstreamClient;
 
 use crate::Mirror;
 use crate::blobs::BlobReply;
-use crate::error::ApiError;
+use crate::error::MirrorError;
 use crate::manifests::CachedManifest;
 
 /// Blobs of one pass downloaded at once: prefetching shares download slots with clients.
@@ -21,10 +21,10 @@ const PARALLEL_BLOBS: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrefetchError {
-    /// The mirror or the upstream refused or failed; `ApiError` says which and whether to
+    /// The mirror or the upstream refused or failed; `MirrorError` says which and whether to
     /// retry. The next interval tries again.
     #[error("{what}: {source}")]
-    Pull { what: String, source: ApiError },
+    Pull { what: String, source: MirrorError },
     /// The upstream's pull allowance is down to the reserve kept for clients.
     #[error("paused: the upstream allows {remaining} more pulls, under the reserve of {reserve}")]
     Reserve { remaining: i64, reserve: u64 },
@@ -35,7 +35,7 @@ pub enum PrefetchError {
 }
 
 impl PrefetchError {
-    pub(super) fn pull(what: impl Into<String>) -> impl FnOnce(ApiError) -> PrefetchError {
+    pub(super) fn pull(what: impl Into<String>) -> impl FnOnce(MirrorError) -> PrefetchError {
         let what = what.into();
         move |source| PrefetchError::Pull { what, source }
     }
@@ -154,7 +154,7 @@ impl<'a> Pull<'a> {
     /// The manifest as JSON, its content linked to the repository (so clients allowed only
     /// this repository may pull it by digest).
     fn noted(&self, manifest: &CachedManifest) -> Result<Value, PrefetchError> {
-        if self.mirror.auth.restricted() {
+        if self.mirror.restricted {
             self.mirror.links.note_manifest(
                 self.upstream.name(),
                 &self.repo,
@@ -236,11 +236,9 @@ impl<'a> Pull<'a> {
         while let Some(chunk) = body.stream.next().await {
             let chunk = chunk.map_err(|e| PrefetchError::Pull {
                 what: what.clone(),
-                source: ApiError::new(
-                    wharf_core::OciCode::Unavailable,
-                    format!("the download broke off: {e}"),
-                )
-                .with_status(http::StatusCode::BAD_GATEWAY),
+                source: MirrorError::BadAnswer {
+                    message: format!("the download broke off: {e}"),
+                },
             })?;
             len = len.saturating_add(chunk.len() as u64);
         }

@@ -16,10 +16,10 @@ use wharf_core::{Digest, OciCode, RepoName, Tag};
 use wharf_storage::{BlobStore, ObjectKey};
 use wharf_upstream::UpstreamClient;
 
-use crate::access_log::CacheResult;
 use crate::coalesce::Coalescer;
-use crate::error::ApiError;
+use crate::error::MirrorError;
 use crate::negative::NegativeCache;
+use crate::stats::CacheResult;
 use crate::stats::Stats;
 
 /// A manifest as served: the upstream's exact bytes and media type.
@@ -150,7 +150,7 @@ impl ManifestService {
         upstream: &Arc<UpstreamClient>,
         repo: &RepoName,
         digest: &Digest,
-    ) -> Result<(Arc<CachedManifest>, CacheResult), ApiError> {
+    ) -> Result<(Arc<CachedManifest>, CacheResult), MirrorError> {
         if let Some(m) = self.cached(digest).await {
             return Ok((m, CacheResult::Hit));
         }
@@ -172,12 +172,15 @@ impl ManifestService {
                     .get_manifest(&repo, &wanted.to_string())
                     .await
                     .map_err(|e| {
-                        ApiError::from_upstream(upstream.name(), e, OciCode::ManifestUnknown)
+                        MirrorError::upstream(upstream.name(), e, OciCode::ManifestUnknown)
                     })?;
                 if !wanted.matches(&response.body) {
                     this.stats.digest_mismatches.fetch_add(1, Ordering::Relaxed);
                     warn!(digest = %wanted, upstream = upstream.name(), "manifest failed verification; not cached");
-                    return Err(ApiError::digest_mismatch(upstream.name(), "a manifest"));
+                    return Err(MirrorError::DigestMismatch {
+                        upstream: upstream.name().to_string(),
+                        what: "a manifest".to_string(),
+                    });
                 }
                 Ok(this
                     .keep(CachedManifest {
@@ -207,7 +210,7 @@ impl ManifestService {
         upstream: &Arc<UpstreamClient>,
         repo: &RepoName,
         tag: &Tag,
-    ) -> Result<TaggedManifest, ApiError> {
+    ) -> Result<TaggedManifest, MirrorError> {
         let key = TagKey {
             upstream: upstream.name().to_string(),
             repo: repo.clone(),
@@ -266,7 +269,7 @@ impl ManifestService {
                 let digest: Digest = record
                     .digest
                     .parse()
-                    .map_err(|_| ApiError::internal("tag record holds a malformed digest"))?;
+                    .map_err(|_| MirrorError::internal("tag record holds a malformed digest"))?;
                 let (m, cache) = self.by_digest(upstream, repo, &digest).await?;
                 Ok(self.tagged(m, cache, &record))
             }
@@ -292,8 +295,8 @@ impl ManifestService {
         upstream: Arc<UpstreamClient>,
         key: TagKey,
         known: Option<TagRecord>,
-    ) -> Result<TagRecord, ApiError> {
-        let map_err = |e| ApiError::from_upstream(upstream.name(), e, OciCode::ManifestUnknown);
+    ) -> Result<TagRecord, MirrorError> {
+        let map_err = |e| MirrorError::upstream(upstream.name(), e, OciCode::ManifestUnknown);
         if let Some(record) = known {
             self.stats.tag_revalidations.fetch_add(1, Ordering::Relaxed);
             let head = upstream
@@ -322,7 +325,10 @@ impl ManifestService {
             Some(claimed) => {
                 self.stats.digest_mismatches.fetch_add(1, Ordering::Relaxed);
                 warn!(%claimed, repo = %key.repo, tag = %key.tag, "manifest does not match the upstream's own digest header; not cached");
-                return Err(ApiError::digest_mismatch(upstream.name(), "a manifest"));
+                return Err(MirrorError::DigestMismatch {
+                    upstream: upstream.name().to_string(),
+                    what: "a manifest".to_string(),
+                });
             }
             None => Digest::sha256_of(&response.body),
         };
@@ -413,8 +419,8 @@ impl ManifestService {
 }
 
 /// The upstream could not answer (down, failing, rate limiting): stale content beats an error.
-pub fn is_outage(e: &ApiError) -> bool {
-    matches!(e.code, OciCode::Unavailable | OciCode::TooManyRequests)
+pub fn is_outage(e: &MirrorError) -> bool {
+    e.upstream_unavailable()
 }
 
 #[cfg(test)]

@@ -243,14 +243,14 @@ impl Prefetcher {
             .map_err(not_found)?;
         let upstream = &upstream;
         let mut repo: RepoName = rule.image.repository.parse().map_err(|e| {
-            not_found(crate::error::ApiError::new(
+            not_found(crate::error::MirrorError::invalid(
                 wharf_core::OciCode::NameInvalid,
                 format!("{e}"),
             ))
         })?;
         if upstream.is_docker_hub() {
             repo = repo.with_docker_hub_library().map_err(|e| {
-                not_found(crate::error::ApiError::new(
+                not_found(crate::error::MirrorError::invalid(
                     wharf_core::OciCode::NameInvalid,
                     format!("{e}"),
                 ))
