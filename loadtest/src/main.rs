@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cluster;
+mod load;
 mod mirrors;
 mod plot;
 mod scenarios;

@@ -12,8 +12,8 @@ use wharf_testkit::registry::{Registry, RegistryOptions};
 use wharf_testkit::tls::TestPki;
 
 use crate::Args;
+use crate::load::{Load, blob_rate_and_cpu, request_rate, throughput};
 use crate::mirrors::Mirror;
-use crate::scenarios::{Load, blob_rate_and_cpu, request_rate, throughput};
 
 const PASSWORD: &str = "loadtest-password";
 

@@ -16,8 +16,9 @@ use wharf_testkit::s3::S3Server;
 use wharf_testkit::wan::{LinkShape, WanLink};
 
 use crate::Args;
+use crate::load::{Load, blob_rate_and_cpu, get_ok};
 use crate::mirrors::Mirror;
-use crate::scenarios::{Load, blob_rate_and_cpu, get_ok, herd_times};
+use crate::scenarios::herd_times;
 
 /// A mirror to measure: its name, its bucket (none: local disk), its `WHARF_*` settings.
 type Variant = (

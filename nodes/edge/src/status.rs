@@ -149,15 +149,18 @@ pub fn report(edge: &Edge) -> StatusReport {
     let metrics = &edge.mirror.stats.metrics;
     let downloads = edge.mirror.blobs.download_statuses();
     metrics
+        .store
         .downloads_in_flight
         .set(i64::try_from(downloads.len()).unwrap_or(i64::MAX));
     metrics
+        .store
         .download_waiters
         .set(downloads.iter().map(|d| d.waiters as i64).sum());
     let health = edge.mirror.health.report();
-    metrics.store_up.set(i64::from(health.status == "ok"));
+    metrics.store.up.set(i64::from(health.status == "ok"));
     let failing = edge.reload_statuses().iter().filter(|r| r.failing).count();
     metrics
+        .store
         .reloads_failing
         .set(i64::try_from(failing).unwrap_or(i64::MAX));
     let evictor = edge.mirror.blobs.evictor();
@@ -169,21 +172,25 @@ pub fn report(edge: &Edge) -> StatusReport {
         }
     };
     metrics
+        .cache
         .store_bytes
         .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     metrics
+        .cache
         .store_blobs
         .set(i64::try_from(blobs).unwrap_or(i64::MAX));
     let cluster = edge.mirror.blobs.coordinator().map(|c| c.health());
     if let Some(c) = &cluster {
-        metrics.cluster_members.set(c.members as i64);
+        metrics.cluster.members.set(c.members as i64);
         metrics
-            .cluster_is_leader
+            .cluster
+            .is_leader
             .set(i64::from(c.leader_id == Some(c.node_id)));
         metrics
-            .cluster_term
+            .cluster
+            .term
             .set(i64::try_from(c.term).unwrap_or(i64::MAX));
-        metrics.cluster_leases_held.set(c.leases_held as i64);
+        metrics.cluster.leases_held.set(c.leases_held as i64);
     }
     let totals = metrics.cache_totals();
     let count = |o: CacheOutcome| totals.requests[o as usize];

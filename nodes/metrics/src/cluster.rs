@@ -1,0 +1,109 @@
+//! The cluster: membership, leadership, leases, bytes from peers, fetches without a lease.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::labels::LeaseResult;
+use crate::slots::Slots;
+use crate::{Metrics, counters, reg};
+
+/// The cluster's families; the gauges are set from the cluster when `/metrics` is scraped.
+#[derive(Debug)]
+pub struct ClusterMetrics {
+    pub members: Gauge,
+    pub is_leader: Gauge,
+    pub term: Gauge,
+    pub leases_held: Gauge,
+    lease_requests: Slots<Counter>,
+    peer_bytes: Counter,
+    fallbacks: Counter,
+}
+
+impl ClusterMetrics {
+    pub(crate) fn register(registry: &mut Registry) -> ClusterMetrics {
+        ClusterMetrics {
+            members: reg(
+                registry,
+                "wharf_cluster_members",
+                "Members of this node's cluster (0: not clustered)",
+                Gauge::default(),
+            ),
+            is_leader: reg(
+                registry,
+                "wharf_cluster_is_leader",
+                "1 on the cluster's Raft leader",
+                Gauge::default(),
+            ),
+            term: reg(
+                registry,
+                "wharf_cluster_term",
+                "The Raft term this node is in",
+                Gauge::default(),
+            ),
+            leases_held: reg(
+                registry,
+                "wharf_cluster_leases_held",
+                "Fetch leases this node holds",
+                Gauge::default(),
+            ),
+            lease_requests: Slots::new(
+                reg(
+                    registry,
+                    "wharf_cluster_lease_requests",
+                    "Cold blobs this node asked the cluster about, by answer",
+                    counters(),
+                ),
+                LeaseResult::ALL,
+            ),
+            peer_bytes: reg(
+                registry,
+                "wharf_cluster_peer_bytes",
+                "Bytes streamed from cluster peers fetching a blob",
+                Counter::default(),
+            ),
+            fallbacks: reg(
+                registry,
+                "wharf_cluster_fallbacks",
+                "Cold blobs fetched without a lease because the cluster had no quorum",
+                Counter::default(),
+            ),
+        }
+    }
+
+    /// Every lease answer's counter starts at 0.
+    pub(crate) fn start_at_zero(&self) {
+        for result in LeaseResult::VALUES {
+            self.lease_requests.get(result as usize, || {
+                vec![("result", result.as_str().to_string())]
+            });
+        }
+    }
+}
+
+impl Metrics {
+    pub fn lease_request(&self, result: LeaseResult) {
+        if !self.enabled {
+            return;
+        }
+        self.cluster.lease_requests.with(
+            result as usize,
+            || vec![("result", result.as_str().to_string())],
+            |c| {
+                c.inc();
+            },
+        );
+    }
+
+    pub fn peer_bytes(&self, bytes: u64) {
+        if self.enabled {
+            self.cluster.peer_bytes.inc_by(bytes);
+        }
+    }
+
+    pub fn fallback(&self) {
+        if self.enabled {
+            self.cluster.fallbacks.inc();
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Requests to upstream registries: answers, latency, bytes, retries, throttling and the pull
+//! allowance they announce, labelled by the configured upstream (or `other`).
+
+use std::sync::Arc;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::labels::{Method, slot2};
+use crate::slots::{CODES, Labels, Slots, code_slot};
+use crate::{Histograms, Metrics, counters, histograms, latency, reg};
+
+/// The upstream clients' families.
+#[derive(Debug)]
+pub struct UpstreamFamilies {
+    requests: Slots<Counter>,
+    bytes: Slots<Counter>,
+    duration: Histograms,
+    retries: Slots<Counter>,
+    resumes: Counter,
+    throttled: Slots<Counter>,
+    ratelimit_limit: Family<Labels, Gauge>,
+    ratelimit_remaining: Family<Labels, Gauge>,
+}
+
+impl UpstreamFamilies {
+    /// `up`: the configured upstreams and `other`.
+    pub(crate) fn register(registry: &mut Registry, up: usize) -> UpstreamFamilies {
+        UpstreamFamilies {
+            requests: Slots::new(
+                reg(
+                    registry,
+                    "wharf_upstream_requests",
+                    "Requests sent to upstream registries, by answer (code 0: no answer)",
+                    counters(),
+                ),
+                up * Method::ALL * CODES,
+            ),
+            bytes: Slots::new(
+                reg(
+                    registry,
+                    "wharf_upstream_bytes",
+                    "Body bytes received from upstream registries",
+                    counters(),
+                ),
+                up,
+            ),
+            duration: Slots::new(
+                reg(
+                    registry,
+                    "wharf_upstream_request_duration_seconds",
+                    "Time from an upstream request to its response headers",
+                    histograms(latency),
+                ),
+                up,
+            ),
+            retries: Slots::new(
+                reg(
+                    registry,
+                    "wharf_upstream_retries",
+                    "Upstream requests sent again after a transient failure",
+                    counters(),
+                ),
+                up,
+            ),
+            resumes: reg(
+                registry,
+                "wharf_upstream_resumes",
+                "Blob downloads continued with a range request after the body broke off",
+                Counter::default(),
+            ),
+            throttled: Slots::new(
+                reg(
+                    registry,
+                    "wharf_upstream_throttled",
+                    "429 Too Many Requests answers from upstreams",
+                    counters(),
+                ),
+                up,
+            ),
+            ratelimit_limit: reg(
+                registry,
+                "wharf_upstream_ratelimit_limit",
+                "The pull allowance the upstream announced (ratelimit-limit), when it sends one",
+                Family::<Labels, Gauge>::default(),
+            ),
+            ratelimit_remaining: reg(
+                registry,
+                "wharf_upstream_ratelimit_remaining",
+                "Pulls left in the upstream's window (ratelimit-remaining), when it sends one",
+                Family::<Labels, Gauge>::default(),
+            ),
+        }
+    }
+
+    /// The configured upstreams' counters start at 0 (see `Metrics::start_at_zero`).
+    pub(crate) fn start_at_zero(&self, slot: usize, labels: impl Fn() -> Labels + Copy) {
+        self.retries.get(slot, labels);
+        self.throttled.get(slot, labels);
+        self.bytes.get(slot, labels);
+    }
+}
+
+impl Metrics {
+    /// The recorder for one upstream's client.
+    pub fn upstream(self: &Arc<Self>, name: &str) -> UpstreamMetrics {
+        UpstreamMetrics {
+            slot: self.upstream_slot(name),
+            metrics: self.clone(),
+        }
+    }
+
+    pub fn upstream_resume(&self) {
+        if self.enabled {
+            self.upstream.resumes.inc();
+        }
+    }
+}
+
+/// Records one upstream's requests; held by its client.
+#[derive(Debug, Clone)]
+pub struct UpstreamMetrics {
+    metrics: Arc<Metrics>,
+    slot: usize,
+}
+
+impl UpstreamMetrics {
+    /// For a client built outside a node: records nowhere anyone scrapes.
+    pub fn detached() -> UpstreamMetrics {
+        Metrics::detached().upstream("")
+    }
+
+    fn label(&self) -> Labels {
+        vec![("upstream", self.metrics.upstream_label(self.slot))]
+    }
+
+    /// An upstream request got an answer `code` (0 when none came) after `seconds`.
+    pub fn request(&self, method: Method, code: u16, seconds: f64) {
+        let m = &self.metrics;
+        if !m.enabled {
+            return;
+        }
+        let code_index = if code == 0 {
+            CODES - 1
+        } else {
+            code_slot(code)
+        };
+        m.upstream.requests.with(
+            slot2(
+                slot2(self.slot, method as usize, Method::ALL),
+                code_index,
+                CODES,
+            ),
+            || {
+                let mut labels = self.label();
+                labels.push(("method", method.as_str().to_string()));
+                labels.push(("code", code.to_string()));
+                labels
+            },
+            |c| {
+                c.inc();
+            },
+        );
+        m.upstream
+            .duration
+            .with(self.slot, || self.label(), |h| h.observe(seconds));
+        if code == 429 {
+            m.upstream.throttled.with(
+                self.slot,
+                || self.label(),
+                |c| {
+                    c.inc();
+                },
+            );
+        }
+    }
+
+    pub fn retry(&self) {
+        if self.metrics.enabled {
+            self.metrics.upstream.retries.with(
+                self.slot,
+                || self.label(),
+                |c| {
+                    c.inc();
+                },
+            );
+        }
+    }
+
+    pub fn bytes(&self, n: u64) {
+        if self.metrics.enabled && n > 0 {
+            self.metrics.upstream.bytes.with(
+                self.slot,
+                || self.label(),
+                |c| {
+                    c.inc_by(n);
+                },
+            );
+        }
+    }
+
+    /// Docker Hub's `ratelimit-limit` / `ratelimit-remaining`, as the upstream sent them.
+    pub fn ratelimit(&self, limit: Option<i64>, remaining: Option<i64>) {
+        if !self.metrics.enabled {
+            return;
+        }
+        if let Some(limit) = limit {
+            self.metrics
+                .upstream
+                .ratelimit_limit
+                .get_or_create(&self.label())
+                .set(limit);
+        }
+        if let Some(remaining) = remaining {
+            self.metrics
+                .upstream
+                .ratelimit_remaining
+                .get_or_create(&self.label())
+                .set(remaining);
+        }
+    }
+}
