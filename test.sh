@@ -2,7 +2,8 @@
 # Runs every wharf test on a fresh Debian machine: installs what the tests start for real
 # (CNCF distribution as the upstream registry, skopeo, htpasswd, openssl, Prometheus,
 # Chromium and nginx from Debian; moto's S3 server from PyPI, in a virtualenv), then cargo test.
-# Extra arguments go to `cargo test` (e.g. ./test.sh -p wharf-edge skopeo); with none, clippy, a
+# Extra arguments go to `cargo test` (e.g. ./test.sh -p wharf-edge skopeo); with none, clippy, the
+# shape check (.ci/shape), a
 # short chaos soak and the deployment tests (deploy/test.sh: image, compose, Helm, Terraform;
 # they install docker-compose, debootstrap, helm-python-sdk, kubernetes-validate and checkov)
 # run too.
