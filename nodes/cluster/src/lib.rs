@@ -13,6 +13,7 @@ pub mod auth;
 pub mod coordinator;
 pub mod error;
 pub mod faults;
+mod handoff;
 pub mod leases;
 pub mod network;
 pub mod node;
@@ -57,6 +58,9 @@ pub const SNAPSHOT_EVERY: u64 = 1000;
 const NODE_FILE: &str = "node.json";
 /// How long a stopping node waits for its in-flight fetches.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a stopping leader waits for its successor to catch up and take over, beyond the
+/// leader lease (a leader younger than that must wait it out first).
+const HANDOFF_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a stopping node tries to leave (the last members of a cluster stopping together
 /// cannot: no quorum is left to commit it, and they stay members for their restart).
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -117,14 +121,17 @@ impl Cluster {
             .await
             .map_err(|e| ClusterError::Start(e.to_string()))?;
         let addr = config.advertised().to_string();
-        let node = Arc::new(ClusterNode::new(
-            id,
-            addr.clone(),
-            raft.clone(),
-            state,
-            peers,
-            Duration::from_secs(config.lease_ttl_secs),
-        ));
+        let node = Arc::new(
+            ClusterNode::new(
+                id,
+                addr.clone(),
+                raft.clone(),
+                state,
+                peers,
+                Duration::from_secs(config.lease_ttl_secs),
+            )
+            .with_leader_lease(Duration::from_millis(heartbeat * 8)),
+        );
 
         let endpoint = Endpoint {
             node: node.clone(),
@@ -210,12 +217,16 @@ impl Cluster {
         })
     }
 
-    /// Finish the fetches peers may be streaming from this node, leave the membership (so the
-    /// others need no quorum with this node while it is away), then stop Raft and the endpoint.
+    /// Finish the fetches peers may be streaming from this node, hand leadership over when
+    /// this node leads, leave the membership (so the others need no quorum with this node
+    /// while it is away), then stop Raft and the endpoint.
     pub async fn shutdown(self) {
         if !self.mirror.blobs.drain_downloads(DRAIN_TIMEOUT).await {
             warn!("downloads still under way at shutdown; peers streaming them will retry");
         }
+        self.node
+            .hand_over(self.node.leader_lease + HANDOFF_TIMEOUT)
+            .await;
         if let Err(e) = self.node.leave(self.node.id, LEAVE_TIMEOUT).await {
             warn!(error = %e, "leaving the cluster failed; the others keep counting this node");
         }

@@ -2,7 +2,7 @@
 //! when this node leads and forwarded to the leader otherwise.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -40,6 +40,12 @@ pub struct ClusterNode {
     pub lease_ttl: Duration,
     fallbacks: AtomicU64,
     last_fallback: Mutex<Option<Instant>>,
+    /// Set while this leader hands leadership over (see `handoff`): it commits no lease
+    /// command then, so its log stays still for the successor to catch up with.
+    pub(crate) handing_over: AtomicBool,
+    /// How long a member refuses votes after it last heard from a leader (openraft: the
+    /// longest election timeout); a leader younger than this refuses a successor's vote too.
+    pub(crate) leader_lease: Duration,
 }
 
 type WriteError = RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>;
@@ -75,7 +81,15 @@ impl ClusterNode {
             lease_ttl,
             fallbacks: AtomicU64::new(0),
             last_fallback: Mutex::new(None),
+            handing_over: AtomicBool::new(false),
+            leader_lease: Duration::ZERO,
         }
+    }
+
+    /// The leader lease of this node's Raft configuration (see `handoff`).
+    pub fn with_leader_lease(mut self, lease: Duration) -> ClusterNode {
+        self.leader_lease = lease;
+        self
     }
 
     /// Note a cold fetch made without the cluster's agreement.
@@ -140,6 +154,11 @@ impl ClusterNode {
         node: NodeId,
         op: LeaseOp,
     ) -> Result<Routed<LeaseAnswer>, ClusterError> {
+        if self.handing_over.load(Ordering::Acquire) && self.is_leader() {
+            return Err(ClusterError::NoQuorum(
+                "leadership is being handed over".into(),
+            ));
+        }
         let command = LeaseCommand {
             digest: digest.to_string(),
             node,

@@ -13,8 +13,9 @@ use wharf_proto::v1::blobs_server::Blobs;
 use wharf_proto::v1::leases_server::Leases;
 use wharf_proto::v1::raft_server::Raft as RaftService;
 use wharf_proto::v1::{
-    AcquireRequest, BlobChunk, FetchRequest, JoinReply, JoinRequest, Lease, LeaseReply, LeaveReply,
-    LeaveRequest, Member, RaftMessage, ReleaseRequest, RenewRequest, StatusReply, StatusRequest,
+    AcquireRequest, BlobChunk, CampaignReply, CampaignRequest, FetchRequest, JoinReply,
+    JoinRequest, Lease, LeaseReply, LeaveReply, LeaveRequest, Member, RaftMessage, ReleaseRequest,
+    RenewRequest, StatusReply, StatusRequest,
 };
 
 use crate::error::ClusterError;
@@ -128,6 +129,18 @@ impl Admin for Endpoint {
             .await
             .map_err(status_of)?;
         Ok(Response::new(LeaveReply {}))
+    }
+
+    async fn campaign(
+        &self,
+        request: Request<CampaignRequest>,
+    ) -> Result<Response<CampaignReply>, Status> {
+        self.faults.check()?;
+        self.node
+            .campaign(request.into_inner().term)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(CampaignReply {}))
     }
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {

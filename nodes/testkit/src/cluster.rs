@@ -305,6 +305,11 @@ impl WharfCluster {
         r.json().await.ok()
     }
 
+    /// Member `i`'s whole log.
+    pub fn full_log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.members[i].log).unwrap_or_default()
+    }
+
     /// The tail of member `i`'s log, for failure messages.
     pub fn log(&self, i: usize) -> String {
         let text = std::fs::read_to_string(&self.members[i].log).unwrap_or_default();
