@@ -26,18 +26,19 @@ locals {
 module "logic" {
   source = "./modules/logic"
 
-  name               = var.name
-  region             = data.aws_region.current.name
-  partition          = data.aws_partition.current.partition
-  bucket_name        = local.bucket_name
-  bucket_prefix      = var.bucket_prefix
-  image              = var.image
-  upstreams          = var.upstreams
-  asg_name           = local.asg_name
-  cluster_secret_arn = aws_secretsmanager_secret.cluster.arn
-  ecr_repository_arn = var.ecr_repository_arn
-  extra_config       = var.extra_config
-  tags               = var.tags
+  name                     = var.name
+  region                   = data.aws_region.current.name
+  partition                = data.aws_partition.current.partition
+  bucket_name              = local.bucket_name
+  bucket_prefix            = var.bucket_prefix
+  image                    = var.image
+  upstreams                = var.upstreams
+  asg_name                 = local.asg_name
+  cluster_secret_arn       = aws_secretsmanager_secret.cluster.arn
+  ecr_repository_arn       = var.ecr_repository_arn
+  extra_config             = var.extra_config
+  dead_member_timeout_secs = var.dead_member_timeout_secs
+  tags                     = var.tags
 }
 
 ################################################################################

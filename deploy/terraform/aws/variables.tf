@@ -86,6 +86,16 @@ variable "node_count" {
   }
 }
 
+variable "dead_member_timeout_secs" {
+  description = "The Raft leader removes a node it has not reached for this many seconds, if the rest keep a quorum (an Auto Scaling group's replaced instances would otherwise count towards the quorum forever); a node that comes back rejoins by itself. 0: never."
+  type        = number
+  default     = 600
+  validation {
+    condition     = var.dead_member_timeout_secs >= 0
+    error_message = "dead_member_timeout_secs: 0 or more."
+  }
+}
+
 variable "root_volume_gb" {
   description = "Root volume of each node: the OS, the image, the Raft state and the download spool (largest blob in flight)."
   type        = number

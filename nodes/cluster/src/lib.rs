@@ -10,6 +10,7 @@
 //! off for partition tests.
 
 pub mod auth;
+mod autopilot;
 pub mod coordinator;
 pub mod error;
 pub mod faults;
@@ -76,6 +77,7 @@ pub struct Cluster {
     mirror: Arc<Mirror>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     stop_server: oneshot::Sender<()>,
+    autopilot: Option<JoinHandle<()>>,
 }
 
 impl Cluster {
@@ -130,7 +132,8 @@ impl Cluster {
                 peers,
                 Duration::from_secs(config.lease_ttl_secs),
             )
-            .with_leader_lease(Duration::from_millis(heartbeat * 8)),
+            .with_leader_lease(Duration::from_millis(heartbeat * 8))
+            .with_metrics(mirror.stats.metrics.clone()),
         );
 
         let endpoint = Endpoint {
@@ -203,6 +206,12 @@ impl Cluster {
                 tokio::spawn(node.clone().join_through(targets));
             }
         }
+        let autopilot = (config.dead_member_timeout_secs > 0).then(|| {
+            tokio::spawn(
+                node.clone()
+                    .run_autopilot(Duration::from_secs(config.dead_member_timeout_secs)),
+            )
+        });
         mirror
             .blobs
             .set_coordinator(Arc::new(coordinator::Coordinator::new(
@@ -214,6 +223,7 @@ impl Cluster {
             mirror,
             server,
             stop_server,
+            autopilot,
         })
     }
 
@@ -221,6 +231,9 @@ impl Cluster {
     /// this node leads, leave the membership (so the others need no quorum with this node
     /// while it is away), then stop Raft and the endpoint.
     pub async fn shutdown(self) {
+        if let Some(autopilot) = &self.autopilot {
+            autopilot.abort();
+        }
         if !self.mirror.blobs.drain_downloads(DRAIN_TIMEOUT).await {
             warn!("downloads still under way at shutdown; peers streaming them will retry");
         }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::BasicNode;
 use openraft::error::{
@@ -43,6 +43,9 @@ pub struct Peers {
     prove: Prove,
     /// mTLS towards peers (`[cluster.tls]`), when on.
     tls: Option<ClientTlsConfig>,
+    /// When each member last answered one of this node's Raft calls (see `autopilot`);
+    /// pruned to the membership by the autopilot.
+    contacts: Arc<Mutex<HashMap<NodeId, Instant>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +68,32 @@ impl Peers {
             faults,
             prove: Prove(key),
             tls,
+            contacts: Arc::default(),
         }
+    }
+
+    /// When member `id` last answered a Raft call of this node.
+    pub fn last_contact(&self, id: NodeId) -> Option<Instant> {
+        self.contacts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .copied()
+    }
+
+    /// Forget the contacts of nodes no longer members.
+    pub fn retain_contacts(&self, members: impl Fn(NodeId) -> bool) {
+        self.contacts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|id, _| members(*id));
+    }
+
+    fn contacted(&self, id: NodeId) {
+        self.contacts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, Instant::now());
     }
 
     /// Whether fault injection cut this node off.
@@ -180,6 +208,8 @@ impl Connection {
                 tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&status)),
                 _ => RPCError::Network(NetworkError::new(&status)),
             })?;
+        // It answered: alive, whatever it said.
+        self.peers.contacted(self.target);
         let result: Result<Resp, Err> = serde_json::from_slice(&reply.into_inner().json)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))

@@ -46,6 +46,7 @@ pub struct ClusterNode {
     /// How long a member refuses votes after it last heard from a leader (openraft: the
     /// longest election timeout); a leader younger than this refuses a successor's vote too.
     pub(crate) leader_lease: Duration,
+    pub(crate) metrics: Arc<wharf_metrics::Metrics>,
 }
 
 type WriteError = RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>;
@@ -83,12 +84,19 @@ impl ClusterNode {
             last_fallback: Mutex::new(None),
             handing_over: AtomicBool::new(false),
             leader_lease: Duration::ZERO,
+            metrics: wharf_metrics::Metrics::detached(),
         }
     }
 
     /// The leader lease of this node's Raft configuration (see `handoff`).
     pub fn with_leader_lease(mut self, lease: Duration) -> ClusterNode {
         self.leader_lease = lease;
+        self
+    }
+
+    /// Record membership changes in the node's metrics.
+    pub fn with_metrics(mut self, metrics: Arc<wharf_metrics::Metrics>) -> ClusterNode {
+        self.metrics = metrics;
         self
     }
 

@@ -18,6 +18,7 @@ pub struct ClusterMetrics {
     lease_requests: Slots<Counter>,
     peer_bytes: Counter,
     fallbacks: Counter,
+    removals: Counter,
 }
 
 impl ClusterMetrics {
@@ -68,6 +69,12 @@ impl ClusterMetrics {
                 "Cold blobs fetched without a lease because the cluster had no quorum",
                 Counter::default(),
             ),
+            removals: reg(
+                registry,
+                "wharf_cluster_members_removed",
+                "Members this node (as leader) removed after dead_member_timeout_secs unreachable",
+                Counter::default(),
+            ),
         }
     }
 
@@ -104,6 +111,13 @@ impl Metrics {
     pub fn fallback(&self) {
         if self.enabled {
             self.cluster.fallbacks.inc();
+        }
+    }
+
+    /// The autopilot removed a member unreachable past `dead_member_timeout_secs`.
+    pub fn member_removed(&self) {
+        if self.enabled {
+            self.cluster.removals.inc();
         }
     }
 }

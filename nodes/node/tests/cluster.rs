@@ -575,3 +575,92 @@ async fn a_stopping_leader_hands_over_and_cold_pulls_do_not_stall() {
         s.cluster.log(survivor)
     );
 }
+
+/// Members in member `i`'s view of the cluster.
+fn member_count(cluster: &WharfCluster, i: usize) -> Option<usize> {
+    cluster.status(i)?["members"].as_array().map(Vec::len)
+}
+
+/// Autopilot: a member cut off for less than `dead_member_timeout_secs` stays; one killed for
+/// good is removed by the leader within the timeout (plus a check interval), so it no longer
+/// counts towards the quorum; restarted, it rejoins by itself.
+#[tokio::test]
+async fn a_dead_member_is_removed_after_its_timeout_and_rejoins_when_back() {
+    let b = blob(MIB, 1200);
+    let registry = Registry::start(RegistryOptions::default()).await.unwrap();
+    Pusher::new(&registry.url(), PushAuth::None)
+        .push_blob(REPO, b.data.clone(), &b.digest)
+        .await
+        .unwrap();
+    let s3 = S3Server::start().await.unwrap();
+    s3.create_bucket("autopilot").await.unwrap();
+    let binary = Path::new(env!("CARGO_BIN_EXE_wharf"));
+    let mut cluster = WharfCluster::start_configured(
+        binary,
+        3,
+        &registry.url(),
+        &s3,
+        "autopilot",
+        "[cluster]\ndead_member_timeout_secs = 6\n",
+    )
+    .await
+    .unwrap();
+    let leader = cluster.leader().expect("a leader");
+    let cut = (leader + 1) % 3;
+
+    // Cut off for less than the timeout: kept.
+    cluster.partition(cut).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.heal(cut).unwrap();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(
+        member_count(&cluster, leader),
+        Some(3),
+        "a brief partition cost a member"
+    );
+    cluster.wait_members(3).await.unwrap();
+    // (The healed member may have called an election: ask again who leads.)
+    let leader = cluster.leader().expect("a leader");
+    let follower = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+
+    // Killed for good: removed within the timeout and a few checks.
+    cluster.kill(follower);
+    let killed = std::time::Instant::now();
+    let removed = wait_until(Duration::from_secs(6 + 20), || {
+        let count = member_count(&cluster, leader);
+        async move { count == Some(2) }
+    })
+    .await;
+    assert!(
+        removed,
+        "the dead member is still counted after {:?}: {:?}\n{}",
+        killed.elapsed(),
+        cluster.statuses(),
+        cluster.log(leader)
+    );
+    eprintln!("dead member removed {:?} after it died", killed.elapsed());
+    assert_eq!(member_count(&cluster, other), Some(2));
+    // Exactly one removal, by whichever member led then.
+    let mut removals = 0;
+    for i in cluster.running().collect::<Vec<_>>() {
+        let metrics = reqwest::get(format!("{}/metrics", cluster.members[i].url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        removals += metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("wharf_cluster_members_removed_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    assert_eq!(removals, 1);
+    // The two left still agree and fetch once.
+    herd(&cluster, 4, &b.digest).await;
+
+    // Back: it rejoins by itself.
+    cluster.restart(follower).await.unwrap();
+    cluster.wait_members(3).await.unwrap();
+}

@@ -21,6 +21,10 @@ pub struct ClusterConfig {
     pub lease_ttl_secs: u64,
     /// Raft heartbeat interval; elections start after 4–8 missed heartbeats.
     pub heartbeat_ms: u64,
+    /// The leader removes a member it has not reached for this long, when the voters left
+    /// still form a quorum (a member lost for good would otherwise count towards the quorum
+    /// forever); a removed member that comes back rejoins by itself. 0: never.
+    pub dead_member_timeout_secs: u64,
     /// A shared key (at least 32 bytes, mode 0600, the same file on every member): every
     /// cluster RPC carries proof of it, and calls without it are refused.
     pub secret_file: PathBuf,
@@ -62,6 +66,7 @@ impl Default for ClusterConfig {
             join: Vec::new(),
             lease_ttl_secs: 5,
             heartbeat_ms: 250,
+            dead_member_timeout_secs: 600,
             secret_file: PathBuf::new(),
             secret: String::new(),
             insecure: false,
@@ -79,6 +84,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("join", &self.join)
             .field("lease_ttl_secs", &self.lease_ttl_secs)
             .field("heartbeat_ms", &self.heartbeat_ms)
+            .field("dead_member_timeout_secs", &self.dead_member_timeout_secs)
             .field("secret_file", &self.secret_file)
             .field("secret", &(!self.secret.is_empty()).then_some("<redacted>"))
             .field("insecure", &self.insecure)

@@ -72,6 +72,7 @@ locals {
       "",
       "[cluster]",
       "secret_file = \"/etc/wharf/secrets/cluster.key\"",
+      "dead_member_timeout_secs = ${var.dead_member_timeout_secs}",
     ],
     flatten([for u in var.upstreams : [
       "",

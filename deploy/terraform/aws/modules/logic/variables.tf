@@ -77,6 +77,12 @@ variable "ecr_repository_arn" {
   default     = null
 }
 
+variable "dead_member_timeout_secs" {
+  description = "[cluster] dead_member_timeout_secs of every node."
+  type        = number
+  default     = 600
+}
+
 variable "extra_config" {
   description = "Raw TOML appended to wharf.toml ([[access]] rules, [eviction], ...)."
   type        = string
