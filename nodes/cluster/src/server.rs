@@ -162,7 +162,19 @@ impl Admin for Endpoint {
                 .node
                 .members()
                 .into_iter()
-                .map(|(id, addr, voter)| Member { id, addr, voter })
+                .map(|(id, addr, voter)| Member {
+                    id,
+                    addr,
+                    voter,
+                    last_contact_ms: self
+                        .node
+                        .peers
+                        .last_contact(id)
+                        .filter(|_| id != self.node.id)
+                        .map_or(-1, |at| {
+                            i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX)
+                        }),
+                })
                 .collect(),
             leases: applied
                 .table

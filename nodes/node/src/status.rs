@@ -24,7 +24,14 @@ pub fn to_text(status: &StatusReply) -> String {
         } else {
             ""
         };
-        out.push_str(&format!("  {:<20} {:<24} {role}{leader}\n", m.id, m.addr));
+        let contact = match m.last_contact_ms {
+            ms if ms < 0 => String::new(),
+            ms => format!("  last contact {ms} ms ago"),
+        };
+        out.push_str(&format!(
+            "  {:<20} {:<24} {role}{leader}{contact}\n",
+            m.id, m.addr
+        ));
     }
     out.push_str(&format!("leases: {}\n", status.leases.len()));
     for l in &status.leases {
@@ -40,7 +47,15 @@ pub fn to_json(status: &StatusReply) -> String {
     let members: Vec<serde_json::Value> = status
         .members
         .iter()
-        .map(|m| serde_json::json!({"id": m.id, "addr": m.addr, "voter": m.voter}))
+        .map(|m| {
+            serde_json::json!({
+                "id": m.id,
+                "addr": m.addr,
+                "voter": m.voter,
+                "role": if m.voter { "voter" } else { "learner" },
+                "last_contact_ms": (m.last_contact_ms >= 0).then_some(m.last_contact_ms),
+            })
+        })
         .collect();
     let leases: Vec<serde_json::Value> = status
         .leases

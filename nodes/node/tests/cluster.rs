@@ -625,8 +625,21 @@ async fn a_dead_member_is_removed_after_its_timeout_and_rejoins_when_back() {
     let other = (leader + 2) % 3;
 
     // Killed for good: removed within the timeout and a few checks.
+    let (dead_id, leader_id) = (cluster.node_id(follower), cluster.node_id(leader));
     cluster.kill(follower);
     let killed = std::time::Instant::now();
+    // Status shows how long ago each member last answered the leader.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = cluster.status(leader).expect("the leader answers");
+    for m in status["members"].as_array().unwrap() {
+        let contact = m["last_contact_ms"].as_i64();
+        if m["id"].as_u64() == dead_id {
+            assert!(contact.is_some_and(|ms| ms >= 2500), "{status}");
+        } else if m["id"].as_u64() != leader_id {
+            assert!(contact.is_some_and(|ms| ms < 2000), "{status}");
+        }
+        assert_eq!(m["role"], "voter");
+    }
     let removed = wait_until(Duration::from_secs(6 + 20), || {
         let count = member_count(&cluster, leader);
         async move { count == Some(2) }
