@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cluster;
+mod cluster_faults;
 mod load;
 mod mirrors;
 mod plot;
@@ -66,6 +67,10 @@ pub struct Args {
     /// two tiers against one, across emulated WAN links (needs moto).
     #[arg(long)]
     tiers: bool,
+    /// Instead of the benchmarks: how long cold fetches stall when a 3-node cluster's leader
+    /// is stopped (SIGTERM) and killed (SIGKILL), against the same cluster's baseline (needs moto).
+    #[arg(long)]
+    cluster_faults: bool,
     /// Run the chaos soak for this many minutes instead of the benchmarks (3 nodes on S3,
     /// random kills, stops, partitions, S3 and upstream outages, link cuts).
     #[arg(long, value_name = "MINUTES")]
@@ -97,6 +102,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.tiers {
         return tiers::tier_costs(&args).await;
+    }
+    if args.cluster_faults {
+        return cluster_faults::cluster_faults(&args).await;
     }
     let (results, series) = scenarios::run_all(&args).await?;
     println!("\n{}", scenarios::markdown(&results));

@@ -65,8 +65,13 @@ impl ClusterNode {
     }
 
     async fn hand_over_until(&self, deadline: Instant) -> bool {
+        // The same successor at the same log position in two polls in a row: the log is still.
+        let mut previous = None;
         loop {
-            let Some((successor, addr, term)) = self.caught_up_successor() else {
+            let found = self.caught_up_successor();
+            let settled = found.is_some() && found == previous;
+            previous = found.clone();
+            let (Some((successor, addr, term, _)), true) = (found, settled) else {
                 if Instant::now() >= deadline {
                     warn!("no voter caught up with the leader in time; leaving without a handoff");
                     return false;
@@ -109,14 +114,19 @@ impl ClusterNode {
         }
     }
 
-    /// The other voter whose replicated log matches this leader's, with its address and the
-    /// leader's term; `None` while none has caught up.
-    fn caught_up_successor(&self) -> Option<(NodeId, String, u64)> {
+    /// The other voter whose replicated log matches this leader's, with its address, the
+    /// leader's term and its last log index; `None` while none has caught up, or while this leader still has entries
+    /// in flight (a lease command that started before the pause): its log must be still, or
+    /// it would refuse the successor's vote for a shorter log.
+    fn caught_up_successor(&self) -> Option<(NodeId, String, u64, Option<u64>)> {
         let metrics = self.raft.metrics().borrow().clone();
         if metrics.current_leader != Some(self.id) {
             return None;
         }
         let last = metrics.last_log_index;
+        if metrics.last_applied.map(|l| l.index) < last {
+            return None;
+        }
         let membership = metrics.membership_config.membership().clone();
         let replication = metrics.replication.as_ref()?;
         let successor = membership
@@ -129,7 +139,7 @@ impl ClusterNode {
             })
             .min()?;
         let addr = membership.get_node(&successor)?.addr.clone();
-        Some((successor, addr, metrics.current_term))
+        Some((successor, addr, metrics.current_term, last))
     }
 
     /// Whether this node is the Raft leader now.
