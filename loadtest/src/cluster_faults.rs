@@ -57,10 +57,7 @@ pub async fn cluster_faults(args: &Args) -> anyhow::Result<()> {
         .await,
     );
 
-    let leader = cluster
-        .leader()
-        .ok_or_else(|| anyhow::anyhow!("no leader"))?;
-    let base = cluster.members[(leader + 1) % 3].url();
+    let (leader, base) = leader_and_other(&cluster)?;
     phases.push(
         probe("leader stopped (SIGTERM)", &base, take(80), async {
             let _ = cluster.stop(leader).await;
@@ -72,10 +69,7 @@ pub async fn cluster_faults(args: &Args) -> anyhow::Result<()> {
     cluster.wait_members(3).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let leader = cluster
-        .leader()
-        .ok_or_else(|| anyhow::anyhow!("no leader"))?;
-    let base = cluster.members[(leader + 1) % 3].url();
+    let (leader, base) = leader_and_other(&cluster)?;
     phases.push(
         probe("leader killed (SIGKILL)", &base, take(100), async {
             cluster.kill(leader);
@@ -100,6 +94,14 @@ pub async fn cluster_faults(args: &Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The leader's index, and the URL of a member that is not the leader.
+fn leader_and_other(cluster: &WharfCluster) -> anyhow::Result<(usize, String)> {
+    let leader = cluster
+        .leader()
+        .ok_or_else(|| anyhow::anyhow!("no leader"))?;
+    Ok((leader, cluster.members[(leader + 1) % 3].url()))
 }
 
 /// Three clients pulling fresh blobs from `base` one after another while `event` runs.

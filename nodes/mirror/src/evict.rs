@@ -404,16 +404,7 @@ mod tests {
         let store: Arc<dyn BlobStore> = Arc::new(MemStore::default());
         let mut digests = Vec::new();
         for i in 0..3u8 {
-            let body = bytes::Bytes::from(vec![i; 1024 * 1024]);
-            let digest = Digest::sha256_of(&body);
-            store
-                .put_stream(
-                    &ObjectKey::Blob(digest.clone()),
-                    futures::StreamExt::boxed(futures::stream::iter(vec![Ok(body)])),
-                )
-                .await
-                .unwrap();
-            digests.push(digest);
+            digests.push(put_blob(&store, i).await);
         }
         let config = EvictionConfig {
             max_size_mib: 2,
