@@ -10,7 +10,9 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 use wharf_core::{Digest, OciCode};
 use wharf_mirror::MirrorError;
-use wharf_mirror::singleflight::{Claim, CoordinatorHealth, FetchCoordinator, FetchLease};
+use wharf_mirror::singleflight::{
+    Claim, CoordinatorHealth, FetchCoordinator, FetchLease, MemberHealth,
+};
 use wharf_proto::v1::FetchRequest;
 use wharf_upstream::{BlobResponse, UpstreamError};
 
@@ -119,6 +121,22 @@ impl FetchCoordinator for Coordinator {
                 .values()
                 .filter(|l| l.owner == self.node.id && l.expires_ms > now_ms())
                 .count(),
+            roster: self
+                .node
+                .members()
+                .into_iter()
+                .map(|(id, addr, voter)| MemberHealth {
+                    id,
+                    addr,
+                    role: if voter { "voter" } else { "learner" },
+                    last_contact_ms: self
+                        .node
+                        .peers
+                        .last_contact(id)
+                        .filter(|_| id != self.node.id)
+                        .map(|at| u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX)),
+                })
+                .collect(),
         }
     }
 }

@@ -235,6 +235,22 @@ pub fn render(r: &StatusReport) -> String {
             c.fallbacks,
             status_span(c.ok, if c.ok { "quorum" } else { "no quorum" }),
         );
+        h.push_str("<table id=\"members\"><tr><th>member</th><th>address</th><th>role</th><th>last answered</th></tr>");
+        for m in &c.roster {
+            let contact = match m.last_contact_ms {
+                Some(ms) => format!("{ms} ms ago"),
+                None if m.id == c.node_id => "this node".to_string(),
+                None => "-".to_string(),
+            };
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{contact}</td></tr>",
+                m.id,
+                escape(&m.addr),
+                m.role
+            );
+        }
+        h.push_str("</table>");
     }
 
     h.push_str("<h2>Recent errors</h2><table id=\"errors\"><tr><th>when</th><th>status</th><th>code</th><th>message</th></tr>");

@@ -39,6 +39,20 @@ pub struct CoordinatorHealth {
     pub term: u64,
     /// Fetch leases this node holds now.
     pub leases_held: usize,
+    /// Every member: its role and when it last answered this node.
+    pub roster: Vec<MemberHealth>,
+}
+
+/// One member as this node sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberHealth {
+    pub id: u64,
+    pub addr: String,
+    /// `voter` or `learner`.
+    pub role: &'static str,
+    /// Milliseconds since it last answered one of this node's Raft calls; `None` for this node
+    /// and for members it does not call (a follower calls only when it campaigns).
+    pub last_contact_ms: Option<u64>,
 }
 
 /// Decides which node fetches a cold blob.

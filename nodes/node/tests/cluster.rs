@@ -640,6 +640,30 @@ async fn a_dead_member_is_removed_after_its_timeout_and_rejoins_when_back() {
         }
         assert_eq!(m["role"], "voter");
     }
+    // So does the leader's /status.json (and its status page).
+    let page: serde_json::Value =
+        reqwest::get(format!("{}/status.json", cluster.members[leader].url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let roster = page["cluster"]["roster"]
+        .as_array()
+        .expect("a roster")
+        .clone();
+    assert_eq!(roster.len(), 3, "{page}");
+    let dead = roster
+        .iter()
+        .find(|m| m["id"].as_u64() == dead_id)
+        .expect("listed");
+    assert!(
+        dead["last_contact_ms"]
+            .as_u64()
+            .is_some_and(|ms| ms >= 2500),
+        "{page}"
+    );
+    assert_eq!(dead["role"], "voter");
     let removed = wait_until(Duration::from_secs(6 + 20), || {
         let count = member_count(&cluster, leader);
         async move { count == Some(2) }
@@ -653,7 +677,13 @@ async fn a_dead_member_is_removed_after_its_timeout_and_rejoins_when_back() {
         cluster.log(leader)
     );
     eprintln!("dead member removed {:?} after it died", killed.elapsed());
-    assert_eq!(member_count(&cluster, other), Some(2));
+    // The other member applies the change a heartbeat later.
+    let agreed = wait_until(Duration::from_secs(5), || {
+        let count = member_count(&cluster, other);
+        async move { count == Some(2) }
+    })
+    .await;
+    assert!(agreed, "{:?}", cluster.statuses());
     // Exactly one removal, by whichever member led then.
     let mut removals = 0;
     for i in cluster.running().collect::<Vec<_>>() {
