@@ -129,12 +129,7 @@ impl FetchCoordinator for Coordinator {
                     id,
                     addr,
                     role: if voter { "voter" } else { "learner" },
-                    last_contact_ms: self
-                        .node
-                        .peers
-                        .last_contact(id)
-                        .filter(|_| id != self.node.id)
-                        .map(|at| u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX)),
+                    last_contact_ms: self.node.millis_since_contact(id),
                 })
                 .collect(),
         }

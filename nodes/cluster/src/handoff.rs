@@ -115,9 +115,9 @@ impl ClusterNode {
     }
 
     /// The other voter whose replicated log matches this leader's, with its address, the
-    /// leader's term and its last log index; `None` while none has caught up, or while this leader still has entries
-    /// in flight (a lease command that started before the pause): its log must be still, or
-    /// it would refuse the successor's vote for a shorter log.
+    /// leader's term and its last log index. `None` while none has caught up, or while this
+    /// leader still has entries in flight (a lease command that started before the pause): its
+    /// log must be still, or it would refuse the successor's vote for a shorter log.
     fn caught_up_successor(&self) -> Option<(NodeId, String, u64, Option<u64>)> {
         let metrics = self.raft.metrics().borrow().clone();
         if metrics.current_leader != Some(self.id) {
@@ -140,6 +140,15 @@ impl ClusterNode {
             .min()?;
         let addr = membership.get_node(&successor)?.addr.clone();
         Some((successor, addr, metrics.current_term, last))
+    }
+
+    /// Milliseconds since member `id` last answered one of this node's Raft calls; `None` for
+    /// this node and for members it has not called.
+    pub fn millis_since_contact(&self, id: NodeId) -> Option<u64> {
+        self.peers
+            .last_contact(id)
+            .filter(|_| id != self.id)
+            .map(|at| u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX))
     }
 
     /// Whether this node is the Raft leader now.

@@ -5,7 +5,7 @@
 //! Module map: [`types`] (openraft config, lease commands) → [`leases`] (the replicated lease
 //! table, pure) → [`store`] (Raft log, vote and snapshots on local disk) → [`network`]
 //! (outgoing RPCs) and [`server`] (the gRPC endpoint) → [`node`] (one member: leases,
-//! membership, forwarding to the leader) → [`coordinator`] (the edge's
+//! membership, forwarding to the leader) → [`coordinator`] (the pipeline's
 //! [`FetchCoordinator`](wharf_mirror::singleflight::FetchCoordinator)). [`faults`] cuts a node
 //! off for partition tests.
 

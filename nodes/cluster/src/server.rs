@@ -168,12 +168,8 @@ impl Admin for Endpoint {
                     voter,
                     last_contact_ms: self
                         .node
-                        .peers
-                        .last_contact(id)
-                        .filter(|_| id != self.node.id)
-                        .map_or(-1, |at| {
-                            i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX)
-                        }),
+                        .millis_since_contact(id)
+                        .map_or(-1, |ms| i64::try_from(ms).unwrap_or(i64::MAX)),
                 })
                 .collect(),
             leases: applied

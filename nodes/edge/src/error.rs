@@ -98,12 +98,6 @@ fn upstream_status(e: &UpstreamError) -> StatusCode {
     }
 }
 
-impl From<wharf_storage::StoreError> for ApiError {
-    fn from(e: wharf_storage::StoreError) -> ApiError {
-        ApiError::from(MirrorError::from(e))
-    }
-}
-
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(

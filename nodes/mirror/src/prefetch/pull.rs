@@ -22,8 +22,9 @@ const PARALLEL_BLOBS: usize = 2;
 #[derive(Debug, thiserror::Error)]
 pub enum PrefetchError {
     /// The mirror or the upstream refused or failed; `MirrorError` says which and whether to
-    /// retry. The next interval tries again.
-    #[error("{what}: {source}")]
+    /// retry. The next interval tries again. Shown on the status page: the public message
+    /// only, never an internal URL or address.
+    #[error("{what}: {}", source.public_message())]
     Pull { what: String, source: MirrorError },
     /// The upstream's pull allowance is down to the reserve kept for clients.
     #[error("paused: the upstream allows {remaining} more pulls, under the reserve of {reserve}")]
