@@ -8,6 +8,7 @@
 
 mod cluster;
 mod cluster_faults;
+mod cluster_quiet;
 mod load;
 mod mirrors;
 mod plot;
@@ -71,6 +72,11 @@ pub struct Args {
     /// is stopped (SIGTERM) and killed (SIGKILL), against the same cluster's baseline (needs moto).
     #[arg(long)]
     cluster_faults: bool,
+    /// Instead of the benchmarks: a 3-node cluster under steady pulls for this many seconds
+    /// with no fault: elections counted (none should happen) and the Raft round trip the
+    /// heartbeat is scaled from (needs moto). Run it beside the test suite or the soak.
+    #[arg(long, value_name = "SECONDS")]
+    cluster_quiet: Option<u64>,
     /// Run the chaos soak for this many minutes instead of the benchmarks (3 nodes on S3,
     /// random kills, stops, partitions, S3 and upstream outages, link cuts).
     #[arg(long, value_name = "MINUTES")]
@@ -102,6 +108,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.tiers {
         return tiers::tier_costs(&args).await;
+    }
+    if let Some(seconds) = args.cluster_quiet {
+        return cluster_quiet::cluster_quiet(&args, seconds).await;
     }
     if args.cluster_faults {
         return cluster_faults::cluster_faults(&args).await;

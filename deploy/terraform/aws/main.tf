@@ -38,6 +38,7 @@ module "logic" {
   ecr_repository_arn       = var.ecr_repository_arn
   extra_config             = var.extra_config
   dead_member_timeout_secs = var.dead_member_timeout_secs
+  max_voters               = var.max_voters
   tags                     = var.tags
 }
 

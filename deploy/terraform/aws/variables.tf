@@ -96,6 +96,16 @@ variable "dead_member_timeout_secs" {
   }
 }
 
+variable "max_voters" {
+  description = "At most this many nodes vote in Raft (odd); the others join as learners that serve and fetch like voters, and the most up-to-date learner is promoted when a voter leaves. Keeps consensus small in a large Auto Scaling group."
+  type        = number
+  default     = 5
+  validation {
+    condition     = var.max_voters >= 1 && var.max_voters % 2 == 1
+    error_message = "max_voters: an odd number, 1 or more."
+  }
+}
+
 variable "root_volume_gb" {
   description = "Root volume of each node: the OS, the image, the Raft state and the download spool (largest blob in flight)."
   type        = number

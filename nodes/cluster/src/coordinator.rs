@@ -125,11 +125,15 @@ impl FetchCoordinator for Coordinator {
                 .node
                 .members()
                 .into_iter()
-                .map(|(id, addr, voter)| MemberHealth {
-                    id,
-                    addr,
-                    role: if voter { "voter" } else { "learner" },
-                    last_contact_ms: self.node.millis_since_contact(id),
+                .map(|(id, addr, voter)| {
+                    let last_contact_ms = self.node.millis_since_contact(id);
+                    MemberHealth {
+                        id,
+                        addr,
+                        role: if voter { "voter" } else { "learner" },
+                        last_contact_ms,
+                        health: crate::member_health(id == self.node.id, last_contact_ms),
+                    }
                 })
                 .collect(),
         }

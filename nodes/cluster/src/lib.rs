@@ -45,6 +45,7 @@ use wharf_proto::v1::{StatusReply, StatusRequest};
 
 pub use crate::auth::ClusterKey;
 use crate::auth::Verify;
+pub use crate::autopilot::member_health;
 pub use crate::error::ClusterError;
 use crate::faults::Faults;
 use crate::network::Peers;
@@ -66,6 +67,39 @@ const HANDOFF_TIMEOUT: Duration = Duration::from_secs(2);
 /// cannot: no quorum is left to commit it, and they stay members for their restart).
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Raft's timers, all scaled from the heartbeat (`[cluster] heartbeat_ms`, itself chosen from
+/// the measured round trip, `wharf_cluster_raft_rtt_seconds`; see ARCHITECTURE.md).
+///
+/// openraft 0.9 has a follower that knows a leader wait the leader lease (the longest election
+/// timeout) *plus* an election timeout after the leader's last heartbeat before it campaigns,
+/// and refuse other candidates' votes for the lease. So a crashed leader is replaced
+/// 10–12 heartbeats after its last one, and only a silence that long causes an election:
+/// with the default 50 ms, 0.5–0.6 s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaftTiming {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+}
+
+impl RaftTiming {
+    /// Election timeouts of 4–6 heartbeats (at least 10 ms each).
+    pub fn from_heartbeat(heartbeat_ms: u64) -> RaftTiming {
+        let heartbeat_ms = heartbeat_ms.max(10);
+        RaftTiming {
+            heartbeat_ms,
+            election_timeout_min_ms: heartbeat_ms.saturating_mul(4),
+            election_timeout_max_ms: heartbeat_ms.saturating_mul(6),
+        }
+    }
+
+    /// How long a member refuses votes after it last heard from a leader (openraft: the
+    /// longest election timeout).
+    pub fn leader_lease(&self) -> Duration {
+        Duration::from_millis(self.election_timeout_max_ms)
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct NodeIdentity {
     id: NodeId,
@@ -77,7 +111,7 @@ pub struct Cluster {
     mirror: Arc<Mirror>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     stop_server: oneshot::Sender<()>,
-    autopilot: Option<JoinHandle<()>>,
+    autopilot: JoinHandle<()>,
 }
 
 impl Cluster {
@@ -106,13 +140,14 @@ impl Cluster {
             faults.clone(),
             key.clone(),
             tls.as_ref().map(|t| t.client.clone()),
-        );
-        let heartbeat = config.heartbeat_ms.max(10);
+        )
+        .with_metrics(mirror.stats.metrics.clone());
+        let timing = RaftTiming::from_heartbeat(config.heartbeat_ms);
         let raft_config = openraft::Config {
             cluster_name: "wharf".into(),
-            heartbeat_interval: heartbeat,
-            election_timeout_min: heartbeat * 4,
-            election_timeout_max: heartbeat * 8,
+            heartbeat_interval: timing.heartbeat_ms,
+            election_timeout_min: timing.election_timeout_min_ms,
+            election_timeout_max: timing.election_timeout_max_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY),
             max_in_snapshot_log_to_keep: 100,
             ..Default::default()
@@ -132,7 +167,8 @@ impl Cluster {
                 peers,
                 Duration::from_secs(config.lease_ttl_secs),
             )
-            .with_leader_lease(Duration::from_millis(heartbeat * 8))
+            .with_leader_lease(timing.leader_lease())
+            .with_max_voters(config.max_voters)
             .with_metrics(mirror.stats.metrics.clone()),
         );
 
@@ -206,12 +242,9 @@ impl Cluster {
                 tokio::spawn(node.clone().join_through(targets));
             }
         }
-        let autopilot = (config.dead_member_timeout_secs > 0).then(|| {
-            tokio::spawn(
-                node.clone()
-                    .run_autopilot(Duration::from_secs(config.dead_member_timeout_secs)),
-            )
-        });
+        let dead_after = (config.dead_member_timeout_secs > 0)
+            .then(|| Duration::from_secs(config.dead_member_timeout_secs));
+        let autopilot = tokio::spawn(node.clone().run_autopilot(dead_after));
         mirror
             .blobs
             .set_coordinator(Arc::new(coordinator::Coordinator::new(
@@ -231,9 +264,7 @@ impl Cluster {
     /// this node leads, leave the membership (so the others need no quorum with this node
     /// while it is away), then stop Raft and the endpoint.
     pub async fn shutdown(self) {
-        if let Some(autopilot) = &self.autopilot {
-            autopilot.abort();
-        }
+        self.autopilot.abort();
         if !self.mirror.blobs.drain_downloads(DRAIN_TIMEOUT).await {
             warn!("downloads still under way at shutdown; peers streaming them will retry");
         }

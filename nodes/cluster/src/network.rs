@@ -36,7 +36,7 @@ const KEEPALIVE: Duration = Duration::from_secs(2);
 pub type PeerChannel = InterceptedService<Channel, Prove>;
 
 /// Channels to peers, by `host:port`.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     faults: Faults,
@@ -46,6 +46,8 @@ pub struct Peers {
     /// When each member last answered one of this node's Raft calls (see `autopilot`);
     /// pruned to the membership by the autopilot.
     contacts: Arc<Mutex<HashMap<NodeId, Instant>>>,
+    /// Where Raft round trips are recorded (`wharf_cluster_raft_rtt_seconds`).
+    metrics: Arc<wharf_metrics::Metrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +71,15 @@ impl Peers {
             prove: Prove(key),
             tls,
             contacts: Arc::default(),
+            metrics: wharf_metrics::Metrics::detached(),
         }
+    }
+
+    /// Record the round trip of every append-entries call (replication and heartbeats) in
+    /// `metrics`: the figure `[cluster] heartbeat_ms` is scaled from.
+    pub fn with_metrics(mut self, metrics: Arc<wharf_metrics::Metrics>) -> Peers {
+        self.metrics = metrics;
+        self
     }
 
     /// When member `id` last answered a Raft call of this node.
@@ -187,27 +197,37 @@ impl Connection {
             serde_json::to_vec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut client = RaftClient::new(channel);
         let message = RaftMessage { json: json.into() };
-        let call = async {
-            match kind {
-                Kind::Append => client.append_entries(message).await,
-                Kind::Vote => client.vote(message).await,
-                Kind::Snapshot => client.install_snapshot(message).await,
+        let started = Instant::now();
+        let reply = match kind {
+            // openraft times append-entries out itself, at the heartbeat interval, and reports
+            // a `Timeout`, after which it simply sends the next one. A timeout of ours would
+            // be `Unreachable`, which pauses replication to the peer for 500 ms: longer than
+            // a follower waits before it calls an election.
+            Kind::Append => client.append_entries(message).await,
+            Kind::Vote | Kind::Snapshot => {
+                let call = async {
+                    match kind {
+                        Kind::Vote => client.vote(message).await,
+                        _ => client.install_snapshot(message).await,
+                    }
+                };
+                let deadline = option.hard_ttl();
+                tokio::time::timeout(deadline, call).await.map_err(|_| {
+                    let why = std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer within {deadline:?}"),
+                    );
+                    RPCError::Unreachable(Unreachable::new(&why))
+                })?
             }
-        };
-        let deadline = option.hard_ttl();
-        let reply = tokio::time::timeout(deadline, call)
-            .await
-            .map_err(|_| {
-                let why = std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no answer within {deadline:?}"),
-                );
-                RPCError::Unreachable(Unreachable::new(&why))
-            })?
-            .map_err(|status| match status.code() {
-                tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&status)),
-                _ => RPCError::Network(NetworkError::new(&status)),
-            })?;
+        }
+        .map_err(|status| match status.code() {
+            tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&status)),
+            _ => RPCError::Network(NetworkError::new(&status)),
+        })?;
+        if matches!(kind, Kind::Append) {
+            self.peers.metrics.raft_round_trip(started.elapsed());
+        }
         // It answered: alive, whatever it said.
         self.peers.contacted(self.target);
         let result: Result<Resp, Err> = serde_json::from_slice(&reply.into_inner().json)

@@ -20,7 +20,7 @@ use crate::types::{LeaseAnswer, LeaseCommand, LeaseOp, NodeId, Raft};
 
 /// A lease command or membership change gets this long before the node concludes there is
 /// no quorum and falls back to fetching alone.
-/// Long enough to ride out an election (4–8 heartbeats, twice over).
+/// Long enough to ride out several elections (10–12 heartbeats each).
 pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// One try of a lease command at most; longer means the leader it went to is gone.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -46,6 +46,8 @@ pub struct ClusterNode {
     /// How long a member refuses votes after it last heard from a leader (openraft: the
     /// longest election timeout); a leader younger than this refuses a successor's vote too.
     pub(crate) leader_lease: Duration,
+    /// At most this many members vote; the rest join as learners (`[cluster] max_voters`).
+    pub(crate) max_voters: usize,
     pub(crate) metrics: Arc<wharf_metrics::Metrics>,
 }
 
@@ -84,6 +86,7 @@ impl ClusterNode {
             last_fallback: Mutex::new(None),
             handing_over: AtomicBool::new(false),
             leader_lease: Duration::ZERO,
+            max_voters: usize::MAX,
             metrics: wharf_metrics::Metrics::detached(),
         }
     }
@@ -91,6 +94,12 @@ impl ClusterNode {
     /// The leader lease of this node's Raft configuration (see `handoff`).
     pub fn with_leader_lease(mut self, lease: Duration) -> ClusterNode {
         self.leader_lease = lease;
+        self
+    }
+
+    /// Let at most `max_voters` members vote; the others join as learners.
+    pub fn with_max_voters(mut self, max_voters: usize) -> ClusterNode {
+        self.max_voters = max_voters.max(1);
         self
     }
 
@@ -274,7 +283,8 @@ impl ClusterNode {
         Ok(answer_from_reply(reply))
     }
 
-    /// Add `id` at `addr` as a voter (learner first, so it catches up before it counts).
+    /// Add `id` at `addr`: as a learner first, so it catches up before it counts, then as a
+    /// voter while fewer than `max_voters` members vote.
     pub async fn join(&self, id: NodeId, addr: &str) -> Result<NodeId, ClusterError> {
         let attempt = async {
             // Only the leader's view of the membership counts: a restarted node's own view (a
@@ -322,7 +332,8 @@ impl ClusterNode {
                 .membership()
                 .voter_ids()
                 .collect();
-            if !voters.contains(&id) {
+            let votes = voters.contains(&id) || voters.len() < self.max_voters;
+            if !voters.contains(&id) && votes {
                 let promoted = self
                     .raft
                     .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), true)
@@ -331,7 +342,7 @@ impl ClusterNode {
                     return self.forward_join(&leader, id, addr).await;
                 }
             }
-            info!(node = id, addr, "member joined");
+            info!(node = id, addr, voter = votes, "member joined");
             Ok(self.id)
         };
         tokio::time::timeout(MEMBERSHIP_TIMEOUT, attempt)
@@ -378,10 +389,7 @@ impl ClusterNode {
         if membership.membership().get_node(&id).is_none() {
             return Ok(());
         }
-        let removed = self
-            .raft
-            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
-            .await;
+        let removed = self.remove_member(id).await;
         match self.route(removed)? {
             Routed::Done(_) => {
                 info!(node = id, "member left");
@@ -400,6 +408,27 @@ impl ClusterNode {
                 Ok(())
             }
         }
+    }
+
+    /// Remove `id` from the membership, whether it votes or learns.
+    pub(crate) async fn remove_member(
+        &self,
+        id: NodeId,
+    ) -> Result<openraft::raft::ClientWriteResponse<crate::types::TypeConfig>, WriteError> {
+        let votes = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == id);
+        let change = if votes {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        self.raft.change_membership(change, false).await
     }
 
     /// Join through the first of `targets` that answers, retrying until one does.

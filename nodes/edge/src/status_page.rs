@@ -235,7 +235,7 @@ pub fn render(r: &StatusReport) -> String {
             c.fallbacks,
             status_span(c.ok, if c.ok { "quorum" } else { "no quorum" }),
         );
-        h.push_str("<table id=\"members\"><tr><th>member</th><th>address</th><th>role</th><th>last answered</th></tr>");
+        h.push_str("<table id=\"members\"><tr><th>member</th><th>address</th><th>role</th><th>last answered</th><th>health</th></tr>");
         for m in &c.roster {
             let contact = match m.last_contact_ms {
                 Some(ms) => format!("{ms} ms ago"),
@@ -244,10 +244,11 @@ pub fn render(r: &StatusReport) -> String {
             };
             let _ = write!(
                 h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{contact}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{contact}</td><td>{}</td></tr>",
                 m.id,
                 escape(&m.addr),
-                m.role
+                m.role,
+                m.health
             );
         }
         h.push_str("</table>");

@@ -4,6 +4,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::histogram::{AtomicHistogram, STORE_BUCKETS};
 use crate::labels::LeaseResult;
 use crate::slots::Slots;
 use crate::{Metrics, counters, reg};
@@ -19,6 +20,8 @@ pub struct ClusterMetrics {
     peer_bytes: Counter,
     fallbacks: Counter,
     removals: Counter,
+    promotions: Counter,
+    raft_rtt: AtomicHistogram,
 }
 
 impl ClusterMetrics {
@@ -75,6 +78,18 @@ impl ClusterMetrics {
                 "Members this node (as leader) removed after dead_member_timeout_secs unreachable",
                 Counter::default(),
             ),
+            promotions: reg(
+                registry,
+                "wharf_cluster_members_promoted",
+                "Learners this node (as leader) promoted to voters, up to max_voters",
+                Counter::default(),
+            ),
+            raft_rtt: reg(
+                registry,
+                "wharf_cluster_raft_rtt_seconds",
+                "Round trips of this node's Raft append-entries calls (replication, heartbeats): what cluster.heartbeat_ms is scaled from",
+                AtomicHistogram::new(STORE_BUCKETS),
+            ),
         }
     }
 
@@ -118,6 +133,20 @@ impl Metrics {
     pub fn member_removed(&self) {
         if self.enabled {
             self.cluster.removals.inc();
+        }
+    }
+
+    /// One Raft append-entries call answered after `elapsed`.
+    pub fn raft_round_trip(&self, elapsed: std::time::Duration) {
+        if self.enabled {
+            self.cluster.raft_rtt.observe(elapsed.as_secs_f64());
+        }
+    }
+
+    /// The autopilot promoted a learner to fill a voter's place (`max_voters`).
+    pub fn member_promoted(&self) {
+        if self.enabled {
+            self.cluster.promotions.inc();
         }
     }
 }

@@ -53,6 +53,8 @@ pub struct MemberHealth {
     /// Milliseconds since it last answered one of this node's Raft calls; `None` for this node
     /// and for members it does not call (a follower calls only when it campaigns).
     pub last_contact_ms: Option<u64>,
+    /// `ok`, `unreachable` (silent past the autopilot's reachability window) or `unknown`.
+    pub health: &'static str,
 }
 
 /// Decides which node fetches a cold blob.

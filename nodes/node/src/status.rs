@@ -28,8 +28,9 @@ pub fn to_text(status: &StatusReply) -> String {
             ms if ms < 0 => String::new(),
             ms => format!("  last contact {ms} ms ago"),
         };
+        let health = health_of(status, m);
         out.push_str(&format!(
-            "  {:<20} {:<24} {role}{leader}{contact}\n",
+            "  {:<20} {:<24} {role:<8} {health:<12}{leader}{contact}\n",
             m.id, m.addr
         ));
     }
@@ -43,6 +44,12 @@ pub fn to_text(status: &StatusReply) -> String {
     out
 }
 
+/// `ok`, `unreachable` or `unknown`, as the node that answered sees the member.
+fn health_of(status: &StatusReply, member: &wharf_proto::v1::Member) -> &'static str {
+    let last_contact = u64::try_from(member.last_contact_ms).ok();
+    wharf_cluster::member_health(member.id == status.node_id, last_contact)
+}
+
 pub fn to_json(status: &StatusReply) -> String {
     let members: Vec<serde_json::Value> = status
         .members
@@ -54,6 +61,7 @@ pub fn to_json(status: &StatusReply) -> String {
                 "voter": m.voter,
                 "role": if m.voter { "voter" } else { "learner" },
                 "last_contact_ms": (m.last_contact_ms >= 0).then_some(m.last_contact_ms),
+                "health": health_of(status, m),
             })
         })
         .collect();

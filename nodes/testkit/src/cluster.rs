@@ -118,7 +118,22 @@ impl WharfCluster {
             // The first member bootstraps before the others ask to join it.
             cluster.wait_http(i).await?;
         }
-        cluster.wait_members(n).await?;
+        // Members past `[cluster] max_voters` (when the config sets it) learn, the rest vote.
+        let max_voters = config
+            .lines()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("max_voters")?
+                    .trim()
+                    .strip_prefix('=')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(n);
+        cluster
+            .wait_roles(n.min(max_voters), n.saturating_sub(max_voters))
+            .await?;
         Ok(cluster)
     }
 
@@ -180,22 +195,28 @@ impl WharfCluster {
         Ok(())
     }
 
-    /// Wait until a running member sees `n` voters and a leader.
+    /// Wait until every running member sees `n` voters, no learner and a leader.
     pub async fn wait_members(&self, n: usize) -> anyhow::Result<()> {
+        self.wait_roles(n, 0).await
+    }
+
+    /// Wait until every running member sees `voters` voters, `learners` learners and a leader.
+    pub async fn wait_roles(&self, voters: usize, learners: usize) -> anyhow::Result<()> {
         let ok = wait_until(Duration::from_secs(30), || async {
             self.running().all(|i| {
                 self.status(i).is_some_and(|s| {
+                    let members = s["members"].as_array().cloned().unwrap_or_default();
+                    let voting = members.iter().filter(|m| m["voter"] == true).count();
                     s["leader_id"].is_u64()
-                        && s["members"]
-                            .as_array()
-                            .is_some_and(|m| m.iter().filter(|m| m["voter"] == true).count() == n)
+                        && voting == voters
+                        && members.len() - voting == learners
                 })
             })
         })
         .await;
         anyhow::ensure!(
             ok,
-            "cluster did not settle on {n} voters: {:?}",
+            "cluster did not settle on {voters} voters and {learners} learners: {:?}",
             self.statuses()
         );
         Ok(())

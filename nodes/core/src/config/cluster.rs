@@ -19,12 +19,22 @@ pub struct ClusterConfig {
     pub join: Vec<String>,
     /// A fetch lease not renewed for this long passes to the next node that asks.
     pub lease_ttl_secs: u64,
-    /// Raft heartbeat interval; elections start after 4–8 missed heartbeats.
+    /// Raft heartbeat interval. A follower campaigns after 10–12 heartbeats without one
+    /// (openraft's leader lease of 6 plus an election timeout of 4–6), which is also how long a
+    /// crashed leader stalls cold fetches. Keep it at least 10× the p99 of
+    /// `wharf_cluster_raft_rtt_seconds` (the measured Raft round trip): 50 ms suits members in
+    /// one region; raise it for members far apart.
     pub heartbeat_ms: u64,
     /// The leader removes a member it has not reached for this long, when the voters left
     /// still form a quorum (a member lost for good would otherwise count towards the quorum
     /// forever); a removed member that comes back rejoins by itself. 0: never.
     pub dead_member_timeout_secs: u64,
+    /// At most this many members vote (odd: 1, 3, 5, ...); members beyond it join as
+    /// learners, which serve, stream and fetch through leases like voters but do not vote, so
+    /// consensus stays small however many nodes run. When a voter leaves or is removed, the
+    /// leader promotes the most up-to-date learner. Lowering it demotes nobody: it takes
+    /// effect as voters leave.
+    pub max_voters: usize,
     /// A shared key (at least 32 bytes, mode 0600, the same file on every member): every
     /// cluster RPC carries proof of it, and calls without it are refused.
     pub secret_file: PathBuf,
@@ -65,8 +75,9 @@ impl Default for ClusterConfig {
             advertise: String::new(),
             join: Vec::new(),
             lease_ttl_secs: 5,
-            heartbeat_ms: 250,
+            heartbeat_ms: 50,
             dead_member_timeout_secs: 600,
+            max_voters: 5,
             secret_file: PathBuf::new(),
             secret: String::new(),
             insecure: false,
@@ -85,6 +96,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("lease_ttl_secs", &self.lease_ttl_secs)
             .field("heartbeat_ms", &self.heartbeat_ms)
             .field("dead_member_timeout_secs", &self.dead_member_timeout_secs)
+            .field("max_voters", &self.max_voters)
             .field("secret_file", &self.secret_file)
             .field("secret", &(!self.secret.is_empty()).then_some("<redacted>"))
             .field("insecure", &self.insecure)
@@ -157,6 +169,12 @@ impl ClusterConfig {
             return invalid(
                 "cluster.lease_ttl_secs and cluster.heartbeat_ms must be positive".into(),
             );
+        }
+        if self.max_voters.is_multiple_of(2) {
+            return invalid(format!(
+                "cluster.max_voters must be odd (1, 3, 5, ...), not {}: an even number of voters tolerates no more failures than one fewer",
+                self.max_voters
+            ));
         }
         Ok(())
     }

@@ -30,6 +30,23 @@ fn wildcard_cluster_addresses_need_an_advertised_one() {
 use super::*;
 
 #[test]
+fn max_voters_must_be_odd() {
+    for (max_voters, ok) in [
+        (0, false),
+        (1, true),
+        (2, false),
+        (3, true),
+        (4, false),
+        (5, true),
+    ] {
+        let mut c = Config::default();
+        c.cluster.listen = "127.0.0.1:6000".into();
+        c.cluster.max_voters = max_voters;
+        assert_eq!(c.validate().is_ok(), ok, "max_voters = {max_voters}");
+    }
+}
+
+#[test]
 fn default_is_valid_docker_hub_mirror() {
     let c = Config::default();
     c.validate().unwrap();

@@ -73,6 +73,7 @@ locals {
       "[cluster]",
       "secret_file = \"/etc/wharf/secrets/cluster.key\"",
       "dead_member_timeout_secs = ${var.dead_member_timeout_secs}",
+      "max_voters = ${var.max_voters}",
     ],
     flatten([for u in var.upstreams : [
       "",

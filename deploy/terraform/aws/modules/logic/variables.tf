@@ -83,6 +83,12 @@ variable "dead_member_timeout_secs" {
   default     = 600
 }
 
+variable "max_voters" {
+  description = "[cluster] max_voters of every node."
+  type        = number
+  default     = 5
+}
+
 variable "extra_config" {
   description = "Raw TOML appended to wharf.toml ([[access]] rules, [eviction], ...)."
   type        = string

@@ -76,7 +76,7 @@ run "the_boot_script_configures_a_cluster_member" {
     error_message = "an ECR image is pulled after logging in."
   }
   assert {
-    condition     = strcontains(output.user_data, "chmod 0400 '/etc/wharf/secrets/cluster.key'") && strcontains(output.wharf_toml, "secret_file = \"/etc/wharf/secrets/cluster.key\"") && strcontains(output.wharf_toml, "dead_member_timeout_secs = 600") && !strcontains(output.user_data, "INSECURE")
+    condition     = strcontains(output.user_data, "chmod 0400 '/etc/wharf/secrets/cluster.key'") && strcontains(output.wharf_toml, "secret_file = \"/etc/wharf/secrets/cluster.key\"") && strcontains(output.wharf_toml, "dead_member_timeout_secs = 600") && strcontains(output.wharf_toml, "max_voters = 5") && !strcontains(output.user_data, "INSECURE")
     error_message = "the cluster key comes from Secrets Manager into a private file that wharf.toml names; the port is never left open."
   }
   assert {
