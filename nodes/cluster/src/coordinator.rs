@@ -5,20 +5,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
-use wharf_core::{Digest, OciCode};
-use wharf_mirror::MirrorError;
+use wharf_core::Digest;
 use wharf_mirror::singleflight::{
     Claim, CoordinatorHealth, FetchCoordinator, FetchLease, MemberHealth,
 };
-use wharf_proto::v1::FetchRequest;
-use wharf_upstream::{BlobResponse, UpstreamError};
 
 use wharf_metrics::{LeaseResult, Metrics};
 
 use crate::node::ClusterNode;
+use crate::peer_stream::{PeerFailure, fetch_from_peer};
 use crate::types::LeaseOp;
 
 /// Pause between attempts while the lease holder cannot serve the blob yet (or any more).
@@ -44,14 +41,6 @@ impl Coordinator {
     fn ttl_ms(&self) -> u64 {
         self.node.lease_ttl.as_millis() as u64
     }
-}
-
-/// Why the lease holder did not give us a stream.
-enum PeerFailure {
-    /// The blob cannot be had (the upstream refused it there): tell the client.
-    Refused(MirrorError),
-    /// The holder is unreachable, or not (yet, or any more) fetching: ask again.
-    Retry(String),
 }
 
 #[async_trait]
@@ -144,58 +133,6 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Stream `digest` from the node at `addr`, which holds its lease.
-async fn fetch_from_peer(
-    node: &ClusterNode,
-    addr: &str,
-    digest: &Digest,
-) -> Result<BlobResponse, PeerFailure> {
-    let mut client = node
-        .peers
-        .blobs(addr)
-        .map_err(|e| PeerFailure::Retry(e.to_string()))?;
-    let request = FetchRequest {
-        digest: digest.to_string(),
-        offset: 0,
-    };
-    let mut stream = client.fetch(request).await.map_err(classify)?.into_inner();
-    let head = stream
-        .message()
-        .await
-        .map_err(classify)?
-        .ok_or_else(|| PeerFailure::Retry("empty stream".into()))?;
-    let peer = addr.to_string();
-    let body = stream.map(move |chunk| {
-        chunk.map(|c| c.data).map_err(|status| {
-            UpstreamError::Failed(format!(
-                "peer {peer} stopped streaming: {}",
-                status.message()
-            ))
-        })
-    });
-    let body = futures::stream::iter([Ok(head.data)]).chain(body);
-    Ok(BlobResponse {
-        size: head.size,
-        stream: body.boxed(),
-    })
-}
-
-fn classify(status: tonic::Status) -> PeerFailure {
-    let message = status.message().to_string();
-    match status.code() {
-        tonic::Code::NotFound => {
-            PeerFailure::Refused(MirrorError::not_found(OciCode::BlobUnknown, message))
-        }
-        tonic::Code::PermissionDenied => PeerFailure::Refused(MirrorError::denied(message)),
-        tonic::Code::ResourceExhausted => PeerFailure::Refused(MirrorError::RateLimited {
-            message,
-            retry_after: None,
-        }),
-        tonic::Code::DeadlineExceeded => PeerFailure::Refused(MirrorError::TimedOut { message }),
-        _ => PeerFailure::Retry(format!("{:?}: {}", status.code(), status.message())),
-    }
 }
 
 /// This node's lease on one digest: renewed every quarter of its TTL while held, released when

@@ -13,11 +13,13 @@ pub mod auth;
 mod autopilot;
 pub mod coordinator;
 pub mod error;
+mod fanout;
 pub mod faults;
 mod handoff;
 pub mod leases;
 pub mod network;
 pub mod node;
+mod peer_stream;
 pub mod server;
 pub mod store;
 pub mod tls;
@@ -176,6 +178,7 @@ impl Cluster {
             node: node.clone(),
             mirror: mirror.clone(),
             faults,
+            fanout: fanout::Fanout::new(config.max_peer_streams),
         };
         let (stop_server, stopped) = oneshot::channel::<()>();
         let mut builder = tonic::transport::Server::builder();

@@ -19,6 +19,7 @@ use wharf_proto::v1::{
 };
 
 use crate::error::ClusterError;
+use crate::fanout::{Admission, Fanout};
 use crate::faults::Faults;
 use crate::node::{ClusterNode, reply_from_answer};
 use crate::types::LeaseOp;
@@ -29,6 +30,8 @@ pub struct Endpoint {
     pub node: Arc<ClusterNode>,
     pub mirror: Arc<Mirror>,
     pub faults: Faults,
+    /// Which peers stream each blob from here; past `max_peer_streams`, the next is redirected.
+    pub fanout: Arc<Fanout>,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(message: &RaftMessage) -> Result<T, Status> {
@@ -258,6 +261,23 @@ impl Blobs for Endpoint {
             .digest
             .parse()
             .map_err(|_| Status::invalid_argument("bad digest"))?;
+        let metrics = self.mirror.stats.metrics.clone();
+        let serving =
+            match self
+                .fanout
+                .admit(&request.digest, &request.relay_addr, request.accept_relay)
+            {
+                Admission::Serve(guard) => guard,
+                Admission::Redirect(relays) => {
+                    metrics.peer_redirect();
+                    let redirect = BlobChunk {
+                        size: None,
+                        data: Default::default(),
+                        relays,
+                    };
+                    return Ok(Response::new(futures::stream::iter([Ok(redirect)]).boxed()));
+                }
+            };
         let stream = self
             .mirror
             .blobs
@@ -268,16 +288,24 @@ impl Blobs for Endpoint {
         let size = stream.size;
         let faults = self.faults.clone();
         let chunks = stream.body.map(move |chunk| {
+            // The stream counts towards the fan-out limit until it ends or breaks.
+            let _serving = &serving;
             // A partition cuts streams already flowing, too.
             faults.check()?;
             let data = chunk.map_err(|e| Status::aborted(e.to_string()))?;
-            Ok(BlobChunk { size: None, data })
+            metrics.peer_bytes_served(data.len() as u64);
+            Ok(BlobChunk {
+                size: None,
+                data,
+                relays: Vec::new(),
+            })
         });
         // The first message tells the size, so the receiver can answer its clients at once.
         let head = futures::stream::once(async move {
             Ok(BlobChunk {
                 size,
                 data: Default::default(),
+                relays: Vec::new(),
             })
         });
         Ok(Response::new(head.chain(chunks).boxed()))

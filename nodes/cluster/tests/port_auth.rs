@@ -75,7 +75,14 @@ async fn codes(addr: &str, key: Option<ClusterKey>, membership: bool) -> Vec<(&'
         (
             "fetch",
             code(
-                match blobs.fetch(FetchRequest { digest, offset: 0 }).await {
+                match blobs
+                    .fetch(FetchRequest {
+                        digest,
+                        offset: 0,
+                        ..Default::default()
+                    })
+                    .await
+                {
                     Ok(mut stream) => stream.get_mut().message().await.map(drop),
                     Err(e) => Err(e),
                 },

@@ -22,6 +22,9 @@ pub struct ClusterMetrics {
     removals: Counter,
     promotions: Counter,
     raft_rtt: AtomicHistogram,
+    peer_bytes_served: Counter,
+    peer_redirects: Counter,
+    peer_resumes: Counter,
 }
 
 impl ClusterMetrics {
@@ -90,6 +93,24 @@ impl ClusterMetrics {
                 "Round trips of this node's Raft append-entries calls (replication, heartbeats): what cluster.heartbeat_ms is scaled from",
                 AtomicHistogram::new(STORE_BUCKETS),
             ),
+            peer_bytes_served: reg(
+                registry,
+                "wharf_cluster_peer_bytes_served",
+                "Blob bytes this node streamed to cluster peers (as fetcher or relay)",
+                Counter::default(),
+            ),
+            peer_redirects: reg(
+                registry,
+                "wharf_cluster_peer_redirects",
+                "Peer blob streams this node sent to a relay (it served max_peer_streams already)",
+                Counter::default(),
+            ),
+            peer_resumes: reg(
+                registry,
+                "wharf_cluster_peer_resumes",
+                "Broken peer blob streams this node resumed from their offset at another node",
+                Counter::default(),
+            ),
         }
     }
 
@@ -133,6 +154,27 @@ impl Metrics {
     pub fn member_removed(&self) {
         if self.enabled {
             self.cluster.removals.inc();
+        }
+    }
+
+    /// `bytes` of a blob streamed to a peer.
+    pub fn peer_bytes_served(&self, bytes: u64) {
+        if self.enabled {
+            self.cluster.peer_bytes_served.inc_by(bytes);
+        }
+    }
+
+    /// A peer asking for a blob was sent to a relay.
+    pub fn peer_redirect(&self) {
+        if self.enabled {
+            self.cluster.peer_redirects.inc();
+        }
+    }
+
+    /// A broken peer stream was resumed at another node.
+    pub fn peer_resume(&self) {
+        if self.enabled {
+            self.cluster.peer_resumes.inc();
         }
     }
 

@@ -118,7 +118,7 @@ impl WharfCluster {
             // The first member bootstraps before the others ask to join it.
             cluster.wait_http(i).await?;
         }
-        // Members past `[cluster] max_voters` (when the config sets it) learn, the rest vote.
+        // Members past `[cluster] max_voters` (the config's, or its default 5) learn; the rest vote.
         let max_voters = config
             .lines()
             .find_map(|l| {
@@ -130,7 +130,7 @@ impl WharfCluster {
                     .parse()
                     .ok()
             })
-            .unwrap_or(n);
+            .unwrap_or(5);
         cluster
             .wait_roles(n.min(max_voters), n.saturating_sub(max_voters))
             .await?;

@@ -35,6 +35,11 @@ pub struct ClusterConfig {
     /// leader promotes the most up-to-date learner. Lowering it demotes nobody: it takes
     /// effect as voters leave.
     pub max_voters: usize,
+    /// A node streams one blob to at most this many peers at once; further peers asking for it
+    /// are sent to nodes already streaming it from this one (a relay tree), so the node that
+    /// fetched a cold blob sends it out at most this many times however many nodes want it.
+    /// 0: no limit.
+    pub max_peer_streams: usize,
     /// A shared key (at least 32 bytes, mode 0600, the same file on every member): every
     /// cluster RPC carries proof of it, and calls without it are refused.
     pub secret_file: PathBuf,
@@ -78,6 +83,7 @@ impl Default for ClusterConfig {
             heartbeat_ms: 50,
             dead_member_timeout_secs: 600,
             max_voters: 5,
+            max_peer_streams: 4,
             secret_file: PathBuf::new(),
             secret: String::new(),
             insecure: false,
@@ -97,6 +103,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("heartbeat_ms", &self.heartbeat_ms)
             .field("dead_member_timeout_secs", &self.dead_member_timeout_secs)
             .field("max_voters", &self.max_voters)
+            .field("max_peer_streams", &self.max_peer_streams)
             .field("secret_file", &self.secret_file)
             .field("secret", &(!self.secret.is_empty()).then_some("<redacted>"))
             .field("insecure", &self.insecure)

@@ -119,14 +119,30 @@ pub async fn herd(cluster: &WharfCluster, n: usize, digest: &str) {
     }
 }
 
+/// Cold pulls timed by [`cold_pulls`].
+pub struct Pulls {
+    pub slowest: Duration,
+    pub median: Duration,
+    pub count: usize,
+}
+
+impl Pulls {
+    /// How much longer the slowest of these pulls took than the median pull of `baseline`
+    /// (the same pulls with nothing happening): the stall an event caused, without what a
+    /// loaded machine adds to every pull.
+    pub fn stall_over(&self, baseline: &Pulls) -> Duration {
+        self.slowest.saturating_sub(baseline.median)
+    }
+}
+
 /// Cold pulls of fresh blobs from `base`, three at a time, while `event` runs and for `after`
-/// beyond it; every pull must succeed. The slowest pull's time, and how many there were.
-pub async fn slowest_cold_pull(
+/// beyond it; every pull must succeed.
+pub async fn cold_pulls(
     base: String,
     digests: Vec<String>,
     event: impl std::future::Future<Output = ()>,
     after: Duration,
-) -> (Duration, usize) {
+) -> Pulls {
     let digests = Arc::new(digests);
     let next = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -157,8 +173,12 @@ pub async fn slowest_cold_pull(
     for probe in probes {
         times.extend(probe.await.unwrap());
     }
-    let slowest = times.iter().max().copied().unwrap_or_default();
-    (slowest, times.len())
+    times.sort();
+    Pulls {
+        slowest: times.last().copied().unwrap_or_default(),
+        median: times.get(times.len() / 2).copied().unwrap_or_default(),
+        count: times.len(),
+    }
 }
 
 /// Members in member `i`'s view of the cluster.

@@ -3,12 +3,13 @@
 //! partitioned while clients pull.
 //!
 //! Modules: [`failover`] (leadership handoff, crash failover), [`autopilot`] (dead members,
-//! learners and promotion); this file: herds, kills, partitions, rolling restarts, prefetch.
+//! learners and promotion), [`relay`] (relay fan-out, resumed peer streams); this file: herds, kills, partitions, rolling restarts, prefetch.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod autopilot;
 mod common;
 mod failover;
+mod relay;
 
 use std::path::Path;
 use std::sync::Arc;
