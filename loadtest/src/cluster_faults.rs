@@ -1,6 +1,8 @@
 //! `--cluster-faults`: how long cold fetches stall when the Raft leader of a 3-node cluster
 //! goes away, gracefully (SIGTERM: the handoff) and by a crash (SIGKILL: an election), against
-//! the same cluster's cold fetches with nothing happening (the anchor of the same run).
+//! the same cluster's cold fetches with nothing happening (the anchor of the same run); then
+//! relay fan-out: nine nodes and eighteen clients on one fresh blob, the bytes each node
+//! streamed to its peers, in copies of the blob.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -11,6 +13,7 @@ use wharf_testkit::image::random_bytes;
 use wharf_testkit::push::{PushAuth, Pusher};
 use wharf_testkit::registry::{Registry, RegistryOptions};
 use wharf_testkit::s3::S3Server;
+use wharf_testkit::wan::{LinkShape, WanLink};
 
 use crate::Args;
 use crate::load::get_ok;
@@ -78,6 +81,7 @@ pub async fn cluster_faults(args: &Args) -> anyhow::Result<()> {
         .await,
     );
 
+    drop(cluster);
     let anchor = phases[0].median.as_secs_f64().max(1e-6);
     println!(
         "| phase | cold 1 MiB pulls | median (ms) | slowest (ms) | slowest vs baseline median |"
@@ -93,6 +97,62 @@ pub async fn cluster_faults(args: &Args) -> anyhow::Result<()> {
             p.slowest.as_secs_f64() / anchor
         );
     }
+    relay_fan_out(args, &registry, &s3).await
+}
+
+/// Nine nodes, eighteen clients on one fresh 64 MiB blob behind a 64 MB/s link: what each
+/// node streamed to its peers.
+async fn relay_fan_out(args: &Args, registry: &Registry, s3: &S3Server) -> anyhow::Result<()> {
+    const RELAY_BYTES: usize = 64 * 1024 * 1024;
+    let data = random_bytes(RELAY_BYTES, 6000);
+    let digest = wharf_testkit::sha256(&data);
+    Pusher::new(&registry.url(), PushAuth::None)
+        .push_blob(REPO, data, &digest)
+        .await?;
+    let shape = LinkShape {
+        bytes_per_sec: 64_000_000,
+        rtt: Duration::from_millis(2),
+        cut_every: None,
+    };
+    let link = WanLink::start(registry.host(), shape).await?;
+    s3.create_bucket("bench-relay").await?;
+    let cluster = WharfCluster::start(&args.wharf_bin, 9, &link.url(), s3, "bench-relay").await?;
+    let started = Instant::now();
+    let clients: Vec<_> = (0..18)
+        .map(|i| {
+            let url = format!("{}/v2/{REPO}/blobs/{digest}", cluster.members[i % 9].url());
+            tokio::spawn(async move { get_ok(&reqwest::Client::new(), &url).await })
+        })
+        .collect();
+    for client in clients {
+        client.await??;
+    }
+    let elapsed = started.elapsed();
+    let path = format!("/v2/{REPO}/blobs/{digest}");
+    let mut copies = Vec::new();
+    for i in 0..9 {
+        let text = reqwest::get(format!("{}/metrics", cluster.members[i].url()))
+            .await?
+            .text()
+            .await?;
+        let served: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("wharf_cluster_peer_bytes_served_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0);
+        copies.push(served / RELAY_BYTES as f64);
+    }
+    copies.sort_by(|a, b| b.total_cmp(a));
+    println!(
+        "\nrelay fan-out: 9 nodes, 18 clients, one 64 MiB blob: all done in {:.2} s, {} upstream GET(s); blob copies each node streamed to peers, most first: {}",
+        elapsed.as_secs_f64(),
+        registry.count_requests("GET", &path),
+        copies
+            .iter()
+            .map(|c| format!("{c:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     Ok(())
 }
 

@@ -5,9 +5,11 @@
 //! Module map: [`types`] (openraft config, lease commands) → [`leases`] (the replicated lease
 //! table, pure) → [`store`] (Raft log, vote and snapshots on local disk) → [`network`]
 //! (outgoing RPCs) and [`server`] (the gRPC endpoint) → [`node`] (one member: leases,
-//! membership, forwarding to the leader) → [`coordinator`] (the pipeline's
-//! [`FetchCoordinator`](wharf_mirror::singleflight::FetchCoordinator)). [`faults`] cuts a node
-//! off for partition tests.
+//! membership, forwarding to the leader; `handoff` and `autopilot` extend it) →
+//! [`coordinator`] (the pipeline's
+//! [`FetchCoordinator`](wharf_mirror::singleflight::FetchCoordinator)), which streams from
+//! peers through `peer_stream` (redirects to relays, resumes); `fanout` decides which peers
+//! a node serves itself. [`faults`] cuts a node off for partition tests.
 
 pub mod auth;
 mod autopilot;

@@ -21,9 +21,9 @@ pub struct ClusterConfig {
     pub lease_ttl_secs: u64,
     /// Raft heartbeat interval. A follower campaigns after 10–12 heartbeats without one
     /// (openraft's leader lease of 6 plus an election timeout of 4–6), which is also how long a
-    /// crashed leader stalls cold fetches. Keep it at least 10× the p99 of
-    /// `wharf_cluster_raft_rtt_seconds` (the measured Raft round trip): 50 ms suits members in
-    /// one region; raise it for members far apart.
+    /// crashed leader stalls cold fetches. Keep 10 heartbeats at least 5× the slowest
+    /// `wharf_cluster_raft_rtt_seconds` seen under load (the measured Raft round trip): 50 ms
+    /// suits members in one region; raise it for members far apart.
     pub heartbeat_ms: u64,
     /// The leader removes a member it has not reached for this long, when the voters left
     /// still form a quorum (a member lost for good would otherwise count towards the quorum
