@@ -2,7 +2,9 @@
 # The compose stack, end to end: an upstream registry container seeded with an image (random
 # layers, built here), the stack in front of it, a real `docker pull` through haproxy, the blobs in the
 # bucket, one upstream GET per blob; then one node stopped, then the Raft leader too, while
-# pulls go on; both back, rejoined; everything torn down. Exit 0 only if all of it holds.
+# pulls go on, and cold pulls on the node left running stall < 0.5 s across each stop and the
+# restart (stall_probe.py); both back, rejoined; everything torn down. Exit 0 only if all of
+# it holds.
 # Needs: docker, docker-compose 1.29+, skopeo, python3; images from build-images.sh --with-upstream.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -24,8 +26,9 @@ fail() {
   compose logs --no-color --tail=400 2>&1 | grep -v 'wharf::access' | tail -n 80 || true
   exit 1
 }
+work=$(mktemp -d)
 cleanup() { compose down -v --remove-orphans >/dev/null 2>&1 || true; docker rmi "127.0.0.1:$port/team/app:v1" >/dev/null 2>&1 || true; }
-trap cleanup EXIT
+trap 'cleanup; rm -rf "$work"' EXIT
 cleanup
 
 compose up -d upstream >/dev/null 2>&1
@@ -41,7 +44,9 @@ skopeo copy -q --dest-tls-verify=false docker-daemon:wharf-smoke-app:seed "docke
 docker rmi wharf-smoke-app:seed >/dev/null
 manifest=$(skopeo inspect --raw --tls-verify=false "docker://127.0.0.1:$uport/team/app:v1")
 mapfile -t blobs < <(python3 -c 'import json,sys; m=json.load(sys.stdin); print(m["config"]["digest"]); [print(l["digest"]) for l in m["layers"]]' <<<"$manifest")
-say "upstream seeded: team/app:v1, ${#blobs[@]} blobs"
+# Fresh blobs for the stall probes: each probe pulls some cold from a running node.
+python3 stall_probe.py seed "http://127.0.0.1:$uport" team/cold 900 "$work/cold.txt"
+say "upstream seeded: team/app:v1, ${#blobs[@]} blobs; 900 blobs for cold-pull probes"
 
 compose up -d >/dev/null 2>&1
 healthy() {
@@ -108,6 +113,33 @@ done
 [ -n "$leader_svc" ] || fail "no service is the leader"
 follower=wharf1
 if [ "$leader_svc" = wharf1 ]; then follower=wharf2; fi
+third=""
+for s in wharf1 wharf2 wharf3; do
+  if [ "$s" != "$leader_svc" ] && [ "$s" != "$follower" ]; then third=$s; fi
+done
+
+ip_of() { docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$(compose ps -q "$1")"; }
+# Run "$@" (stopping or starting nodes) while one client pulls fresh cold blobs from $third,
+# the node that keeps running; the slowest of them may take at most 0.5 s longer than the
+# median pull before it.
+with_stall_probe() {
+  local what=$1
+  shift
+  rm -f "$work/stop"
+  python3 stall_probe.py probe "http://$(ip_of "$third"):5000" team/cold "$work/cold.txt" \
+    "$work/offset" "$work/stop" "$work/pulls" &
+  local probe=$!
+  sleep 2
+  local event
+  event=$(date +%s.%N)
+  "$@"
+  sleep 1
+  touch "$work/stop"
+  wait "$probe" || fail "a cold pull on $third failed while $what"
+  local verdict
+  verdict=$(python3 stall_probe.py stall "$work/pulls" "$event" 0.5) || fail "cold pulls on $third while $what: $verdict"
+  say "cold pulls on $third while $what: $verdict"
+}
 
 # Stop `$1` while a docker pull runs through the load balancer; the pull and 40 requests after
 # it must all succeed.
@@ -120,17 +152,20 @@ stop_during_pull() {
   ok=$(requests)
   [ "$ok" = 40 ] || fail "$ok/40 requests with $1 ($2) stopped"
 }
-stop_during_pull "$follower" "a follower"
+with_stall_probe "$follower (a follower) stopped" stop_during_pull "$follower" "a follower"
 say "$follower (a follower) stopped mid-pull: docker pull and 40/40 requests OK"
-stop_during_pull "$leader_svc" "the Raft leader"
+with_stall_probe "$leader_svc (the leader) stopped" stop_during_pull "$leader_svc" "the Raft leader"
 say "$leader_svc (the leader) stopped too, one node left: docker pull and 40/40 requests OK"
 
-compose start "$follower" "$leader_svc" >/dev/null 2>&1
-rejoined=0
-for _ in $(seq 120); do
-  if cluster_ok "$follower" && cluster_ok "$leader_svc"; then rejoined=1; break; fi
-  sleep 0.5
-done
+restart_both() {
+  compose start "$follower" "$leader_svc" >/dev/null 2>&1
+  rejoined=0
+  for _ in $(seq 120); do
+    if cluster_ok "$follower" && cluster_ok "$leader_svc"; then rejoined=1; break; fi
+    sleep 0.5
+  done
+}
+with_stall_probe "$follower and $leader_svc restarted" restart_both
 [ "$rejoined" = 1 ] || fail "$follower and $leader_svc did not rejoin"
 ok=$(requests)
 [ "$ok" = 40 ] || fail "$ok/40 requests after the restart"

@@ -30,6 +30,9 @@ const BUCKET: &str = "soak";
 const CLIENTS: usize = 8;
 /// A pull that has not succeeded this long after it began is lost.
 const PULL_DEADLINE: Duration = Duration::from_secs(180);
+/// The autopilot runs with a timeout just past the longest fault (8 s down, then a restart):
+/// it must remove nobody, however the faults fall.
+const DEAD_MEMBER_TIMEOUT_SECS: u64 = 15;
 
 /// xorshift64: the schedule and the clients' choices, reproducible from the seed.
 struct Rng(u64);
@@ -127,7 +130,15 @@ pub async fn soak(args: &Args, minutes: f64, seed: u64) -> anyhow::Result<()> {
     .await?;
     let mut s3 = S3Server::start().await?;
     s3.create_bucket(BUCKET).await?;
-    let mut cluster = WharfCluster::start(&args.wharf_bin, 3, &link.url(), &s3, BUCKET).await?;
+    let mut cluster = WharfCluster::start_configured(
+        &args.wharf_bin,
+        3,
+        &link.url(),
+        &s3,
+        BUCKET,
+        &format!("[cluster]\ndead_member_timeout_secs = {DEAD_MEMBER_TIMEOUT_SECS}\n"),
+    )
+    .await?;
     let urls: Arc<Vec<String>> = Arc::new(cluster.members.iter().map(|m| m.url()).collect());
 
     let tally = Arc::new(Tally::default());
@@ -254,6 +265,21 @@ pub async fn soak(args: &Args, minutes: f64, seed: u64) -> anyhow::Result<()> {
         async move { idle }
     })
     .await;
+    let members_back = cluster.wait_members(3).await.is_ok();
+    let mut removed = 0u64;
+    for i in cluster.running().collect::<Vec<_>>() {
+        let Ok(response) = reqwest::get(format!("{}/metrics", cluster.members[i].url())).await
+        else {
+            continue;
+        };
+        removed += response
+            .text()
+            .await?
+            .lines()
+            .find_map(|l| l.strip_prefix("wharf_cluster_members_removed_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
     let open_uploads = s3
         .client()
         .list_multipart_uploads()
@@ -328,6 +354,10 @@ pub async fn soak(args: &Args, minutes: f64, seed: u64) -> anyhow::Result<()> {
         if settled { "yes" } else { "NO" }
     );
     println!(
+        "| after the faults: all 3 members back; removed by the autopilot (dead_member_timeout_secs = {DEAD_MEMBER_TIMEOUT_SECS}, past every fault) | {}; {removed} |",
+        if members_back { "yes" } else { "NO" }
+    );
+    println!(
         "| multipart uploads left open in S3 | {open_uploads} ({kills_since_s3_restart} SIGKILLs since S3 last restarted) |"
     );
     println!(
@@ -353,6 +383,11 @@ pub async fn soak(args: &Args, minutes: f64, seed: u64) -> anyhow::Result<()> {
         logs()
     );
     anyhow::ensure!(settled, "downloads, leases or spool files left behind");
+    anyhow::ensure!(
+        members_back && removed == 0,
+        "the autopilot removed {removed} member(s), or not all 3 came back; logs:\n{}",
+        logs()
+    );
     anyhow::ensure!(
         open_uploads == 0,
         "{open_uploads} multipart uploads left open"

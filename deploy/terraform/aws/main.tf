@@ -39,6 +39,7 @@ module "logic" {
   extra_config             = var.extra_config
   dead_member_timeout_secs = var.dead_member_timeout_secs
   max_voters               = var.max_voters
+  max_peer_streams         = var.max_peer_streams
   tags                     = var.tags
 }
 

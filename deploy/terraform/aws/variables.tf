@@ -106,6 +106,16 @@ variable "max_voters" {
   }
 }
 
+variable "max_peer_streams" {
+  description = "A node streams one cold blob to at most this many other nodes; the rest relay it from those (0: no limit). Caps the fetching instance's outbound traffic per blob in a large group."
+  type        = number
+  default     = 4
+  validation {
+    condition     = var.max_peer_streams >= 0
+    error_message = "max_peer_streams: 0 or more."
+  }
+}
+
 variable "root_volume_gb" {
   description = "Root volume of each node: the OS, the image, the Raft state and the download spool (largest blob in flight)."
   type        = number

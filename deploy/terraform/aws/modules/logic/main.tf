@@ -74,6 +74,7 @@ locals {
       "secret_file = \"/etc/wharf/secrets/cluster.key\"",
       "dead_member_timeout_secs = ${var.dead_member_timeout_secs}",
       "max_voters = ${var.max_voters}",
+      "max_peer_streams = ${var.max_peer_streams}",
     ],
     flatten([for u in var.upstreams : [
       "",

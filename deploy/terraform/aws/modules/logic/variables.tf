@@ -89,6 +89,12 @@ variable "max_voters" {
   default     = 5
 }
 
+variable "max_peer_streams" {
+  description = "[cluster] max_peer_streams of every node."
+  type        = number
+  default     = 4
+}
+
 variable "extra_config" {
   description = "Raw TOML appended to wharf.toml ([[access]] rules, [eviction], ...)."
   type        = string
