@@ -16,6 +16,7 @@ mod scenarios;
 mod security;
 mod soak;
 mod tiers;
+mod vs_nginx;
 
 use std::path::PathBuf;
 
@@ -77,6 +78,11 @@ pub struct Args {
     /// heartbeat is scaled from (needs moto). Run it beside the test suite or the soak.
     #[arg(long, value_name = "SECONDS")]
     cluster_quiet: Option<u64>,
+    /// Instead of the benchmarks: the warm path beside nginx serving the same bytes as files
+    /// (manifest req/s by tag and digest with wrk, blob GB/s and CPU-s/GB, KiB per idle
+    /// connection at 10,000); needs wrk and nginx.
+    #[arg(long)]
+    vs_nginx: bool,
     /// Run the chaos soak for this many minutes instead of the benchmarks (3 nodes on S3,
     /// random kills, stops, partitions, S3 and upstream outages, link cuts).
     #[arg(long, value_name = "MINUTES")]
@@ -102,6 +108,9 @@ async fn main() -> anyhow::Result<()> {
     );
     if let Some(minutes) = args.soak {
         return soak::soak(&args, minutes, args.seed).await;
+    }
+    if args.vs_nginx {
+        return vs_nginx::vs_nginx(&args).await;
     }
     if args.security {
         return security::security_costs(&args).await;

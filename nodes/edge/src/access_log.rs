@@ -153,7 +153,8 @@ impl Line {
             path = %self.path,
             status = self.status,
             bytes = self.bytes,
-            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            // Microsecond precision, printed as such (3.744, not 3.7443950000000004).
+            duration_ms = (self.started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
             cache,
             upstream,
             client = %client,

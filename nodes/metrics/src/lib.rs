@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod histogram;
 pub mod http;
 pub mod labels;
+pub mod log;
 pub mod slots;
 pub mod store;
 pub mod upstream;
@@ -118,6 +119,12 @@ impl Metrics {
                 ("commit", commit.to_string()),
             ])
             .set(1);
+        reg(
+            &mut registry,
+            "wharf_log_lines_dropped",
+            "Log lines dropped because the log writer fell behind (requests never wait for it)",
+            log::DroppedLogLines,
+        );
         let http = HttpMetrics::register(&mut registry);
         let cache = CacheMetrics::register(&mut registry, up);
         let upstream = UpstreamFamilies::register(&mut registry, up);
