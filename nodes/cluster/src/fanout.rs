@@ -12,6 +12,10 @@ use std::sync::{Arc, Mutex};
 const MAX_TRACKED_BLOBS: usize = 4096;
 /// Relays named in one redirect.
 const RELAYS_PER_REDIRECT: usize = 4;
+/// Streams tracked per blob; further ones are served untracked.
+const MAX_TRACKED_STREAMS: usize = 1024;
+/// A longer relay address than this is not a `host:port`: never offered.
+const MAX_ADDR_LEN: usize = 256;
 
 /// This node's peer streams, by digest.
 pub struct Fanout {
@@ -71,6 +75,14 @@ impl Fanout {
             return untracked();
         }
         let serving = streams.entry(digest.to_string()).or_default();
+        if serving.len() >= MAX_TRACKED_STREAMS {
+            return untracked();
+        }
+        let asker = if asker.len() > MAX_ADDR_LEN {
+            ""
+        } else {
+            asker
+        };
         if accept_relay && serving.len() >= self.max_per_blob {
             let relays: Vec<&Serving> = serving
                 .iter()

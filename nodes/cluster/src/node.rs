@@ -324,14 +324,7 @@ impl ClusterNode {
             if let Routed::Forward(leader) = self.route(added)? {
                 return self.forward_join(&leader, id, addr).await;
             }
-            let voters: BTreeSet<NodeId> = self
-                .raft
-                .metrics()
-                .borrow()
-                .membership_config
-                .membership()
-                .voter_ids()
-                .collect();
+            let voters = self.voters();
             let votes = voters.contains(&id) || voters.len() < self.max_voters;
             if !voters.contains(&id) && votes {
                 let promoted = self
@@ -415,15 +408,7 @@ impl ClusterNode {
         &self,
         id: NodeId,
     ) -> Result<openraft::raft::ClientWriteResponse<crate::types::TypeConfig>, WriteError> {
-        let votes = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .any(|v| v == id);
-        let change = if votes {
+        let change = if self.voters().contains(&id) {
             ChangeMembers::RemoveVoters(BTreeSet::from([id]))
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
@@ -472,6 +457,17 @@ impl ClusterNode {
             }
         }
         false
+    }
+
+    /// The voters of the latest membership this node knows.
+    pub(crate) fn voters(&self) -> BTreeSet<NodeId> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
     }
 
     /// Members and whether each votes, from the latest membership this node knows.
