@@ -295,7 +295,18 @@ impl BlobService {
             }
             return reply;
         }
-        let (mut download, started) = self.download_for(upstream, repo, digest).await?;
+        let (mut download, started) = match self.download_for(upstream, repo, digest).await? {
+            Some(found) => found,
+            // A download stored it between our look at the store and now.
+            None => match self.stored(digest, range_header, head).await? {
+                Some(reply) => {
+                    self.evictor.touch(digest);
+                    self.stats.blob_cache_hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(reply);
+                }
+                None => self.download_anyway(upstream, repo, digest).await?,
+            },
+        };
         if !started {
             self.stats
                 .coalesced_blob_requests
@@ -305,7 +316,7 @@ impl BlobService {
             // We joined a download started for another repository or upstream, which failed
             // there: that says nothing of ours, so ask once for it ourselves.
             Err(_) if !started && !self.is_for(&download, upstream, repo) => {
-                download = self.download_for(upstream, repo, digest).await?.0;
+                download = self.download_anyway(upstream, repo, digest).await?.0;
                 download.started().await
             }
             other => other,
@@ -352,8 +363,26 @@ impl BlobService {
     }
 
     /// Join the download of `digest`, or start one from `repo` once a download slot is free;
-    /// true when started here.
+    /// true when started here. `None` when a download stored it since the caller looked in the
+    /// store: a leader indexes what it stored before it leaves the registry, so a digest
+    /// neither in flight nor in the index was not stored in between.
     async fn download_for(
+        &self,
+        upstream: &Arc<UpstreamClient>,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<(Arc<Download>, bool)>, MirrorError> {
+        if let Some(download) = self.downloads.join(digest) {
+            return Ok(Some((download, false)));
+        }
+        if self.index.contains_key(digest) {
+            return Ok(None);
+        }
+        self.download_anyway(upstream, repo, digest).await.map(Some)
+    }
+
+    /// As [`BlobService::download_for`], without looking at the index.
+    async fn download_anyway(
         &self,
         upstream: &Arc<UpstreamClient>,
         repo: &RepoName,
