@@ -186,21 +186,27 @@ pub fn member_count(cluster: &WharfCluster, i: usize) -> Option<usize> {
     cluster.status(i)?["members"].as_array().map(Vec::len)
 }
 
-/// The sum of the counter `name` over the running members' `/metrics`.
-pub async fn metric_sum(cluster: &WharfCluster, name: &str) -> u64 {
-    let mut sum = 0;
+/// The counter `name` on each running member, from its `/metrics`.
+pub async fn metric_per_member(cluster: &WharfCluster, name: &str) -> Vec<u64> {
+    let mut values = Vec::new();
     for i in cluster.running().collect::<Vec<_>>() {
-        let metrics = reqwest::get(format!("{}/metrics", cluster.members[i].url()))
+        let text = reqwest::get(format!("{}/metrics", cluster.members[i].url()))
             .await
             .unwrap()
             .text()
             .await
             .unwrap();
-        sum += metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
+        values.push(
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0),
+        );
     }
-    sum
+    values
+}
+
+/// The sum of the counter `name` over the running members.
+pub async fn metric_sum(cluster: &WharfCluster, name: &str) -> u64 {
+    metric_per_member(cluster, name).await.iter().sum()
 }

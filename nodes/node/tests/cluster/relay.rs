@@ -47,26 +47,6 @@ async fn start(n: usize, blob: &Blob, bytes_per_sec: u64, config: &str) -> Relay
     }
 }
 
-/// The counter `name` on each running member.
-async fn metric_per_member(cluster: &WharfCluster, name: &str) -> Vec<u64> {
-    let mut values = Vec::new();
-    for i in cluster.running().collect::<Vec<_>>() {
-        let text = reqwest::get(format!("{}/metrics", cluster.members[i].url()))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        values.push(
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0),
-        );
-    }
-    values
-}
-
 /// Nine nodes, eighteen clients on one fresh blob: every client gets it verified, the upstream
 /// serves it once, and no node streams it to more than `max_peer_streams` (4) peers: the
 /// fetching node's outbound peer bytes stay within 4× the blob.
