@@ -5,7 +5,9 @@
 //! listeners) obeys the same two limits through [`Activity`]: a connection with no open
 //! stream is closed after `header_read_timeout`, one with a stream whose client reads nothing
 //! (flow-control window held at zero) after `send_timeout`. hyper writes vectored, which the
-//! sendfile placeholders depend on, set here rather than left to hyper's choice.
+//! sendfile placeholders depend on, set here rather than left to hyper's choice. Plain
+//! HTTP/1 connections hold no hyper state between requests ([`idle_http1`]); TLS and HTTP/2
+//! connections keep theirs while open.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,15 +17,20 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use std::net::SocketAddr;
+use tokio::io::ReadBuf;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tower::Service;
 use tracing::{debug, warn};
 
 use crate::activity::{Activity, TrackedBody};
+use crate::idle_http1::{self, HandledBody, InFlight, ServiceFuture};
 use crate::sendfile::{SendfileConn, SendfileStream};
 use crate::tls::ServerTls;
 
@@ -56,9 +63,16 @@ pub async fn serve(
         .keep_alive_interval(Some(Duration::from_secs(20)))
         .keep_alive_timeout(Duration::from_secs(20))
         .max_concurrent_streams(256);
-    let http = Arc::new(http);
-    let open = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
+    let shared = Arc::new(Shared {
+        http,
+        http1: http1_builder(&limits),
+        router,
+        stopping: CancellationToken::new(),
+        limits,
+        tls,
+    });
+    let open = Arc::new(Semaphore::new(shared.limits.max_connections));
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -86,71 +100,158 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             debug!(error = %e, "could not set TCP_NODELAY");
         }
-        let (http, router, watcher) = (Arc::clone(&http), router.clone(), graceful.watcher());
-        let limits = limits.clone();
-        let tls = tls.as_ref().map(|t| t.acceptor());
+        let connection = Connection {
+            shared: Arc::clone(&shared),
+            watcher: graceful.watcher(),
+            peer,
+        };
         tokio::spawn(async move {
-            // A connection that never sends a byte is closed like one that sends too slowly
-            // (hyper's header timeout starts with the first byte).
-            let mut first = [0u8; 1];
-            if !matches!(
-                tokio::time::timeout(limits.header_read_timeout, tcp.peek(&mut first)).await,
-                Ok(Ok(1..))
-            ) {
-                drop(permit);
-                return;
-            }
-            let stream = SendfileStream::new(tcp, limits.send_timeout);
-            let activity = Arc::new(Activity::default());
-            let watchdog = watch(Arc::clone(&activity), &limits);
-            let served = match tls {
-                None => {
-                    let info = Some(ConnectInfo(SendfileConn::of(&stream)));
-                    let connection = http
-                        .serve_connection_with_upgrades(
-                            TokioIo::new(stream),
-                            service(router, info, peer, activity),
-                        )
-                        .into_owned();
-                    until_closed(watcher.watch(connection), watchdog).await
-                }
-                Some(acceptor) => {
-                    // A client that fails the handshake (no client certificate under mTLS,
-                    // an untrusted CA, plain HTTP) is dropped here.
-                    let handshake =
-                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
-                            .await;
-                    let stream = match handshake {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(e)) => {
-                            debug!(error = %e, "TLS handshake failed");
-                            drop(permit);
-                            return;
-                        }
-                        Err(_) => {
-                            debug!("TLS handshake timed out");
-                            drop(permit);
-                            return;
-                        }
-                    };
-                    let connection = http
-                        .serve_connection_with_upgrades(
-                            TokioIo::new(stream),
-                            service(router, None, peer, activity),
-                        )
-                        .into_owned();
-                    until_closed(watcher.watch(connection), watchdog).await
-                }
-            };
-            if let Err(e) = served {
+            if let Err(e) = connection.serve(tcp).await {
                 debug!(error = %e, "client connection ended with an error");
             }
             drop(permit);
         });
     }
     drop(listener);
+    shared.stopping.cancel();
+    // Every connection holds a watcher until it ends: idle HTTP/1 ones end at once, busy ones
+    // after their response.
     graceful.shutdown().await;
     Ok(())
+}
+
+/// hyper's HTTP/1 settings for plain connections (the same as the `auto` builder's).
+fn http1_builder(limits: &ConnectionLimits) -> http1::Builder {
+    let mut http1 = http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .writev(true)
+        .keep_alive(true);
+    http1
+}
+
+/// What every connection of a listener is served with.
+struct Shared {
+    http: auto::Builder<TokioExecutor>,
+    http1: http1::Builder,
+    router: Router,
+    /// Cancelled when the listener stops: idle HTTP/1 connections close, busy ones finish.
+    stopping: CancellationToken,
+    limits: ConnectionLimits,
+    tls: Option<Arc<ServerTls>>,
+}
+
+/// One accepted connection; small, as its task lives as long as the connection.
+struct Connection {
+    shared: Arc<Shared>,
+    /// Held until the connection ends, so a graceful shutdown waits for it.
+    watcher: Watcher,
+    peer: SocketAddr,
+}
+
+/// What a plain connection's first bytes say it speaks.
+enum Speaks {
+    Http1,
+    /// The HTTP/2 preface (h2c with prior knowledge).
+    Http2,
+}
+
+type ConnectionError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Connection {
+    async fn serve(self, tcp: TcpStream) -> Result<(), ConnectionError> {
+        let shared = &self.shared;
+        let limits = &shared.limits;
+        // A connection that never sends a byte is closed like one that sends too slowly
+        // (hyper's header timeout starts with the first byte).
+        let Ok(Ok(Some(speaks))) =
+            tokio::time::timeout(limits.header_read_timeout, first_bytes(&tcp)).await
+        else {
+            return Ok(());
+        };
+        let stream = SendfileStream::new(tcp, limits.send_timeout);
+        if shared.tls.is_some() || matches!(speaks, Speaks::Http2) {
+            // Boxed: the task of every plain HTTP/1 connection stays the size of its own state.
+            return Box::pin(self.serve_watched(stream)).await;
+        }
+        let info = ConnectInfo(SendfileConn::of(&stream));
+        let (router, peer) = (&shared.router, self.peer);
+        let service = move |in_flight| http1_service(router, &info, peer, in_flight);
+        let idle = limits.header_read_timeout;
+        idle_http1::serve(stream, &shared.http1, service, idle, &shared.stopping).await?;
+        Ok(())
+    }
+
+    /// Serve h2c, or TLS (HTTP/1 or h2), with hyper's state held for the connection's life and
+    /// [`Activity`] watching HTTP/2's limits.
+    async fn serve_watched(self, stream: SendfileStream) -> Result<(), ConnectionError> {
+        let shared = &self.shared;
+        let limits = &shared.limits;
+        let activity = Arc::new(Activity::default());
+        let Some(tls) = &shared.tls else {
+            let info = ConnectInfo(SendfileConn::of(&stream));
+            let connection = shared
+                .http
+                .serve_connection_with_upgrades(
+                    TokioIo::new(stream),
+                    service(
+                        shared.router.clone(),
+                        Some(info),
+                        self.peer,
+                        activity.clone(),
+                    ),
+                )
+                .into_owned();
+            let watchdog = watch(activity, limits);
+            return until_closed(self.watcher.watch(connection), watchdog).await;
+        };
+        // A client that fails the handshake (no client certificate under mTLS, an untrusted
+        // CA, plain HTTP) is dropped here.
+        let handshake = tls.acceptor().accept(stream);
+        let stream = match tokio::time::timeout(limits.header_read_timeout, handshake).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                debug!(error = %e, "TLS handshake failed");
+                return Ok(());
+            }
+            Err(_) => {
+                debug!("TLS handshake timed out");
+                return Ok(());
+            }
+        };
+        let connection = shared
+            .http
+            .serve_connection_with_upgrades(
+                TokioIo::new(stream),
+                service(shared.router.clone(), None, self.peer, activity.clone()),
+            )
+            .into_owned();
+        let watchdog = watch(activity, limits);
+        until_closed(self.watcher.watch(connection), watchdog).await
+    }
+}
+
+/// Wait for a plain connection's first bytes: `None` if it closes first.
+async fn first_bytes(tcp: &TcpStream) -> std::io::Result<Option<Speaks>> {
+    const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut seen = [0u8; 24];
+    loop {
+        let n = std::future::poll_fn(|cx| tcp.poll_peek(cx, &mut ReadBuf::new(&mut seen))).await?;
+        let seen = seen.get(..n).unwrap_or_default();
+        if seen.is_empty() {
+            return Ok(None);
+        }
+        if !PREFACE.starts_with(seen) {
+            return Ok(Some(Speaks::Http1));
+        }
+        if seen.len() == PREFACE.len() {
+            return Ok(Some(Speaks::Http2));
+        }
+        // Part of the preface (or of `PRI`): wait for the rest. `peek` returns at once while
+        // any byte is there, so poll gently; the caller's timeout bounds it.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 /// Resolves when `activity` says the connection should close (idle, or a stalled stream).
@@ -174,14 +275,45 @@ async fn watch(activity: Arc<Activity>, limits: &ConnectionLimits) {
 
 /// Serve a connection until it ends, or until the watchdog closes it (dropping it closes the
 /// socket and ends every stream it held).
-async fn until_closed<E>(
+async fn until_closed<E: Into<ConnectionError>>(
     connection: impl Future<Output = Result<(), E>>,
     watchdog: impl Future<Output = ()>,
-) -> Result<(), E> {
+) -> Result<(), ConnectionError> {
     tokio::select! {
-        served = connection => served,
+        served = connection => served.map_err(Into::into),
         () = watchdog => Ok(()),
     }
+}
+
+/// The router as a hyper service for one stretch of an HTTP/1 connection's requests; each
+/// response counts in `in_flight` until hyper is done with its body.
+fn http1_service(
+    router: &Router,
+    info: &ConnectInfo<SendfileConn>,
+    peer: SocketAddr,
+    in_flight: Arc<InFlight>,
+) -> impl hyper::service::Service<
+    hyper::Request<Incoming>,
+    Response = axum::response::Response,
+    Error = Infallible,
+    Future = ServiceFuture,
+> + Unpin
++ use<> {
+    let (router, info) = (router.clone(), info.clone());
+    hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        let handling = in_flight.start();
+        request.extensions_mut().insert(info.clone());
+        request
+            .extensions_mut()
+            .insert(crate::access_log::ClientAddr(peer));
+        let mut router = router.clone();
+        Box::pin(async move {
+            let response = router.call(request).await.unwrap_or_else(|e| match e {});
+            Ok::<_, Infallible>(
+                response.map(|body| axum::body::Body::new(HandledBody::new(body, handling))),
+            )
+        }) as ServiceFuture
+    })
 }
 
 /// The router as a hyper service; plain connections carry what sendfile needs. HTTP/2

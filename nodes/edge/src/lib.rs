@@ -14,6 +14,7 @@ pub mod connections;
 pub mod error;
 pub mod http_cache;
 pub mod http_metrics;
+pub mod idle_http1;
 pub mod route;
 pub mod sendfile;
 pub mod status;

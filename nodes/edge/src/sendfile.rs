@@ -47,16 +47,16 @@ struct Span {
     len: usize,
     /// Every byte went out.
     sent: AtomicBool,
-    /// Set when this span's placeholder is dropped unsent: the connection's bytes can no
-    /// longer be trusted to match the response.
-    poison: Arc<AtomicBool>,
+    /// The connection's queue, poisoned when this span's placeholder is dropped unsent: the
+    /// connection's bytes can no longer be trusted to match the response.
+    conn: SpanQueue,
 }
 
 /// The spans a connection's current response has yielded and not yet sent, oldest first.
 #[derive(Debug, Default)]
 struct ConnSpans {
     queue: Mutex<VecDeque<Weak<Span>>>,
-    poisoned: Arc<AtomicBool>,
+    poisoned: AtomicBool,
 }
 
 type SpanQueue = Arc<ConnSpans>;
@@ -118,7 +118,7 @@ fn placeholder(spans: &SpanQueue, file: Arc<std::fs::File>, offset: u64, len: us
         offset,
         len,
         sent: AtomicBool::new(false),
-        poison: Arc::clone(&spans.poisoned),
+        conn: Arc::clone(spans),
     });
     if let Ok(mut queue) = spans.queue.lock() {
         queue.push_back(Arc::downgrade(&span));
@@ -132,7 +132,7 @@ struct Placeholder(Arc<Span>);
 impl Drop for Placeholder {
     fn drop(&mut self) {
         if !self.0.sent.load(Ordering::Acquire) {
-            self.0.poison.store(true, Ordering::Release);
+            self.0.conn.poisoned.store(true, Ordering::Release);
         }
     }
 }
@@ -172,6 +172,11 @@ impl SendfileStream {
             send_timeout,
             stalled: None,
         }
+    }
+
+    /// The socket, to wait for a client's next request without reading it.
+    pub fn tcp(&self) -> &TcpStream {
+        &self.tcp
     }
 
     /// Track a write's progress: `Pending` arms the send timeout, which fails the write once

@@ -375,10 +375,10 @@ async fn a_gigabyte_manifest_is_refused_without_reading_it() {
 
 /// Held by the tests that hold much memory (thousands of connections, the flood), so the
 /// flood's memory figures are its own.
-static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// This process's resident memory (the node runs in it), KiB.
-fn rss_kib() -> u64 {
+pub(crate) fn rss_kib() -> u64 {
     wharf_testkit::registry::rss_kib(std::process::id()).unwrap_or(0)
 }
 

@@ -6,3 +6,4 @@ mod attacks;
 #[allow(dead_code)]
 #[path = "../mirror/common.rs"]
 mod common;
+mod keepalive;
