@@ -223,14 +223,13 @@ where
         > + Unpin,
 {
     loop {
-        // Wait for the next request's first byte holding only the socket.
-        // (`poll_peek` keeps no state of its own in this task, unlike `peek`.)
-        let mut first = [0u8; 1];
-        let next =
-            std::future::poll_fn(|cx| stream.tcp().poll_peek(cx, &mut ReadBuf::new(&mut first)));
+        // Wait for the socket to become readable holding only the socket: no system call
+        // (hyper's last read left the readiness cleared) and no state of its own in this
+        // task. A close is readable too; hyper then reads the end and finishes at once.
+        let next = std::future::poll_fn(|cx| stream.tcp().poll_read_ready(cx));
         tokio::select! {
             ready = tokio::time::timeout(idle, next) => {
-                if !matches!(ready, Ok(Ok(1..))) {
+                if !matches!(ready, Ok(Ok(()))) {
                     return Ok(());
                 }
             }

@@ -12,6 +12,7 @@ use tracing_subscriber::EnvFilter;
 use wharf_core::config::Config;
 
 mod health;
+mod log_writer;
 mod status;
 mod warm;
 
@@ -190,29 +191,18 @@ impl ServeArgs {
     }
 }
 
-/// Log lines waiting for the log thread at most; past it lines are dropped and counted
+/// Log bytes held in memory at most; past it lines are dropped and counted
 /// (`wharf_log_lines_dropped_total`) rather than making requests wait for stdout.
-const LOG_QUEUE_LINES: usize = 16_384;
-/// The log thread writes stdout in batches of up to this many bytes (one `write` for a burst
-/// of lines, flushed whenever the queue runs empty).
-const LOG_WRITE_BUFFER: usize = 64 * 1024;
+const LOG_BUFFER_BYTES: usize = 1 << 20;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_env("WHARF_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    // Every line goes through a bounded queue to a thread of its own: no runtime thread ever
-    // blocks on stdout. The guard flushes what is queued when main returns.
+    // Lines gather in memory and a thread of their own writes them to stdout in batches: no
+    // runtime thread ever blocks on stdout. The guard writes what is left when main returns.
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let (writer, _log_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(LOG_QUEUE_LINES)
-        .thread_name("wharf-log")
-        .finish(std::io::BufWriter::with_capacity(
-            LOG_WRITE_BUFFER,
-            std::io::stdout(),
-        ));
-    let dropped = writer.error_counter();
-    wharf_metrics::log::count_dropped_log_lines(move || dropped.dropped_lines() as u64);
+    let (writer, log_buffer, _log_guard) = log_writer::start(LOG_BUFFER_BYTES, std::io::stdout())?;
+    wharf_metrics::log::count_dropped_log_lines(move || log_buffer.dropped());
     // WHARF_LOG_FORMAT=json: one JSON object a line (access lines included), for log shippers.
     if std::env::var("WHARF_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
         tracing_subscriber::fmt()
