@@ -236,6 +236,7 @@ impl Connection {
 async fn first_bytes(tcp: &TcpStream) -> std::io::Result<Option<Speaks>> {
     const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let mut seen = [0u8; 24];
+    let mut pause = Duration::from_millis(1);
     loop {
         let n = std::future::poll_fn(|cx| tcp.poll_peek(cx, &mut ReadBuf::new(&mut seen))).await?;
         let seen = seen.get(..n).unwrap_or_default();
@@ -249,8 +250,10 @@ async fn first_bytes(tcp: &TcpStream) -> std::io::Result<Option<Speaks>> {
             return Ok(Some(Speaks::Http2));
         }
         // Part of the preface (or of `PRI`): wait for the rest. `peek` returns at once while
-        // any byte is there, so poll gently; the caller's timeout bounds it.
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        // any byte is there, so look again after a pause that doubles up to 256 ms: a client
+        // that stops mid-preface costs ~45 wake-ups until the caller's timeout, not thousands.
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(256));
     }
 }
 

@@ -147,3 +147,32 @@ async fn thousands_of_idle_keep_alive_connections_cost_little_memory() {
         assert_eq!(response(socket, &mut pending, false).await.0, 200);
     }
 }
+
+/// A client whose HTTP/2 preface arrives in pieces is still recognised as h2c once the rest
+/// comes (the accept path looks again after pauses that grow, bounded by the header timeout).
+#[tokio::test]
+async fn an_h2c_preface_that_arrives_in_pieces_is_still_served_as_http2() {
+    let (registry, _seeds) = seeded_registry().await;
+    let wharf = Wharf::mirroring(&registry).await;
+    let mut socket = TcpStream::connect(wharf.host()).await.unwrap();
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    socket.write_all(&preface[..3]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    socket.write_all(&preface[3..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    socket.write_all(&preface[10..]).await.unwrap();
+    // An empty SETTINGS frame: the server answers with its own SETTINGS.
+    socket
+        .write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    let mut frame = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), socket.read_exact(&mut frame))
+        .await
+        .expect("an HTTP/2 frame within 5 s")
+        .unwrap();
+    assert_eq!(
+        frame[3], 4,
+        "a SETTINGS frame, not an HTTP/1 answer: {frame:?}"
+    );
+}
