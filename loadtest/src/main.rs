@@ -83,6 +83,10 @@ pub struct Args {
     /// connection at 10,000); needs wrk and nginx.
     #[arg(long)]
     vs_nginx: bool,
+    /// With --vs-nginx: neither server writes access lines (nginx `access_log off`, wharf
+    /// `wharf::access=off`).
+    #[arg(long)]
+    no_access_log: bool,
     /// Run the chaos soak for this many minutes instead of the benchmarks (3 nodes on S3,
     /// random kills, stops, partitions, S3 and upstream outages, link cuts).
     #[arg(long, value_name = "MINUTES")]

@@ -113,7 +113,8 @@ pub async fn vs_nginx(args: &Args) -> anyhow::Result<()> {
     pusher.push_image("bench/warm", "v1", &warm).await?;
     let dir = tempfile::tempdir()?;
 
-    let wharf = start_wharf(&args.wharf_bin, &upstream.url(), dir.path()).await?;
+    let access_log = !args.no_access_log;
+    let wharf = start_wharf(&args.wharf_bin, &upstream.url(), dir.path(), access_log).await?;
     // Warm wharf, and take the bytes nginx will serve from it.
     let http = reqwest::Client::new();
     let manifest = http
@@ -141,7 +142,7 @@ pub async fn vs_nginx(args: &Args) -> anyhow::Result<()> {
     std::fs::write(manifests.join("v1"), &manifest)?;
     std::fs::write(manifests.join(&digest), &manifest)?;
     std::fs::write(blobs.join(&blob_digest), &blob)?;
-    let nginx = start_nginx(dir.path(), &root, &content_type, &digest).await?;
+    let nginx = start_nginx(dir.path(), &root, &content_type, &digest, access_log).await?;
 
     let mut rows = Vec::new();
     for server in [&nginx, &wharf] {
@@ -211,8 +212,13 @@ fn header(response: &reqwest::Response, name: &str) -> anyhow::Result<String> {
         .to_string())
 }
 
-/// wharf on local disk, its access lines (and nothing else) going to a file.
-async fn start_wharf(bin: &Path, upstream: &str, dir: &Path) -> anyhow::Result<Server> {
+/// wharf on local disk, its access lines (and nothing else) going to a file, or no lines.
+async fn start_wharf(
+    bin: &Path,
+    upstream: &str,
+    dir: &Path,
+    access_log: bool,
+) -> anyhow::Result<Server> {
     let port = free_port();
     let data = dir.join("wharf-data");
     let log = std::fs::File::create(dir.join("wharf-access.log"))?;
@@ -221,7 +227,14 @@ async fn start_wharf(bin: &Path, upstream: &str, dir: &Path) -> anyhow::Result<S
         .args(["--upstream", upstream])
         .arg("--data-dir")
         .arg(&data)
-        .env("WHARF_LOG", "warn,wharf::access=info")
+        .env(
+            "WHARF_LOG",
+            if access_log {
+                "warn,wharf::access=info"
+            } else {
+                "warn,wharf::access=off"
+            },
+        )
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()?;
@@ -235,18 +248,24 @@ async fn start_wharf(bin: &Path, upstream: &str, dir: &Path) -> anyhow::Result<S
 }
 
 /// nginx serving `root` as files: the manifest with its media type and digest header, the
-/// blob as octets, with sendfile, an access line per request and two workers.
+/// blob as octets, with sendfile, an access line per request (or none) and two workers.
 async fn start_nginx(
     dir: &Path,
     root: &Path,
     content_type: &str,
     digest: &str,
+    access_log: bool,
 ) -> anyhow::Result<Server> {
     let port = free_port();
     let d = dir.join("nginx");
     std::fs::create_dir_all(&d)?;
     let d = d.display();
     let root = root.display();
+    let access = if access_log {
+        format!("{d}/access.log")
+    } else {
+        "off".to_string()
+    };
     let config = format!(
         r#"daemon off;
 worker_processes 2;
@@ -255,7 +274,7 @@ pid {d}/nginx.pid;
 error_log {d}/error.log warn;
 events {{ worker_connections 15000; }}
 http {{
-  access_log {d}/access.log;
+  access_log {access};
   sendfile on;
   tcp_nopush on;
   keepalive_requests 10000000;
