@@ -11,6 +11,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +22,6 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use std::net::SocketAddr;
 use tokio::io::ReadBuf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -120,7 +120,8 @@ pub async fn serve(
     Ok(())
 }
 
-/// hyper's HTTP/1 settings for plain connections (the same as the `auto` builder's).
+/// hyper's HTTP/1 settings for plain connections. They repeat the `auto` builder's HTTP/1
+/// settings above (used for HTTP/1 over TLS): change both together.
 fn http1_builder(limits: &ConnectionLimits) -> http1::Builder {
     let mut http1 = http1::Builder::new();
     http1

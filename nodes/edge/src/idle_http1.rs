@@ -198,7 +198,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Releasing<S> {
     }
 }
 
-/// The service for one stretch of requests, given the counter its response bodies join.
+/// What the HTTP/1 service returns for a request: boxed, because hyper hands the socket back
+/// (`poll_without_shutdown`) only for services whose futures are `Unpin`.
 pub type ServiceFuture = Pin<
     Box<dyn Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send>,
 >;
