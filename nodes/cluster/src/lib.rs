@@ -22,6 +22,7 @@ pub mod leases;
 pub mod network;
 pub mod node;
 mod peer_stream;
+mod runoff;
 pub mod server;
 pub mod store;
 pub mod tls;

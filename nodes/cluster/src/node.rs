@@ -15,6 +15,7 @@ use wharf_proto::v1::{
 
 use crate::error::ClusterError;
 use crate::network::Peers;
+use crate::runoff::Runoff;
 use crate::store::StateMachine;
 use crate::types::{LeaseAnswer, LeaseCommand, LeaseOp, NodeId, Raft};
 
@@ -46,6 +47,8 @@ pub struct ClusterNode {
     /// How long a member refuses votes after it last heard from a leader (openraft: the
     /// longest election timeout); a leader younger than this refuses a successor's vote too.
     pub(crate) leader_lease: Duration,
+    /// Campaigns at once after refusing a candidate that cannot win (see `runoff`).
+    pub(crate) runoff: Runoff,
     /// At most this many members vote; the rest join as learners (`[cluster] max_voters`).
     pub(crate) max_voters: usize,
     pub(crate) metrics: Arc<wharf_metrics::Metrics>,
@@ -86,6 +89,7 @@ impl ClusterNode {
             last_fallback: Mutex::new(None),
             handing_over: AtomicBool::new(false),
             leader_lease: Duration::ZERO,
+            runoff: Runoff::new(Duration::ZERO),
             max_voters: usize::MAX,
             metrics: wharf_metrics::Metrics::detached(),
         }
@@ -94,6 +98,7 @@ impl ClusterNode {
     /// The leader lease of this node's Raft configuration (see `handoff`).
     pub fn with_leader_lease(mut self, lease: Duration) -> ClusterNode {
         self.leader_lease = lease;
+        self.runoff = Runoff::new(lease);
         self
     }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::{Stream, StreamExt};
+use openraft::raft::VoteRequest;
 use tonic::{Request, Response, Status};
 use wharf_core::Digest;
 use wharf_mirror::{Mirror, MirrorError};
@@ -22,7 +23,7 @@ use crate::error::ClusterError;
 use crate::fanout::{Admission, Fanout};
 use crate::faults::Faults;
 use crate::node::{ClusterNode, reply_from_answer};
-use crate::types::LeaseOp;
+use crate::types::{LeaseOp, NodeId};
 
 /// Serves every cluster service of one node.
 #[derive(Clone)]
@@ -90,13 +91,21 @@ impl RaftService for Endpoint {
     ) -> Result<Response<RaftMessage>, Status> {
         self.faults.check()?;
         let rpc = decode(request.get_ref())?;
+        self.node.runoff.heard_from_leader();
         encode(&self.node.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         self.faults.check()?;
-        let rpc = decode(request.get_ref())?;
-        encode(&self.node.raft.vote(rpc).await)
+        let rpc: VoteRequest<NodeId> = decode(request.get_ref())?;
+        let reply = self.node.raft.vote(rpc.clone()).await;
+        if let Ok(answer) = &reply {
+            self.node
+                .runoff
+                .after_vote(&self.node.raft, &rpc, answer)
+                .await;
+        }
+        encode(&reply)
     }
 
     async fn install_snapshot(
@@ -105,6 +114,7 @@ impl RaftService for Endpoint {
     ) -> Result<Response<RaftMessage>, Status> {
         self.faults.check()?;
         let rpc = decode(request.get_ref())?;
+        self.node.runoff.heard_from_leader();
         encode(&self.node.raft.install_snapshot(rpc).await)
     }
 }
