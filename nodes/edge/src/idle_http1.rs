@@ -29,9 +29,15 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use crate::sendfile::SendfileStream;
+
+/// How long a connection between requests keeps hyper's state before it lets it go: requests
+/// that come back to back (a busy client, a proxy's pool) do not each start a new hyper
+/// connection, and an idle one holds the state only this long.
+const GRACE: Duration = Duration::from_millis(10);
 
 /// The end of a request head: what the bytes hyper last read must end with before it is
 /// told that the client is done.
@@ -109,17 +115,37 @@ pub struct Releasing<S> {
     tail: [u8; 4],
     /// hyper was told the client is done while the socket stays open.
     released: bool,
+    /// Runs while the connection is between requests; hyper's state goes when it ends.
+    grace: Option<Pin<Box<Sleep>>>,
+    /// `grace` was set for the current stretch between requests.
+    grace_armed: bool,
 }
 
 impl<S> Releasing<S> {
-    fn new(io: S, in_flight: Arc<InFlight>) -> Self {
+    fn new(io: S, in_flight: Arc<InFlight>, grace: Option<Pin<Box<Sleep>>>) -> Self {
         Releasing {
             io,
             in_flight,
             flushed: true,
             tail: HEAD_END,
             released: false,
+            grace,
+            grace_armed: false,
         }
+    }
+
+    /// Whether the connection has been between requests for [`GRACE`].
+    fn grace_over(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = Instant::now() + GRACE;
+        let armed = self.grace_armed;
+        let grace = self
+            .grace
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !armed {
+            grace.as_mut().reset(deadline);
+            self.grace_armed = true;
+        }
+        grace.as_mut().poll(cx).is_ready()
     }
 
     fn remember(&mut self, read: &[u8]) {
@@ -148,9 +174,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Releasing<S> {
             Poll::Ready(Ok(())) => {
                 let read = buf.filled().get(before..).unwrap_or_default();
                 this.remember(read);
+                this.grace_armed = false;
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending if this.between_requests() => {
+            Poll::Pending if this.between_requests() && this.grace_over(cx) => {
                 this.released = true;
                 Poll::Ready(Ok(()))
             }
@@ -223,6 +250,7 @@ where
             Future = ServiceFuture,
         > + Unpin,
 {
+    let mut grace = None;
     loop {
         // Wait for the socket to become readable holding only the socket: no system call
         // (hyper's last read left the readiness cleared) and no state of its own in this
@@ -237,7 +265,7 @@ where
             () = shutdown.cancelled() => return Ok(()),
         }
         let in_flight = Arc::new(InFlight::default());
-        let io = TokioIo::new(Releasing::new(stream, Arc::clone(&in_flight)));
+        let io = TokioIo::new(Releasing::new(stream, Arc::clone(&in_flight), grace.take()));
         // Boxed, so an idle connection's task is not the size of hyper's connection state.
         let mut connection = Box::new(http.serve_connection(io, service(in_flight)));
         let mut stopping = false;
@@ -261,6 +289,8 @@ where
             return Ok(());
         }
         stream = io.io;
+        // One timer for the connection's life, not one per stretch of requests.
+        grace = io.grace;
     }
 }
 
@@ -271,7 +301,7 @@ mod tests {
     #[test]
     fn only_bytes_that_end_a_request_head_release_the_connection() {
         let in_flight = Arc::new(InFlight::default());
-        let mut io = Releasing::new((), Arc::clone(&in_flight));
+        let mut io = Releasing::new((), Arc::clone(&in_flight), None);
         assert!(io.between_requests(), "nothing read yet");
         io.remember(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n");
         assert!(!io.between_requests(), "half a head");
