@@ -14,6 +14,7 @@ mod distribution;
 mod limits;
 mod metrics;
 mod prefetch;
+pub mod routing;
 mod security;
 mod storage;
 #[cfg(test)]
@@ -246,6 +247,7 @@ impl Config {
             }
             u.validate()?;
         }
+        routing::validate_routes(&self.upstreams)?;
         for rule in &self.prefetch {
             rule.validate()?;
         }

@@ -18,7 +18,7 @@ use crate::Edge;
 use crate::access::{self, Origin};
 use crate::access_log::{self, CacheResult, Served};
 use crate::error::ApiError;
-use crate::route::Route;
+use crate::route::{Route, parse_name};
 use crate::sendfile::SendfileConn;
 use crate::{http_cache, http_metrics, status};
 use wharf_mirror::blobs::{BlobBody, BlobReply};
@@ -158,10 +158,22 @@ async fn handle(
     } else {
         None
     };
+    let host = request
+        .uri()
+        .host()
+        .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()));
     // The policy decides on the name before any upstream client is looked up or made.
     let target = |name: RepoName| -> Result<Target, ApiError> {
-        let resolved = edge.mirror.upstreams.resolve(query.ns.as_deref())?;
+        let (resolved, within) =
+            edge.mirror
+                .upstreams
+                .route(query.ns.as_deref(), host, name.as_str())?;
         let asked = name.as_str().to_string();
+        let name = if within.len() == name.as_str().len() {
+            name
+        } else {
+            parse_name(within)?
+        };
         let repo = if resolved.docker_hub {
             name.with_docker_hub_library()
                 .map_err(|e| ApiError::new(OciCode::NameInvalid, e.to_string()))?

@@ -90,7 +90,8 @@ impl Route {
     }
 }
 
-fn parse_name(name: &str) -> Result<RepoName, ApiError> {
+/// A repository name, or a `NAME_INVALID` error.
+pub(crate) fn parse_name(name: &str) -> Result<RepoName, ApiError> {
     name.parse()
         .map_err(|e: wharf_core::NameError| ApiError::new(OciCode::NameInvalid, e.to_string()))
 }

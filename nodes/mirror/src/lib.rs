@@ -19,6 +19,7 @@ pub mod manifests;
 pub mod negative;
 pub mod prefetch;
 pub mod referrers;
+pub mod routes;
 pub mod singleflight;
 pub mod slots;
 pub mod stats;

@@ -1,4 +1,5 @@
-//! Which upstream a request goes to: containerd's `?ns=<registry host>`, else the default.
+//! Which upstream a request goes to: containerd's `?ns=<registry host>`, else a host or
+//! name-prefix route ([`crate::routes`]), else the default.
 //! Only configured upstreams are ever contacted: wharf is not an open proxy. A regional tier
 //! may name its parent once for every registry (`name = "*"`, `parent = true`): any other
 //! `ns=` then goes to that parent, which decides whether it mirrors that registry.
@@ -13,6 +14,7 @@ use wharf_metrics::Metrics;
 use wharf_upstream::{UpstreamClient, UpstreamError};
 
 use crate::error::MirrorError;
+use crate::routes::RouteTable;
 
 /// Registries forwarded through a `"*"` parent kept at once; past it, the least recently used
 /// registry's client is dropped (and made again when next asked), so junk `ns=` values can
@@ -23,6 +25,7 @@ pub struct Upstreams {
     clients: Vec<Arc<UpstreamClient>>,
     default: Option<usize>,
     any: Option<AnyRegistry>,
+    routes: RouteTable,
 }
 
 /// Where a request goes, decided before anything is made for it: the policy is checked on
@@ -132,12 +135,50 @@ impl Upstreams {
             clients,
             default,
             any,
+            routes: RouteTable::new(named.into_iter()),
         })
     }
 
     /// Every configured upstream's client, in configuration order.
     pub fn clients(&self) -> &[Arc<UpstreamClient>] {
         &self.clients
+    }
+
+    /// Where a request goes, and the repository name within that upstream: `ns=` when given
+    /// (the name unchanged), else the upstream whose `hosts` list `host`, else the one the
+    /// name's first component names (the name without it), else the default. Nothing is
+    /// created (see [`Upstreams::resolve`]).
+    pub fn route<'a>(
+        &self,
+        ns: Option<&str>,
+        host: Option<&str>,
+        name: &'a str,
+    ) -> Result<(Resolved, &'a str), MirrorError> {
+        if ns.is_some() {
+            return Ok((self.resolve(ns)?, name));
+        }
+        let by_host = host
+            .filter(|_| self.routes.has_hosts())
+            .and_then(|h| self.routes.host(h));
+        if let Some(resolved) = by_host.and_then(|i| self.configured(i)) {
+            return Ok((resolved, name));
+        }
+        if let Some((resolved, rest)) = self
+            .routes
+            .prefix(name)
+            .and_then(|(i, rest)| Some((self.configured(i)?, rest)))
+        {
+            return Ok((resolved, rest));
+        }
+        Ok((self.resolve(None)?, name))
+    }
+
+    fn configured(&self, i: usize) -> Option<Resolved> {
+        self.clients.get(i).map(|client| Resolved {
+            name: client.name().to_string(),
+            docker_hub: client.is_docker_hub(),
+            kind: Kind::Configured(client.clone()),
+        })
     }
 
     /// Where `ns` leads (the default upstream without it), without creating anything: a
@@ -147,12 +188,7 @@ impl Upstreams {
         let Some(ns) = ns else {
             return self
                 .default
-                .and_then(|i| self.clients.get(i))
-                .map(|client| Resolved {
-                    name: client.name().to_string(),
-                    docker_hub: client.is_docker_hub(),
-                    kind: Kind::Configured(client.clone()),
-                })
+                .and_then(|i| self.configured(i))
                 .ok_or_else(|| {
                     MirrorError::denied(
                         "this mirror has no default upstream: name one with ?ns=<registry host>",

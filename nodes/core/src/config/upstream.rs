@@ -41,6 +41,15 @@ pub struct UpstreamConfig {
     /// prefetching pauses while fewer remain.
     #[serde(default = "default_prefetch_reserve")]
     pub prefetch_reserve: u64,
+    /// Further first path components that route a repository name here
+    /// (`prefixes = ["hub"]`: `/v2/hub/library/nginx/...`), beside the upstream's own name
+    /// (`/v2/docker.io/library/nginx/...`). See [`super::routing`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefixes: Vec<String>,
+    /// Host names whose requests go here without a prefix or `ns=`
+    /// (`hosts = ["ghcr.mirror.example.com"]`: one mirror host per registry).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
 /// By hand, so that no log line or error ever prints the password.
@@ -57,6 +66,8 @@ impl std::fmt::Debug for UpstreamConfig {
             .field("fallback_urls", &self.fallback_urls)
             .field("fallback", &self.fallback)
             .field("prefetch_reserve", &self.prefetch_reserve)
+            .field("prefixes", &self.prefixes)
+            .field("hosts", &self.hosts)
             .finish()
     }
 }
@@ -74,6 +85,8 @@ impl UpstreamConfig {
             fallback_urls: Vec::new(),
             fallback: Vec::new(),
             prefetch_reserve: default_prefetch_reserve(),
+            prefixes: Vec::new(),
+            hosts: Vec::new(),
         }
     }
 
@@ -161,6 +174,7 @@ impl UpstreamConfig {
     /// complete credential pairs.
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
+        super::routing::validate_upstream(self)?;
         for url in self.urls() {
             let Some((_, rest)) = url
                 .strip_prefix("http://")

@@ -13,6 +13,7 @@ mod metrics;
 mod outage;
 mod prefetch;
 mod referrers;
+mod routing;
 mod s3;
 mod tags;
 mod trust;

@@ -12,5 +12,6 @@ mod abuse;
 mod auth;
 mod clients;
 mod isolation;
+mod routing;
 mod tls;
 mod trust;

@@ -1,0 +1,96 @@
+//! `[[access]]` rules name a repository as `<registry>/<repository>`: reached by `ns=`, by
+//! the registry's name as a prefix, by an alias or by a host route, it gets the same answer.
+
+use reqwest::StatusCode;
+use wharf_core::config::AccessRule;
+use wharf_testkit::image::{Format, image};
+use wharf_testkit::push::{PushAuth, Pusher};
+use wharf_testkit::registry::{Registry, RegistryOptions};
+
+use crate::common::*;
+use crate::setup::*;
+
+#[tokio::test]
+async fn access_rules_give_every_route_to_a_repository_the_same_answer() {
+    capture_logs();
+    let (hub, _) = seeded_registry().await;
+    let ghcr = Registry::start(RegistryOptions::default())
+        .await
+        .expect("docker-registry starts");
+    let app = image(Format::Oci, "routed-private", "amd64", 1);
+    let pusher = Pusher::new(&ghcr.url(), PushAuth::None);
+    pusher.push_image("org/app", "v1", &app).await.unwrap();
+    pusher.push_image("org/other", "v1", &app).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = auth_config(&hub, dir.path());
+    let mut gh = upstream("ghcr.io", &ghcr.url(), false);
+    gh.prefixes = vec!["gh".into()];
+    gh.hosts = vec!["ghcr.mirror.test".into()];
+    config.upstreams.push(gh);
+    config.access = vec![AccessRule::new(
+        &["ghcr.io/org/app"],
+        &["alice"],
+        &[],
+        false,
+        true,
+    )];
+    let wharf = Wharf::start(config).await;
+    let routes = |repo: &str| {
+        [
+            (
+                format!("{}/v2/{repo}/manifests/v1?ns=ghcr.io", wharf.url),
+                None,
+            ),
+            (
+                format!("{}/v2/ghcr.io/{repo}/manifests/v1", wharf.url),
+                None,
+            ),
+            (format!("{}/v2/gh/{repo}/manifests/v1", wharf.url), None),
+            (
+                format!("{}/v2/{repo}/manifests/v1", wharf.url),
+                Some("ghcr.mirror.test"),
+            ),
+        ]
+    };
+    let status = |url: String, host: Option<&'static str>, auth: Option<String>| async move {
+        let mut request = reqwest::Client::new()
+            .get(&url)
+            .header("accept", ACCEPT_ALL);
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        request.send().await.unwrap().status()
+    };
+    let alice = basic("alice", ALICE_PASSWORD);
+    let bob = basic("bob", BOB_PASSWORD);
+    for (url, host) in routes("org/app") {
+        assert_eq!(
+            status(url.clone(), host, Some(alice.clone())).await,
+            StatusCode::OK,
+            "alice, {url} (host {host:?})"
+        );
+        assert_eq!(
+            status(url.clone(), host, Some(bob.clone())).await,
+            StatusCode::FORBIDDEN,
+            "bob, {url} (host {host:?})"
+        );
+        assert_eq!(
+            status(url.clone(), host, None).await,
+            StatusCode::UNAUTHORIZED,
+            "anonymous, {url} (host {host:?})"
+        );
+    }
+    // The rule names one repository: its neighbour is refused by every route.
+    for (url, host) in routes("org/other") {
+        assert_eq!(
+            status(url.clone(), host, Some(alice.clone())).await,
+            StatusCode::FORBIDDEN,
+            "alice, {url} (host {host:?})"
+        );
+    }
+    // Only the upstream answered for alice, once per route at most (one tag record).
+    assert_eq!(ghcr.count_matching("GET", "/v2/org/other/manifests"), 0);
+}
