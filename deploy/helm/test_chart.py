@@ -75,7 +75,8 @@ VALUE_SETS = {
             {"name": "docker.io", "url": "https://registry-1.docker.io", "default": True,
              "username": "robot", "existingSecret": "hub-token"},
             {"name": "ghcr.io", "url": "https://wharf-central.example.com", "parent": True,
-             "fallbackUrls": ["https://wharf-us.example.com", "https://ghcr.io"]},
+             "fallbackUrls": ["https://wharf-us.example.com", "https://ghcr.io"],
+             "prefixes": ["gh"], "hosts": ["ghcr.mirror.example.com"]},
         ],
         "hotCache": {"maxSizeMib": 10240},
         "tls": {"enabled": True, "existingSecret": "wharf-tls"},
@@ -114,6 +115,16 @@ def static_checks(workdir):
         config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]["wharf.toml"]
         unknown = key_paths(tomllib.loads(config)) - REFERENCE
         assert not unknown, f"{label}: wharf.toml keys not in the reference: {unknown}"
+        upstream_hosts = [h for u in values.get("upstreams", []) for h in u.get("hosts", [])]
+        if upstream_hosts:
+            parsed = tomllib.loads(config)["upstream"]
+            assert [h for u in parsed for h in u.get("hosts", [])] == upstream_hosts, config
+            ingress = next(d for d in docs if d["kind"] == "Ingress")
+            route = next(d for d in docs if d["kind"] == "HTTPRoute")
+            for host in upstream_hosts:
+                assert host in [r["host"] for r in ingress["spec"]["rules"]], ingress
+                assert host in route["spec"]["hostnames"], route
+            say(f"{label}: host routes {upstream_hosts} in wharf.toml, the Ingress and the HTTPRoute")
         kinds = sorted(d["kind"] for d in docs)
         say(f"{label}: {len(docs)} manifests valid on Kubernetes 1.29 and 1.33 ({', '.join(kinds)}); wharf.toml keys known")
     checkov = os.path.expanduser("~/.cache/wharf-test/checkov/bin/checkov")

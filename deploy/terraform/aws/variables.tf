@@ -53,13 +53,15 @@ variable "ecr_repository_arn" {
 }
 
 variable "upstreams" {
-  description = "Registries to mirror; exactly one is the default. Credentials from Secrets Manager (password_secret_arn, a plain-text secret)."
+  description = "Registries to mirror; exactly one is the default. prefixes and hosts route clients without ns= (README \"Point clients at it\"; each host needs a DNS name pointing at the load balancer). Credentials from Secrets Manager (password_secret_arn, a plain-text secret)."
   type = list(object({
     name                = string
     url                 = string
     default             = optional(bool, false)
     username            = optional(string)
     password_secret_arn = optional(string)
+    prefixes            = optional(list(string), [])
+    hosts               = optional(list(string), [])
   }))
   default = [{ name = "docker.io", url = "https://registry-1.docker.io", default = true }]
 }

@@ -46,6 +46,8 @@ fn reference_names_every_key() {
     with_everything.password = Some("p".into());
     with_everything.password_file = Some(PathBuf::from("/f"));
     with_everything.fallback_urls = vec!["https://y".into()];
+    with_everything.prefixes = vec!["p".into()];
+    with_everything.hosts = vec!["h.example".into()];
     with_everything.fallback = vec![wharf_core::config::FallbackConfig {
         url: "https://z".into(),
         username: Some("u".into()),

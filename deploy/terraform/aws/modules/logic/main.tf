@@ -84,6 +84,8 @@ locals {
       "default = ${u.default}",
       u.username == null ? "" : "username = \"${u.username}\"",
       u.password_secret_arn == null ? "" : "password_file = \"/etc/wharf/secrets/${u.name}\"",
+      length(u.prefixes) == 0 ? "" : "prefixes = ${jsonencode(u.prefixes)}",
+      length(u.hosts) == 0 ? "" : "hosts = ${jsonencode(u.hosts)}",
     ]]),
     var.extra_config == "" ? [] : ["", var.extra_config],
   ))

@@ -39,13 +39,15 @@ variable "image" {
 }
 
 variable "upstreams" {
-  description = "Registries to mirror; exactly one is the default. Passwords come from Secrets Manager (password_secret_arn), never from variables."
+  description = "Registries to mirror; exactly one is the default. prefixes and hosts route clients without ns= (README \"Point clients at it\"; each host needs a DNS name pointing at the load balancer). Passwords come from Secrets Manager (password_secret_arn), never from variables."
   type = list(object({
     name                = string
     url                 = string
     default             = optional(bool, false)
     username            = optional(string)
     password_secret_arn = optional(string)
+    prefixes            = optional(list(string), [])
+    hosts               = optional(list(string), [])
   }))
   validation {
     condition     = length([for u in var.upstreams : u if u.default]) == 1

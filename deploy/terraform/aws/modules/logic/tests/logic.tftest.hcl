@@ -9,7 +9,7 @@ variables {
   upstreams = [
     { name = "docker.io", url = "https://registry-1.docker.io", default = true,
     username = "acme", password_secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:hub-AbCdEf" },
-    { name = "ghcr.io", url = "https://ghcr.io" },
+    { name = "ghcr.io", url = "https://ghcr.io", prefixes = ["gh"], hosts = ["ghcr.mirror.example.com"] },
   ]
   ecr_repository_arn = "arn:aws:ecr:eu-west-1:123456789012:repository/wharf"
   cluster_secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:mirror-cluster-key-AbCdEf"
@@ -110,4 +110,12 @@ run "names_are_checked" {
     name = "Mirror_1"
   }
   expect_failures = [var.name]
+}
+
+run "routes_without_ns_reach_the_config" {
+  command = plan
+  assert {
+    condition     = strcontains(output.user_data, "prefixes = [\"gh\"]") && strcontains(output.user_data, "hosts = [\"ghcr.mirror.example.com\"]")
+    error_message = "an upstream's prefixes and hosts are written into wharf.toml."
+  }
 }
