@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every wharf test on a fresh Debian machine: installs what the tests start for real
 # (CNCF distribution as the upstream registry, skopeo, htpasswd, openssl, Prometheus,
-# Chromium and nginx from Debian; moto's S3 server from PyPI, in a virtualenv), then cargo test.
+# Chromium and nginx from Debian; moto's S3 server and the oras client from PyPI, each in a
+# virtualenv), then cargo test.
 # Extra arguments go to `cargo test` (e.g. ./test.sh -p wharf-edge skopeo); with none, clippy, the
 # shape check (.ci/shape), a
 # short chaos soak and the deployment tests (deploy/test.sh: image, compose, Helm, Terraform;
@@ -47,6 +48,14 @@ if [ ! -x "$moto_env/bin/moto_server" ]; then
   "$moto_env/bin/pip" install -q 'moto[server]==5.2.5'
 fi
 export WHARF_TEST_MOTO_SERVER="$moto_env/bin/moto_server"
+# PyPI's oras client pulls OCI artifacts (Helm charts, custom artifact types) through wharf.
+oras_env="${XDG_CACHE_HOME:-$HOME/.cache}/wharf-test/oras"
+if [ ! -x "$oras_env/bin/python" ] || ! "$oras_env/bin/python" -c 'import oras.client' 2>/dev/null; then
+  echo "test.sh: installing oras into $oras_env"
+  python3 -m venv "$oras_env"
+  "$oras_env/bin/pip" install -q 'oras==0.2.43'
+fi
+export WHARF_TEST_ORAS_PYTHON="$oras_env/bin/python"
 # The deployment tests' Python tools, each in its own virtualenv.
 if [ "$#" -eq 0 ]; then
   venvs="${XDG_CACHE_HOME:-$HOME/.cache}/wharf-test"

@@ -85,7 +85,7 @@ pub struct Index {
 }
 
 /// A gzip'd tar holding one file, plus the digest of the uncompressed tar (its `diff_id`).
-fn layer(name: &str, content: &[u8], media_type: &str) -> (Blob, String) {
+pub fn layer(name: &str, content: &[u8], media_type: &str) -> (Blob, String) {
     let mut tar = tar::Builder::new(Vec::new());
     let mut header = tar::Header::new_gnu();
     header.set_size(content.len() as u64);
