@@ -98,6 +98,9 @@ struct Figures {
     latency_ms: f64,
 }
 
+/// The benchmark upstream's name in wharf's config: also its path prefix.
+const ROUTED_NAME: &str = "bench.registry";
+
 pub async fn vs_nginx(args: &Args) -> anyhow::Result<()> {
     for (tool, package) in [(WRK, "wrk"), (NGINX, "nginx")] {
         anyhow::ensure!(
@@ -200,6 +203,17 @@ pub async fn vs_nginx(args: &Args) -> anyhow::Result<()> {
             r.latency_ms
         );
     }
+    // What routing by the registry's name costs: the same manifest through its prefix.
+    let prefixed = format!("{}/v2/{ROUTED_NAME}/bench/sec/manifests/v1", wharf.url);
+    let cpu_before = wharf.cpu_seconds();
+    let by_prefix = wrk_rate(&prefixed, args.connections, args.seconds)?;
+    let prefix_cpu_us =
+        (wharf.cpu_seconds() - cpu_before) * 1e6 / (by_prefix * args.seconds as f64);
+    println!(
+        "| wharf by prefix (`/v2/{ROUTED_NAME}/bench/sec/...`) | {by_prefix:.0} ({:.2}x) | {prefix_cpu_us:.1} ({:.2}x) | | | | | |",
+        by_prefix / n.by_tag,
+        prefix_cpu_us / n.tag_cpu_us
+    );
     Ok(())
 }
 
@@ -222,9 +236,16 @@ async fn start_wharf(
     let port = free_port();
     let data = dir.join("wharf-data");
     let log = std::fs::File::create(dir.join("wharf-access.log"))?;
+    // The upstream under a name that is a path component, so it can also be reached by prefix.
+    let config = dir.join("wharf.toml");
+    std::fs::write(
+        &config,
+        format!("[[upstream]]\nname = \"{ROUTED_NAME}\"\nurl = \"{upstream}\"\ndefault = true\n"),
+    )?;
     let child = Command::new(bin)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--upstream", upstream])
+        .arg("--config")
+        .arg(&config)
         .arg("--data-dir")
         .arg(&data)
         .env(

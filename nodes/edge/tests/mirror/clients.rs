@@ -4,29 +4,9 @@
 use std::path::Path;
 
 use serde_json::Value;
-use tokio::process::Command;
 use wharf_testkit::have_program;
 
 use crate::common::*;
-
-async fn run(program: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(program).args(args).output().await.unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-/// Every blob skopeo's `dir:` transport wrote must hash to its file name.
-fn assert_dir_verified(dir: &Path, expected: &[String]) {
-    for digest in expected {
-        let hex = digest.trim_start_matches("sha256:");
-        let data = std::fs::read(dir.join(hex)).unwrap_or_else(|_| panic!("{digest} copied"));
-        assert_eq!(wharf_testkit::sha256(&data), *digest);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skopeo_copies_through_a_registries_conf_mirror() {

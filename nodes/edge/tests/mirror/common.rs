@@ -244,3 +244,27 @@ pub fn stored_files(dir: &std::path::Path, kind: &str) -> usize {
     }
     walk(&dir.join(kind))
 }
+
+/// Run a client program to its end: whether it succeeded, and what it printed.
+pub async fn run(program: &str, args: &[&str]) -> (bool, String) {
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Every blob skopeo's `dir:` transport wrote must hash to its file name.
+pub fn assert_dir_verified(dir: &std::path::Path, expected: &[String]) {
+    for digest in expected {
+        let hex = digest.trim_start_matches("sha256:");
+        let data = std::fs::read(dir.join(hex)).unwrap_or_else(|_| panic!("{digest} copied"));
+        assert_eq!(wharf_testkit::sha256(&data), *digest);
+    }
+}
