@@ -25,7 +25,7 @@ pub use wharf_mirror::CacheResult;
 #[derive(Debug, Clone)]
 pub struct Served {
     pub cache: CacheResult,
-    pub upstream: String,
+    pub upstream: std::sync::Arc<str>,
 }
 
 /// Who made a request, as authentication established it (`anonymous` when no credentials were
@@ -76,7 +76,7 @@ pub async fn record(request: Request, next: Next) -> Response {
     if !tracing::enabled!(target: "wharf::access", tracing::Level::INFO) {
         // Access lines are filtered out: keep the request id, skip the body wrapper.
         let mut response = next.run(request).await;
-        if let Ok(value) = HeaderValue::from_str(&id) {
+        if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(id)) {
             response.headers_mut().insert(REQUEST_ID, value);
         }
         return response;
@@ -144,7 +144,7 @@ impl Line {
     fn write(&self, complete: bool) {
         let client = self.client.map(|c| c.to_string()).unwrap_or_default();
         let (cache, upstream) = match &self.served {
-            Some(s) => (s.cache.as_str(), s.upstream.as_str()),
+            Some(s) => (s.cache.as_str(), &*s.upstream),
             None => ("", ""),
         };
         tracing::info!(

@@ -168,7 +168,8 @@ async fn handle(
             edge.mirror
                 .upstreams
                 .route(query.ns.as_deref(), host, name.as_str())?;
-        let asked = name.as_str().to_string();
+        // The name as the client wrote it, for the policy (no copy when there is none).
+        let asked = caller.is_some().then(|| name.as_str().to_string());
         let name = if within.len() == name.as_str().len() {
             name
         } else {
@@ -186,7 +187,7 @@ async fn handle(
                 who,
                 origin,
                 &resolved.name,
-                &asked,
+                asked.as_deref().unwrap_or_default(),
                 repo.as_str(),
             )?;
         }
@@ -289,7 +290,7 @@ async fn referrers(
     }
     response.extensions_mut().insert(Served {
         cache: answer.cache,
-        upstream: upstream.name().to_string(),
+        upstream: upstream.shared_name(),
     });
     Ok(response)
 }
@@ -384,7 +385,7 @@ async fn manifest(
         header::CONTENT_LENGTH,
         HeaderValue::from(manifest.body.len()),
     );
-    insert(h, "docker-content-digest", &manifest.digest.to_string());
+    insert_owned(h, "docker-content-digest", manifest.digest.to_string());
     // The answer depends on Accept (a type the client does not take is a 404).
     h.insert(header::VARY, HeaderValue::from_static("Accept"));
     match fresh_for {
@@ -396,7 +397,7 @@ async fn manifest(
     }
     response.extensions_mut().insert(Served {
         cache,
-        upstream: upstream.name().to_string(),
+        upstream: upstream.shared_name(),
     });
     Ok(response)
 }
@@ -431,7 +432,7 @@ async fn blob(
         let mut response = http_cache::not_modified_response(validators);
         response.extensions_mut().insert(Served {
             cache: CacheResult::Hit,
-            upstream: upstream.name().to_string(),
+            upstream: upstream.shared_name(),
         });
         return Ok(response);
     }
@@ -466,7 +467,7 @@ async fn blob(
             let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
             response.extensions_mut().insert(Served {
                 cache: CacheResult::Hit,
-                upstream: upstream.name().to_string(),
+                upstream: upstream.shared_name(),
             });
             let h = response.headers_mut();
             insert(h, header::LOCATION, &location);
@@ -510,7 +511,7 @@ async fn blob(
     blob_validators(edge, h, &digest);
     response.extensions_mut().insert(Served {
         cache,
-        upstream: upstream.name().to_string(),
+        upstream: upstream.shared_name(),
     });
     match (range, size) {
         (Some(r), Some(size)) => {
@@ -554,7 +555,7 @@ async fn tags_list(
     let mut response = Body::from(page.body).into_response();
     response.extensions_mut().insert(Served {
         cache: page.cache,
-        upstream: upstream.name().to_string(),
+        upstream: upstream.shared_name(),
     });
     let h = response.headers_mut();
     h.insert(
@@ -584,6 +585,13 @@ fn next_link(path: &str, next: Option<(u64, String)>, query: &Query) -> Option<S
 /// Insert a header whose value came from elsewhere; an unrepresentable value is skipped.
 fn insert<K: header::IntoHeaderName>(h: &mut HeaderMap, key: K, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
+        h.insert(key, v);
+    }
+}
+
+/// As [`insert`], taking the string's buffer instead of copying it.
+fn insert_owned<K: header::IntoHeaderName>(h: &mut HeaderMap, key: K, value: String) {
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
         h.insert(key, v);
     }
 }

@@ -61,10 +61,10 @@ impl HttpCaching {
     /// Headers of a manifest by tag, trusted `fresh_for` more seconds.
     pub fn tag(&self, h: &mut HeaderMap, digest: &Digest, fresh_for: u64) {
         set_etag(h, digest);
-        set(
+        set_owned(
             h,
             header::CACHE_CONTROL,
-            &format!(
+            format!(
                 "{}, max-age={fresh_for}, stale-if-error={STALE_IF_ERROR}",
                 self.scope()
             ),
@@ -126,7 +126,14 @@ pub fn not_modified_response(mut headers: HeaderMap) -> Response {
 }
 
 fn set_etag(h: &mut HeaderMap, digest: &Digest) {
-    set(h, header::ETAG, &format!("\"{digest}\""));
+    set_owned(h, header::ETAG, format!("\"{digest}\""));
+}
+
+/// As [`set`], taking the string's buffer instead of copying it.
+fn set_owned(h: &mut HeaderMap, key: header::HeaderName, value: String) {
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
+        h.insert(key, v);
+    }
 }
 
 fn set(h: &mut HeaderMap, key: header::HeaderName, value: &str) {

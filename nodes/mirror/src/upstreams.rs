@@ -33,7 +33,7 @@ pub struct Upstreams {
 #[derive(Clone)]
 pub struct Resolved {
     /// The upstream's `ns=` name, normalised (lowercase, no trailing dot).
-    pub name: String,
+    pub name: Arc<str>,
     /// Docker Hub keeps single-segment names under `library/`.
     pub docker_hub: bool,
     kind: Kind,
@@ -175,7 +175,7 @@ impl Upstreams {
 
     fn configured(&self, i: usize) -> Option<Resolved> {
         self.clients.get(i).map(|client| Resolved {
-            name: client.name().to_string(),
+            name: client.shared_name(),
             docker_hub: client.is_docker_hub(),
             kind: Kind::Configured(client.clone()),
         })
@@ -216,7 +216,7 @@ impl Upstreams {
                 Kind::Configured(client) => client.is_docker_hub(),
                 _ => name == DOCKER_HUB_NAME,
             },
-            name,
+            name: name.into(),
             kind,
         })
     }

@@ -52,7 +52,7 @@ pub struct TagsListResponse {
 
 /// A client for one configured upstream.
 pub struct UpstreamClient {
-    name: String,
+    name: Arc<str>,
     /// `url`, then `fallback_urls`, with their health and auth state.
     endpoints: Endpoints,
     docker_hub: bool,
@@ -87,7 +87,7 @@ impl UpstreamClient {
             Duration::from_secs(settings.first_byte_timeout_secs),
         )?;
         Ok(UpstreamClient {
-            name: upstream.name.clone(),
+            name: Arc::from(upstream.name.as_str()),
             endpoints: Endpoints::new(
                 upstream.endpoints(&passwords),
                 upstream.parent.then(|| upstream.name.clone()),
@@ -159,6 +159,11 @@ impl UpstreamClient {
     /// The `ns=` name of this upstream.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The name, shared: per-request records (access lines, metrics) keep it without a copy.
+    pub fn shared_name(&self) -> Arc<str> {
+        self.name.clone()
     }
 
     /// Docker Hub keeps single-segment names under `library/`.
