@@ -8,7 +8,6 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 use wharf_core::query::{percent_decode, percent_encode};
@@ -26,15 +25,12 @@ use wharf_mirror::blobs::{BlobBody, BlobReply};
 /// The v2 API router; every request runs in its own tracing span.
 pub fn router(edge: Arc<Edge>) -> Router {
     Router::new()
-        .route("/v2", any(v2))
-        .route("/v2/", any(v2))
-        .route("/v2/{*rest}", any(v2))
         .route("/health", axum::routing::get(health))
         .route("/token", axum::routing::get(access::token_endpoint))
         .route("/metrics", axum::routing::get(status::metrics))
         .route("/status.json", axum::routing::get(status::status_json))
         .route("/", axum::routing::get(status::status_page))
-        .fallback(not_found)
+        .fallback(v2_or_not_found)
         .layer(axum::middleware::from_fn_with_state(
             edge.clone(),
             http_metrics::record,
@@ -90,6 +86,18 @@ pub fn operator_router(edge: Arc<Edge>) -> Router {
 
 async fn not_found() -> ApiError {
     ApiError::new(OciCode::NameUnknown, "not a registry API path")
+}
+
+/// Everything under `/v2` is the registry API, which parses its own paths (names have
+/// slashes): it is the router's fallback rather than a wildcard route, so that no request
+/// pays for path parameters and a matched-path record nothing reads.
+async fn v2_or_not_found(state: State<Arc<Edge>>, request: Request) -> Response {
+    let path = request.uri().path();
+    if path == "/v2" || path.starts_with("/v2/") {
+        v2(state, request).await
+    } else {
+        not_found().await.into_response()
+    }
 }
 
 async fn v2(State(edge): State<Arc<Edge>>, request: Request) -> Response {
