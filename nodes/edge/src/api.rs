@@ -23,24 +23,31 @@ use crate::{http_cache, http_metrics, status};
 use wharf_mirror::blobs::{BlobBody, BlobReply};
 
 /// The v2 API router; every request runs in its own tracing span.
+///
+/// The middleware wraps the routes once, as one stack, rather than each route (axum's
+/// `Router::layer`): a layer per route is a boxed service cloned and a boxed future made at
+/// each level on every request.
 pub fn router(edge: Arc<Edge>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/health", axum::routing::get(health))
         .route("/token", axum::routing::get(access::token_endpoint))
         .route("/metrics", axum::routing::get(status::metrics))
         .route("/status.json", axum::routing::get(status::status_json))
         .route("/", axum::routing::get(status::status_page))
         .fallback(v2_or_not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            edge.clone(),
-            http_metrics::record,
-        ))
-        .layer(axum::middleware::from_fn(access_log::record))
-        .layer(TraceLayer::new_for_http())
+        .with_state(edge.clone());
+    let stack = tower::ServiceBuilder::new()
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("internal error").into_response()
         }))
-        .with_state(edge)
+        .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(access_log::record))
+        .layer(axum::middleware::from_fn_with_state(
+            edge,
+            http_metrics::record,
+        ))
+        .service(routes);
+    Router::new().fallback_service(stack)
 }
 
 /// Liveness and degradation: 200 with `"status":"ok"` or `"degraded"` (the store is failing
