@@ -61,7 +61,8 @@ pub struct TaggedManifest {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TagKey {
-    pub upstream: String,
+    /// Shared with the upstream's client: a lookup copies no name.
+    pub upstream: Arc<str>,
     pub repo: RepoName,
     pub tag: Tag,
 }
@@ -69,7 +70,7 @@ pub struct TagKey {
 impl TagKey {
     fn object_key(&self) -> ObjectKey {
         ObjectKey::Tag {
-            upstream: self.upstream.clone(),
+            upstream: self.upstream.to_string(),
             repo: self.repo.clone(),
             tag: self.tag.clone(),
         }
@@ -212,14 +213,14 @@ impl ManifestService {
         tag: &Tag,
     ) -> Result<TaggedManifest, MirrorError> {
         let key = TagKey {
-            upstream: upstream.name().to_string(),
+            upstream: upstream.shared_name(),
             repo: repo.clone(),
             tag: tag.clone(),
         };
         let known = self.known_tag(&key).await;
-        let what = format!("tag:{tag}");
+        let what = || format!("tag:{tag}");
         if known.is_none()
-            && let Some(missing) = self.negative.get(upstream.name(), repo, &what).await
+            && let Some(missing) = self.negative.get(upstream.name(), repo, &what()).await
         {
             return Err(missing);
         }
@@ -257,7 +258,7 @@ impl ManifestService {
             Err(e) => {
                 if known.is_none() {
                     self.negative
-                        .remember(upstream.name(), repo, &what, &e)
+                        .remember(upstream.name(), repo, &what(), &e)
                         .await;
                 }
                 return Err(e);
