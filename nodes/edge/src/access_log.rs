@@ -14,7 +14,6 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method};
-use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -69,28 +68,66 @@ fn request_id(request: &Request) -> String {
     )
 }
 
-/// The middleware: assign the request id, run the request, log when the body is done.
-pub async fn record(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let id = request_id(&request);
-    if !tracing::enabled!(target: "wharf::access", tracing::Level::INFO) {
-        // Access lines are filtered out: keep the request id, skip the body wrapper.
-        let mut response = next.run(request).await;
-        if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(id)) {
+/// A request on its way in: its id, and (when access lines are on) what its line needs.
+/// [`Started::finish`] puts the id on the response and the line on its body.
+pub struct Started {
+    started: Instant,
+    id: String,
+    /// Method, path and client, only while `wharf::access` lines are on.
+    logged: Option<(Method, String, Option<SocketAddr>)>,
+}
+
+impl Started {
+    /// Assign the request id and note what the line will say.
+    pub fn of(request: &Request) -> Started {
+        let started = Instant::now();
+        let id = request_id(request);
+        let logged = tracing::enabled!(target: "wharf::access", tracing::Level::INFO).then(|| {
+            let path = request.uri().path_and_query().map_or_else(
+                || request.uri().path().to_string(),
+                |p| p.as_str().to_string(),
+            );
+            let client = request.extensions().get::<ClientAddr>().map(|c| c.0);
+            (request.method().clone(), path, client)
+        });
+        Started {
+            started,
+            id,
+            logged,
+        }
+    }
+
+    /// The response with its request id, and its body wrapped to write the line at its end.
+    pub fn finish(self, response: Response) -> Response {
+        let Started {
+            started,
+            id,
+            logged,
+        } = self;
+        let mut response = response;
+        let Some((method, path, client)) = logged else {
+            // Access lines are filtered out: keep the request id, skip the body wrapper.
+            if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(id)) {
+                response.headers_mut().insert(REQUEST_ID, value);
+            }
+            return response;
+        };
+        if let Ok(value) = HeaderValue::from_str(&id) {
             response.headers_mut().insert(REQUEST_ID, value);
         }
-        return response;
+        log_body(response, started, id, method, path, client)
     }
-    let method = request.method().clone();
-    let path = request.uri().path_and_query().map_or_else(
-        || request.uri().path().to_string(),
-        |p| p.as_str().to_string(),
-    );
-    let client = request.extensions().get::<ClientAddr>().map(|c| c.0);
-    let mut response = next.run(request).await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID, value);
-    }
+}
+
+/// The access line rides on the response body: written when the body ends or is dropped.
+fn log_body(
+    response: Response,
+    started: Instant,
+    id: String,
+    method: Method,
+    path: String,
+    client: Option<SocketAddr>,
+) -> Response {
     let served = response.extensions().get::<Served>().cloned();
     let principal = response
         .extensions()

@@ -19,7 +19,7 @@ use crate::access_log::{self, CacheResult, Served};
 use crate::error::ApiError;
 use crate::route::{Route, parse_name};
 use crate::sendfile::SendfileConn;
-use crate::{http_cache, http_metrics, status};
+use crate::{http_cache, observe, status};
 use wharf_mirror::blobs::{BlobBody, BlobReply};
 
 /// The v2 API router; every request runs in its own tracing span.
@@ -41,11 +41,7 @@ pub fn router(edge: Arc<Edge>) -> Router {
             ApiError::internal("internal error").into_response()
         }))
         .layer(TraceLayer::new_for_http())
-        .layer(axum::middleware::from_fn(access_log::record))
-        .layer(axum::middleware::from_fn_with_state(
-            edge,
-            http_metrics::record,
-        ))
+        .layer(axum::middleware::from_fn_with_state(edge, observe::observe))
         .service(routes);
     Router::new().fallback_service(stack)
 }

@@ -1,16 +1,13 @@
 //! Request metrics: count, latency to the response headers, in-flight requests, declared body
 //! bytes, and what the cache did, recorded once per request with atomic adds.
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{Method as HttpMethod, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use wharf_metrics::{Content, Method, Metrics, Route};
 
-use crate::Edge;
 use crate::access_log::Served;
 
 /// Takes a request off the in-flight gauge however its handler ends (a client that leaves
@@ -23,45 +20,70 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// The middleware.
-pub async fn record(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Response {
-    let metrics = &edge.mirror.stats.metrics;
-    if !metrics.enabled() {
-        return next.run(request).await;
+/// A request on its way in, counted in flight; [`Started::finish`] records its response.
+/// `None` when metrics are off.
+pub struct Started<'a> {
+    metrics: &'a Metrics,
+    started: Instant,
+    route: Route,
+    head: bool,
+    method: Method,
+    _in_flight: InFlight<'a>,
+}
+
+impl<'a> Started<'a> {
+    /// Count `request` in flight and note what its record needs.
+    pub fn of(metrics: &'a Metrics, request: &Request) -> Option<Started<'a>> {
+        if !metrics.enabled() {
+            return None;
+        }
+        metrics.http_in_flight(1);
+        Some(Started {
+            metrics,
+            started: Instant::now(),
+            route: Route::of_path(request.uri().path()),
+            head: request.method() == HttpMethod::HEAD,
+            method: Method::of(request.method().as_str()),
+            _in_flight: InFlight(metrics),
+        })
     }
-    let started = Instant::now();
-    let route = Route::of_path(request.uri().path());
-    let head = request.method() == HttpMethod::HEAD;
-    let method = Method::of(request.method().as_str());
-    metrics.http_in_flight(1);
-    let guard = InFlight(metrics);
-    let response = next.run(request).await;
-    drop(guard);
-    let bytes = if head {
-        0
-    } else {
-        response
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    metrics.http_response(
-        method,
-        route,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-        bytes,
-    );
-    let content = match route {
-        Route::Manifest => Some(Content::Manifest),
-        Route::Blob => Some(Content::Blob),
-        Route::Tags => Some(Content::Tags),
-        Route::Referrers | Route::Other => None,
-    };
-    if let (Some(content), Some(served)) = (content, response.extensions().get::<Served>()) {
-        metrics.cache_result(&served.upstream, content, served.cache.outcome(), bytes);
+
+    /// Record the response (count, latency to its headers, declared bytes, cache result).
+    pub fn finish(self, response: &Response) {
+        let Started {
+            metrics,
+            started,
+            route,
+            head,
+            method,
+            _in_flight,
+        } = self;
+        drop(_in_flight);
+        let bytes = if head {
+            0
+        } else {
+            response
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        metrics.http_response(
+            method,
+            route,
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64(),
+            bytes,
+        );
+        let content = match route {
+            Route::Manifest => Some(Content::Manifest),
+            Route::Blob => Some(Content::Blob),
+            Route::Tags => Some(Content::Tags),
+            Route::Referrers | Route::Other => None,
+        };
+        if let (Some(content), Some(served)) = (content, response.extensions().get::<Served>()) {
+            metrics.cache_result(&served.upstream, content, served.cache.outcome(), bytes);
+        }
     }
-    response
 }

@@ -15,6 +15,7 @@ pub mod error;
 pub mod http_cache;
 pub mod http_metrics;
 pub mod idle_http1;
+pub mod observe;
 pub mod route;
 pub mod sendfile;
 pub mod status;
