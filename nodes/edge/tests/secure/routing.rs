@@ -94,3 +94,81 @@ async fn access_rules_give_every_route_to_a_repository_the_same_answer() {
     // Only the upstream answered for alice, once per route at most (one tag record).
     assert_eq!(ghcr.count_matching("GET", "/v2/org/other/manifests"), 0);
 }
+
+/// Docker's token flow names the repository as the client wrote it: a prefixed name gets a
+/// challenge and a token for that name, which then reads it.
+#[tokio::test]
+async fn token_scopes_carry_the_name_the_client_used() {
+    capture_logs();
+    let (hub, _) = seeded_registry().await;
+    let ghcr = Registry::start(RegistryOptions::default())
+        .await
+        .expect("docker-registry starts");
+    let app = image(Format::Oci, "routed-token", "amd64", 1);
+    Pusher::new(&ghcr.url(), PushAuth::None)
+        .push_image("org/app", "v1", &app)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = auth_config(&hub, dir.path());
+    config.auth.token_key_file = secret_file(dir.path(), "token.key", TOKEN_KEY);
+    config
+        .upstreams
+        .push(upstream("ghcr.io", &ghcr.url(), false));
+    config.access = vec![AccessRule::new(
+        &["ghcr.io/org/app"],
+        &["alice"],
+        &[],
+        false,
+        true,
+    )];
+    let wharf = Wharf::start(config).await;
+    let client = reqwest::Client::new();
+    let get = |url: String, auth: Option<String>| {
+        let mut request = client.get(url).header("accept", ACCEPT_ALL);
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        async move { request.send().await.unwrap() }
+    };
+    let manifest = format!("{}/v2/ghcr.io/org/app/manifests/v1", wharf.url);
+    let r = get(manifest.clone(), None).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let challenge = r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        challenge.ends_with(",scope=\"repository:ghcr.io/org/app:pull\""),
+        "{challenge}"
+    );
+    let r = get(
+        format!(
+            "{}/token?service=wharf&scope=repository:ghcr.io/org/app:pull",
+            wharf.url
+        ),
+        Some(basic("alice", ALICE_PASSWORD)),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let bearer = format!("Bearer {}", body["token"].as_str().unwrap());
+    let r = get(manifest, Some(bearer.clone())).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap(), app.manifest.body);
+    // The same repository by ns= is another name: the client is asked for a token of it.
+    let r = get(
+        format!("{}/v2/org/app/manifests/v1?ns=ghcr.io", wharf.url),
+        Some(bearer),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let challenge = r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        challenge.contains("scope=\"repository:org/app:pull\""),
+        "{challenge}"
+    );
+}
