@@ -3,16 +3,19 @@
 
 use reqwest::StatusCode;
 use wharf_core::config::AccessRule;
-use wharf_testkit::image::{Format, image};
+use wharf_core::config::Config;
+use wharf_testkit::image::{Format, Image, image};
 use wharf_testkit::push::{PushAuth, Pusher};
 use wharf_testkit::registry::{Registry, RegistryOptions};
 
 use crate::common::*;
 use crate::setup::*;
 
-#[tokio::test]
-async fn access_rules_give_every_route_to_a_repository_the_same_answer() {
-    capture_logs();
+/// Docker Hub (the default, with alice's and bob's logins) and a second registry standing for
+/// ghcr.io holding `org/app` and `org/other`, reached also by the prefix `gh` and the host
+/// `ghcr.mirror.test`; one rule lets alice pull `ghcr.io/org/app`. The registries live as
+/// long as the returned values.
+async fn routed_config(dir: &std::path::Path) -> (Registry, Registry, Image, Config) {
     let (hub, _) = seeded_registry().await;
     let ghcr = Registry::start(RegistryOptions::default())
         .await
@@ -21,8 +24,7 @@ async fn access_rules_give_every_route_to_a_repository_the_same_answer() {
     let pusher = Pusher::new(&ghcr.url(), PushAuth::None);
     pusher.push_image("org/app", "v1", &app).await.unwrap();
     pusher.push_image("org/other", "v1", &app).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = auth_config(&hub, dir.path());
+    let mut config = auth_config(&hub, dir);
     let mut gh = upstream("ghcr.io", &ghcr.url(), false);
     gh.prefixes = vec!["gh".into()];
     gh.hosts = vec!["ghcr.mirror.test".into()];
@@ -34,6 +36,14 @@ async fn access_rules_give_every_route_to_a_repository_the_same_answer() {
         false,
         true,
     )];
+    (hub, ghcr, app, config)
+}
+
+#[tokio::test]
+async fn access_rules_give_every_route_to_a_repository_the_same_answer() {
+    capture_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let (_hub, ghcr, _, config) = routed_config(dir.path()).await;
     let wharf = Wharf::start(config).await;
     let routes = |repo: &str| {
         [
@@ -91,7 +101,7 @@ async fn access_rules_give_every_route_to_a_repository_the_same_answer() {
             "alice, {url} (host {host:?})"
         );
     }
-    // Only the upstream answered for alice, once per route at most (one tag record).
+    // Refused before any upstream work, on every route.
     assert_eq!(ghcr.count_matching("GET", "/v2/org/other/manifests"), 0);
 }
 
@@ -100,28 +110,9 @@ async fn access_rules_give_every_route_to_a_repository_the_same_answer() {
 #[tokio::test]
 async fn token_scopes_carry_the_name_the_client_used() {
     capture_logs();
-    let (hub, _) = seeded_registry().await;
-    let ghcr = Registry::start(RegistryOptions::default())
-        .await
-        .expect("docker-registry starts");
-    let app = image(Format::Oci, "routed-token", "amd64", 1);
-    Pusher::new(&ghcr.url(), PushAuth::None)
-        .push_image("org/app", "v1", &app)
-        .await
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = auth_config(&hub, dir.path());
+    let (_hub, _ghcr, app, mut config) = routed_config(dir.path()).await;
     config.auth.token_key_file = secret_file(dir.path(), "token.key", TOKEN_KEY);
-    config
-        .upstreams
-        .push(upstream("ghcr.io", &ghcr.url(), false));
-    config.access = vec![AccessRule::new(
-        &["ghcr.io/org/app"],
-        &["alice"],
-        &[],
-        false,
-        true,
-    )];
     let wharf = Wharf::start(config).await;
     let client = reqwest::Client::new();
     let get = |url: String, auth: Option<String>| {
