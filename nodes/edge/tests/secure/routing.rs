@@ -105,6 +105,13 @@ async fn access_rules_give_every_route_to_a_repository_the_same_answer() {
     assert_eq!(ghcr.count_matching("GET", "/v2/org/other/manifests"), 0);
 }
 
+fn challenge_of(r: &reqwest::Response) -> String {
+    r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
 /// Docker's token flow names the repository as the client wrote it: a prefixed name gets a
 /// challenge and a token for that name, which then reads it.
 #[tokio::test]
@@ -125,10 +132,7 @@ async fn token_scopes_carry_the_name_the_client_used() {
     let manifest = format!("{}/v2/ghcr.io/org/app/manifests/v1", wharf.url);
     let r = get(manifest.clone(), None).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let challenge = r.headers()["www-authenticate"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let challenge = challenge_of(&r);
     assert!(
         challenge.ends_with(",scope=\"repository:ghcr.io/org/app:pull\""),
         "{challenge}"
@@ -154,10 +158,7 @@ async fn token_scopes_carry_the_name_the_client_used() {
     )
     .await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let challenge = r.headers()["www-authenticate"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let challenge = challenge_of(&r);
     assert!(
         challenge.contains("scope=\"repository:org/app:pull\""),
         "{challenge}"
