@@ -98,6 +98,22 @@ impl Authenticator {
         self.restricted
     }
 
+    /// Whether wharf has logins of its own (htpasswd, its tokens, an external issuer): then
+    /// an `Authorization` header is wharf's, and never passed on to an upstream.
+    pub fn has_logins(&self) -> bool {
+        self.passwords.is_some() || self.tokens.is_some() || !self.issuers.is_empty()
+    }
+
+    /// May a caller whom an upstream authenticated (`credentials = "client"`: the upstream
+    /// judged the login) pull `full` (`<upstream>/<repository>`)? Only `[[access]]` applies.
+    pub fn authorize_by_rules(&self, identity: &Identity, full: &str) -> Decision {
+        if !self.restricted || self.rules().policy.allows(identity, full) {
+            Decision::Allow
+        } else {
+            Decision::Forbidden
+        }
+    }
+
     /// Whether wharf runs the token flow (`/token`).
     pub fn issues_tokens(&self) -> bool {
         self.tokens.is_some()

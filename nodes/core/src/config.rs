@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 mod cluster;
+pub mod credentials;
 mod distribution;
 mod limits;
 mod metrics;
@@ -21,6 +22,7 @@ mod storage;
 mod tests;
 mod upstream;
 pub use cluster::{ClusterConfig, ClusterTlsConfig};
+pub use credentials::UpstreamCredentials;
 pub use limits::{LimitsConfig, UpstreamClientConfig};
 pub use metrics::{CatalogConfig, MetricsConfig};
 pub use prefetch::PrefetchRule;
@@ -110,10 +112,16 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Whether who may pull what is restricted (a login mechanism or access rules): then
-    /// cached digests are served only under repositories they are known to belong to.
+    /// Whether who may pull what is restricted (a login mechanism, access rules, or an upstream
+    /// that judges each client's own login): then cached digests are served only under
+    /// repositories they are known to belong to, and answers are not for shared caches.
     pub fn restricted(&self) -> bool {
-        self.auth.has_mechanism() || !self.access.is_empty()
+        self.auth.has_mechanism()
+            || !self.access.is_empty()
+            || self
+                .upstreams
+                .iter()
+                .any(UpstreamConfig::takes_client_logins)
     }
 
     /// Read a config file: `.yml`/`.yaml` is distribution's format, anything else wharf's TOML.

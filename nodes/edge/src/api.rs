@@ -11,16 +11,18 @@ use axum::response::{IntoResponse, Response};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 use wharf_core::query::{percent_decode, percent_encode};
-use wharf_core::{ByteRange, Digest, OciCode, Reference, RepoName, media};
+use wharf_core::{ByteRange, Digest, OciCode, Reference, media};
 
 use crate::Edge;
 use crate::access::{self, Origin};
 use crate::access_log::{self, CacheResult, Served};
 use crate::error::ApiError;
-use crate::route::{Route, parse_name};
+use crate::route::Route;
 use crate::sendfile::SendfileConn;
+use crate::target::{Asker, Target};
 use crate::{http_cache, observe, status};
 use wharf_mirror::blobs::{BlobBody, BlobReply};
+use wharf_upstream::login::ClientLogin;
 
 /// The v2 API router; every request runs in its own tracing span.
 ///
@@ -160,54 +162,52 @@ async fn handle(
     let head = method == Method::HEAD;
     let query = Query::parse(request.uri().query());
     let headers = request.headers();
-    // Who is asking, checked before any cache, store or upstream work.
-    let caller = if edge.auth.restricted() {
-        let origin = Origin::of(&request, edge.tls);
-        let who = access::identify(&edge.auth, headers, &origin).await?;
-        *principal = Some(who.identity.name().unwrap_or("anonymous").to_string());
-        Some((who, origin))
-    } else {
-        None
-    };
     let host = request
         .uri()
         .host()
         .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()));
-    // The policy decides on the name before any upstream client is looked up or made.
-    let target = |name: RepoName| -> Result<Target, ApiError> {
-        let (resolved, within) =
-            edge.mirror
-                .upstreams
-                .route(query.ns.as_deref(), host, name.as_str())?;
-        // The name as the client wrote it, for the policy (no copy when there is none).
-        let asked = caller.is_some().then(|| name.as_str().to_string());
-        let name = if within.len() == name.as_str().len() {
-            name
-        } else {
-            parse_name(within)?
-        };
-        let repo = if resolved.docker_hub {
-            name.with_docker_hub_library()
-                .map_err(|e| ApiError::new(OciCode::NameInvalid, e.to_string()))?
-        } else {
-            name
-        };
-        if let Some((who, origin)) = &caller {
-            access::authorize(
-                &edge.auth,
-                who,
-                origin,
-                &resolved.name,
-                asked.as_deref().unwrap_or_default(),
-                repo.as_str(),
-            )?;
-        }
-        Ok((edge.mirror.upstreams.client(&resolved)?, repo))
+    let origin = edge
+        .auth
+        .restricted()
+        .then(|| Origin::of(&request, edge.tls));
+    let mut asker = Asker::new(edge, headers, host, query.ns.as_deref(), origin);
+    let parts = Parts {
+        headers,
+        extensions: request.extensions(),
+        version: request.version(),
     };
+    let answer = answer(&mut asker, route, parts, &query, head).await;
+    *principal = asker.principal.take();
+    answer
+}
+
+/// What answering reads of a request (a `Request` is not `Sync`: it cannot be held across an
+/// `.await` by reference).
+struct Parts<'a> {
+    headers: &'a HeaderMap,
+    extensions: &'a axum::http::Extensions,
+    version: Version,
+}
+
+/// The answer to one parsed `/v2/` route, once `asker` may have it.
+async fn answer(
+    asker: &mut Asker<'_>,
+    route: Route,
+    request: Parts<'_>,
+    query: &Query,
+    head: bool,
+) -> Result<Response, ApiError> {
+    let edge = asker.edge;
+    let headers = request.headers;
     match route {
         Route::Base => {
-            if let Some((who, origin)) = &caller {
-                access::admit(&edge.auth, who, origin)?;
+            match asker.admit_base().await {
+                Some(verdict) => verdict?,
+                None => {
+                    if let Some((who, origin)) = asker.caller().await? {
+                        access::admit(&edge.auth, who, origin)?;
+                    }
+                }
             }
             Ok((
                 StatusCode::OK,
@@ -223,13 +223,17 @@ async fn handle(
                     "this mirror does not list its repositories ([catalog] enabled = false)",
                 ));
             }
-            if let Some((who, origin)) = &caller {
+            let caller = asker.caller().await?;
+            if let Some((who, origin)) = caller {
                 access::authorize(&edge.auth, who, origin, "_wharf", "catalog", "catalog")?;
             }
             let upstream = edge.mirror.upstreams.select(query.ns.as_deref())?;
             let name = upstream.name();
-            // Only the repositories the caller may pull are named to it.
-            let visible = |repo: &str| match &caller {
+            // Only the repositories the caller may pull are named to it; an upstream that
+            // judges each client's login lists none (it alone knows who may see what).
+            let private = upstream.takes_client_logins();
+            let visible = |repo: &str| match caller {
+                _ if private => false,
                 None => true,
                 Some((who, _)) => {
                     edge.auth.authorize(who, &[repo], &format!("{name}/{repo}"))
@@ -247,31 +251,44 @@ async fn handle(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
-            if let Some(link) = next_link("_catalog", page.next, &query) {
+            if let Some(link) = next_link("_catalog", page.next, query) {
                 insert(h, header::LINK, &link);
             }
             Ok(response)
         }
         Route::Manifest { name, reference } => {
-            manifest(edge, target(name)?, reference, headers, head).await
+            let (target, login) = asker.admit(name).await?;
+            as_client(login, manifest(edge, target, reference, headers, head)).await
         }
         Route::Blob { name, digest } => {
-            let target = target(name)?;
+            let (target, login) = asker.admit(name).await?;
             // sendfile only where hyper writes the body bytes straight to the socket: HTTP/1.
             let sendfile = request
-                .extensions()
+                .extensions
                 .get::<ConnectInfo<SendfileConn>>()
-                .filter(|_| !head && request.version() <= Version::HTTP_11)
+                .filter(|_| !head && request.version <= Version::HTTP_11)
                 .map(|info| &info.0);
-            blob(edge, target, digest, headers, head, sendfile).await
+            as_client(login, blob(edge, target, digest, headers, head, sendfile)).await
         }
         Route::TagsList { name } => {
             let asked = name.as_str().to_string();
-            tags_list(edge, target(name)?, &query, &asked).await
+            let (target, login) = asker.admit(name).await?;
+            as_client(login, tags_list(edge, target, query, &asked)).await
         }
         Route::Referrers { name, digest } => {
-            referrers(edge, target(name)?, &digest, query.artifact_type.as_deref()).await
+            let (target, login) = asker.admit(name).await?;
+            let artifact_type = query.artifact_type.as_deref();
+            as_client(login, referrers(edge, target, &digest, artifact_type)).await
         }
+    }
+}
+
+/// Run `work` for a client whose own login goes to the upstream (`credentials = "client"`);
+/// other work runs as it is.
+async fn as_client<F: std::future::Future>(login: Option<Arc<ClientLogin>>, work: F) -> F::Output {
+    match login {
+        Some(login) => wharf_upstream::login::acting_for(Some(login), work).await,
+        None => work.await,
     }
 }
 
@@ -339,9 +356,6 @@ impl Query {
         }
     }
 }
-
-/// The upstream a request goes to, and the repository as that upstream names it.
-type Target = (Arc<wharf_upstream::UpstreamClient>, RepoName);
 
 async fn manifest(
     edge: &Arc<Edge>,

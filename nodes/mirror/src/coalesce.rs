@@ -109,7 +109,8 @@ where
                     key: Some(key.clone()),
                     id,
                 };
-                let work = work();
+                // Goes on with the login of the client that started it (`credentials = "client"`).
+                let work = wharf_upstream::login::carried(work());
                 let task = tokio::spawn(async move {
                     let _guard = guard;
                     let _permit = permit;

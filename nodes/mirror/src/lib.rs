@@ -15,6 +15,7 @@ pub mod error;
 pub mod evict;
 pub mod health;
 pub mod links;
+pub mod logins;
 pub mod manifests;
 pub mod negative;
 pub mod prefetch;
@@ -74,6 +75,8 @@ pub struct Mirror {
     pub catalog: catalog::CatalogService,
     /// Which repositories cached digests belong to; consulted when auth is on.
     pub links: links::RepoLinks,
+    /// The upstreams' verdicts on clients' own logins (`credentials = "client"`).
+    pub logins: logins::LoginVerdicts,
     /// Counters and the node's metrics.
     pub stats: Arc<Stats>,
     /// Whether the store answers, for `/health` and the status page.
@@ -199,6 +202,7 @@ impl Mirror {
                 metadata_fetches.clone(),
             ),
             catalog: catalog::CatalogService::new(config.catalog.enabled),
+            logins: logins::LoginVerdicts::new(metadata_fetches.clone()),
             referrers: referrers::ReferrersService::new(
                 Duration::from_secs(config.cache.tag_ttl_secs),
                 metadata_fetches,

@@ -36,6 +36,8 @@ pub struct Resolved {
     pub name: Arc<str>,
     /// Docker Hub keeps single-segment names under `library/`.
     pub docker_hub: bool,
+    /// Reached through one of its `hosts` (where a client's login is that upstream's).
+    pub by_host: bool,
     kind: Kind,
 }
 
@@ -46,6 +48,16 @@ enum Kind {
     Forwarded,
     /// No upstream has this name: refused once the caller may know it.
     Unknown,
+}
+
+impl Resolved {
+    /// The configured upstream's client, if the name is one (never made for this call).
+    pub fn configured(&self) -> Option<&Arc<UpstreamClient>> {
+        match &self.kind {
+            Kind::Configured(client) => Some(client),
+            _ => None,
+        }
+    }
 }
 
 /// The `name = "*"` parent: one client per registry named in `ns=`, made on first use (each
@@ -161,7 +173,13 @@ impl Upstreams {
             .filter(|_| self.routes.has_hosts())
             .and_then(|h| self.routes.host(h));
         if let Some(resolved) = by_host.and_then(|i| self.configured(i)) {
-            return Ok((resolved, name));
+            return Ok((
+                Resolved {
+                    by_host: true,
+                    ..resolved
+                },
+                name,
+            ));
         }
         if let Some((resolved, rest)) = self
             .routes
@@ -177,6 +195,7 @@ impl Upstreams {
         self.clients.get(i).map(|client| Resolved {
             name: client.shared_name(),
             docker_hub: client.is_docker_hub(),
+            by_host: false,
             kind: Kind::Configured(client.clone()),
         })
     }
@@ -217,6 +236,7 @@ impl Upstreams {
                 _ => name == DOCKER_HUB_NAME,
             },
             name: name.into(),
+            by_host: false,
             kind,
         })
     }
@@ -232,6 +252,19 @@ impl Upstreams {
                 resolved.name
             ))),
         }
+    }
+
+    /// The upstream whose `hosts` list `host`, if any (`/v2/` on a registry's own mirror host).
+    pub fn for_host(&self, host: Option<&str>) -> Option<Arc<UpstreamClient>> {
+        let i = self
+            .routes
+            .host(host.filter(|_| self.routes.has_hosts())?)?;
+        self.clients.get(i).cloned()
+    }
+
+    /// Whether any upstream takes each client's own login (`credentials = "client"`).
+    pub fn any_take_client_logins(&self) -> bool {
+        self.clients.iter().any(|c| c.takes_client_logins())
     }
 
     /// [`Upstreams::resolve`] then [`Upstreams::client`], for callers already authorized.

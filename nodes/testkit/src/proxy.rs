@@ -1,6 +1,7 @@
 //! A man-in-the-middle between wharf and its upstream: the upstream misbehaving, for tests. It
 //! flips one byte of every blob body while corruption is switched on (verification tests), and
-//! adds Docker Hub's `ratelimit-*` headers to every answer while a remaining count is set.
+//! adds Docker Hub's `ratelimit-*` headers to every answer while a remaining count is set. It
+//! notes who each request came as (the Basic login's user), for tests of whose login is used.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
@@ -17,6 +18,8 @@ pub struct MitmProxy {
     ratelimit_remaining: AtomicI64,
     /// Blob bodies corrupted so far.
     pub corrupted: AtomicUsize,
+    /// Each request's path and who it came as: the Basic user, `bearer`, or `-` (nobody).
+    pub seen: std::sync::Mutex<Vec<(String, String)>>,
     http: reqwest::Client,
 }
 
@@ -29,6 +32,7 @@ impl MitmProxy {
             corrupt: AtomicBool::new(true),
             ratelimit_remaining: AtomicI64::new(-1),
             corrupted: AtomicUsize::new(0),
+            seen: std::sync::Mutex::new(Vec::new()),
             http: reqwest::Client::new(),
         });
         let app = axum::Router::new()
@@ -42,6 +46,17 @@ impl MitmProxy {
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Who the requests whose path contains `fragment` came as, in order.
+    pub fn users_on(&self, fragment: &str) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, path)| path.contains(fragment))
+            .map(|(user, _)| user.clone())
+            .collect()
     }
 
     pub fn set_corrupt(&self, on: bool) {
@@ -61,6 +76,27 @@ async fn forward(State(proxy): State<Arc<MitmProxy>>, request: Request) -> Respo
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_string();
+    let user = match request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+    {
+        None => "-".to_string(),
+        Some(v) if v.starts_with("Bearer ") => "bearer".to_string(),
+        Some(v) => {
+            use base64::Engine as _;
+            let pair = base64::engine::general_purpose::STANDARD
+                .decode(v.trim_start_matches("Basic "))
+                .unwrap_or_default();
+            let pair = String::from_utf8_lossy(&pair).to_string();
+            pair.split(':').next().unwrap_or_default().to_string()
+        }
+    };
+    proxy
+        .seen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((user, path.clone()));
     let mut outgoing = proxy.http.request(
         request.method().clone(),
         format!("{}{path}", proxy.upstream),

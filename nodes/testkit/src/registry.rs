@@ -18,6 +18,8 @@ pub enum RegistryAuth {
         username: String,
         password: String,
     },
+    /// HTTP basic for several users (each sees every repository: htpasswd has no grants).
+    Users(Vec<(String, String)>),
     /// Bearer tokens from a token issuer whose certificate the registry trusts.
     Token {
         realm: String,
@@ -138,6 +140,12 @@ impl Registry {
             .collect()
     }
 
+    /// The registry's own log (one line per request with `auth.user.name` of whoever made it,
+    /// where a login was checked).
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
     /// How many `METHOD <path>` requests the registry served, whatever their status.
     pub fn count_requests(&self, method: &str, path: &str) -> usize {
         let needle = format!("\"{method} {path} HTTP/");
@@ -209,16 +217,28 @@ http:
     );
     match &options.auth {
         RegistryAuth::None => {}
-        RegistryAuth::Htpasswd { username, password } => {
-            let out = Command::new("htpasswd")
-                .args(["-Bbn", username, password])
-                .output()
-                .context("running htpasswd (apt-get install apache2-utils)")?;
-            if !out.status.success() {
-                bail!("htpasswd failed: {}", String::from_utf8_lossy(&out.stderr));
+        RegistryAuth::Htpasswd { .. } | RegistryAuth::Users(_) => {
+            let users = match &options.auth {
+                RegistryAuth::Htpasswd { username, password } => {
+                    vec![(username.clone(), password.clone())]
+                }
+                RegistryAuth::Users(users) => users.clone(),
+                _ => Vec::new(),
+            };
+            let mut lines = Vec::new();
+            for (username, password) in &users {
+                let out = Command::new("htpasswd")
+                    .args(["-Bbn", username, password])
+                    .output()
+                    .context("running htpasswd (apt-get install apache2-utils)")?;
+                if !out.status.success() {
+                    bail!("htpasswd failed: {}", String::from_utf8_lossy(&out.stderr));
+                }
+                lines.extend_from_slice(out.stdout.trim_ascii_end());
+                lines.push(b'\n');
             }
             let file = dir.join("htpasswd");
-            fs::write(&file, out.stdout)?;
+            fs::write(&file, lines)?;
             yaml.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: wharf-test\n    path: {}\n",
                 file.display()

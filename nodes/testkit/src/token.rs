@@ -25,6 +25,12 @@ pub struct TokenIssuer {
     pub cert_pem: PathBuf,
     /// `Some((user, password))`: token requests must carry these as basic auth.
     credentials: Option<(String, String)>,
+    /// When set, per-user logins instead: each user gets pull on its own repositories only
+    /// (anonymous callers get a token granting nothing).
+    users: Vec<TokenUser>,
+    /// Who asked for each token over HTTP (`anonymous` when nobody logged in) and for which
+    /// scopes (`alice repository:team-a/app:pull`), in order.
+    pub asked_by: std::sync::Mutex<Vec<String>>,
     /// Tokens handed out over HTTP (not counting [`TokenIssuer::mint`] calls).
     pub issued: AtomicUsize,
     pub port: u16,
@@ -35,9 +41,30 @@ fn openssl(args: &[&str]) -> anyhow::Result<()> {
     crate::tls::openssl(std::path::Path::new("."), args)
 }
 
+/// A user of [`TokenIssuer::start_with_users`] and the repositories it may pull.
+#[derive(Clone, Debug)]
+pub struct TokenUser {
+    pub name: String,
+    pub password: String,
+    pub repositories: Vec<String>,
+}
+
 impl TokenIssuer {
     /// Make a key and certificate, and serve `/token` on a loopback port.
     pub async fn start(credentials: Option<(String, String)>) -> anyhow::Result<Arc<TokenIssuer>> {
+        Self::start_inner(credentials, Vec::new()).await
+    }
+
+    /// As [`TokenIssuer::start`], granting each user its own repositories (a registry with
+    /// accounts and permissions, as Harbor or GitLab's are); tokens name the user as `sub`.
+    pub async fn start_with_users(users: Vec<TokenUser>) -> anyhow::Result<Arc<TokenIssuer>> {
+        Self::start_inner(None, users).await
+    }
+
+    async fn start_inner(
+        credentials: Option<(String, String)>,
+        users: Vec<TokenUser>,
+    ) -> anyhow::Result<Arc<TokenIssuer>> {
         let dir = tempfile::tempdir()?;
         let p = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
         openssl(&[
@@ -89,6 +116,8 @@ impl TokenIssuer {
             cert_der: std::fs::read(p("cert.der"))?,
             cert_pem: p("cert.pem").into(),
             credentials,
+            users,
+            asked_by: std::sync::Mutex::new(Vec::new()),
             issued: AtomicUsize::new(0),
             port,
             _dir: dir,
@@ -112,6 +141,10 @@ impl TokenIssuer {
     }
 
     fn mint_access(&self, access: &[serde_json::Value]) -> String {
+        self.mint_for("wharf", access)
+    }
+
+    fn mint_for(&self, subject: &str, access: &[serde_json::Value]) -> String {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
@@ -119,7 +152,7 @@ impl TokenIssuer {
         let header =
             json!({"typ": "JWT", "alg": "ES256", "x5c": [STANDARD.encode(&self.cert_der)]});
         let claims = json!({
-            "iss": ISSUER, "sub": "wharf", "aud": SERVICE,
+            "iss": ISSUER, "sub": subject, "aud": SERVICE,
             "exp": now + 300, "nbf": now - 10, "iat": now,
             "jti": format!("{now}-{}", self.issued.load(Ordering::Relaxed)),
             "access": access,
@@ -152,6 +185,9 @@ async fn token_endpoint(
             return (StatusCode::UNAUTHORIZED, "bad credentials").into_response();
         }
     }
+    if !issuer.users.is_empty() {
+        return per_user_token(&issuer, &params, &headers);
+    }
     // scope=repository:<name>:<actions>; only pull is ever granted over HTTP.
     let access: Vec<_> = params
         .iter()
@@ -164,6 +200,67 @@ async fn token_endpoint(
         .collect();
     issuer.issued.fetch_add(1, Ordering::Relaxed);
     let token = issuer.mint_access(&access);
+    (
+        [("content-type", "application/json")],
+        json!({"token": token, "expires_in": 300}).to_string(),
+    )
+        .into_response()
+}
+
+/// A token for the user the request's Basic login names: pull on the asked repositories that
+/// user is granted; anonymous callers get one that grants nothing; a wrong password a 401.
+fn per_user_token(
+    issuer: &TokenIssuer,
+    params: &[(String, String)],
+    headers: &HeaderMap,
+) -> Response {
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b64| STANDARD.decode(b64).ok())
+        .and_then(|raw| String::from_utf8(raw).ok());
+    let user = match given {
+        None => None,
+        Some(pair) => {
+            let (name, password) = pair.split_once(':').unwrap_or((&pair, ""));
+            match issuer
+                .users
+                .iter()
+                .find(|u| u.name == name && u.password == password)
+            {
+                Some(user) => Some(user),
+                None => return (StatusCode::UNAUTHORIZED, "bad credentials").into_response(),
+            }
+        }
+    };
+    let subject = user.map_or("anonymous", |u| u.name.as_str());
+    let scopes: Vec<&str> = params
+        .iter()
+        .filter(|(k, _)| k == "scope")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    issuer
+        .asked_by
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(
+            format!("{subject} {}", scopes.join(" "))
+                .trim_end()
+                .to_string(),
+        );
+    let access: Vec<_> = params
+        .iter()
+        .filter(|(k, _)| k == "scope")
+        .filter_map(|(_, scope)| {
+            let mut parts = scope.splitn(3, ':');
+            let (kind, name) = (parts.next()?, parts.next()?);
+            let granted = user.is_some_and(|u| u.repositories.iter().any(|r| r == name));
+            granted.then(|| json!({"type": kind, "name": name, "actions": ["pull"]}))
+        })
+        .collect();
+    issuer.issued.fetch_add(1, Ordering::Relaxed);
+    let token = issuer.mint_for(subject, &access);
     (
         [("content-type", "application/json")],
         json!({"token": token, "expires_in": 300}).to_string(),

@@ -99,6 +99,9 @@ pub struct AuthState {
 #[derive(Default)]
 struct AuthInner {
     challenge: Option<Challenge>,
+    /// A Basic challenge as the upstream worded it, to pass on to clients that log in
+    /// with their own credentials.
+    basic_challenge: Option<String>,
     tokens: HashMap<String, (String, Instant)>,
 }
 
@@ -120,8 +123,22 @@ impl AuthState {
         self.lock().challenge.clone()
     }
 
-    pub fn learn(&self, challenge: Challenge) {
-        self.lock().challenge = Some(challenge);
+    /// Remember the scheme an upstream asked for; `raw` is its `WWW-Authenticate` value.
+    pub fn learn(&self, challenge: Challenge, raw: &str) {
+        let mut inner = self.lock();
+        if challenge == Challenge::Basic && raw.len() <= 512 {
+            inner.basic_challenge = Some(raw.trim().to_string());
+        }
+        inner.challenge = Some(challenge);
+    }
+
+    /// The Basic challenge the upstream sent, word for word, if it asked for Basic.
+    pub fn basic_challenge(&self) -> Option<String> {
+        let inner = self.lock();
+        match inner.challenge {
+            Some(Challenge::Basic) => inner.basic_challenge.clone(),
+            _ => None,
+        }
     }
 
     pub fn token(&self, scope: &str) -> Option<String> {

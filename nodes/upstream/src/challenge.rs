@@ -8,10 +8,48 @@ use std::time::Duration;
 use http::{StatusCode, header};
 use tracing::{debug, warn};
 
-use crate::auth::{Challenge, TokenResponse};
+use crate::auth::{Challenge, Credentials, TokenResponse};
 use crate::body::{MAX_ERROR_BODY, read_limited};
 use crate::endpoints::Endpoint;
 use crate::error::UpstreamError;
+use crate::login::ClientLogin;
+
+/// Whose login a request to an endpoint carries.
+#[derive(Clone, Copy)]
+pub enum Login<'a> {
+    /// The endpoint's configured account (or none).
+    Configured,
+    /// The client's own (`credentials = "client"`); `None`: an anonymous client.
+    Client(Option<&'a ClientLogin>),
+}
+
+impl Login<'_> {
+    /// The username and password to answer a challenge with, if there are any.
+    fn basic<'e>(&'e self, endpoint: &'e Endpoint) -> Option<&'e Credentials> {
+        match self {
+            Login::Configured => endpoint.login.as_ref(),
+            Login::Client(Some(ClientLogin::Basic(c))) => Some(c),
+            Login::Client(_) => None,
+        }
+    }
+
+    /// The key of this login's tokens for `scope`: a client's are its own, never another's.
+    fn token_key(&self, scope: &str) -> String {
+        match self {
+            Login::Configured => scope.to_string(),
+            Login::Client(None) => format!("anonymous {scope}"),
+            Login::Client(Some(login)) => {
+                let mut key = String::with_capacity(65 + scope.len());
+                for b in login.fingerprint() {
+                    key.push_str(&format!("{b:02x}"));
+                }
+                key.push(' ');
+                key.push_str(scope);
+                key
+            }
+        }
+    }
+}
 
 /// Fetches tokens and builds `Authorization` headers for one upstream's endpoints.
 pub struct Authorizer {
@@ -42,10 +80,17 @@ impl Authorizer {
     }
 
     /// The `Authorization` header for a request to `endpoint`, from what it asked before.
-    pub fn authorization(&self, endpoint: &Endpoint, scope: &str) -> Option<String> {
+    /// A client's bearer token goes as it is.
+    pub fn authorization(&self, endpoint: &Endpoint, scope: &str, login: Login) -> Option<String> {
+        if let Login::Client(Some(bearer @ ClientLogin::Bearer(_))) = login {
+            return Some(bearer.header());
+        }
         match endpoint.auth.challenge()? {
-            Challenge::Basic => endpoint.login.as_ref().map(|l| l.basic_header()),
-            Challenge::Bearer { .. } => endpoint.auth.token(scope).map(|t| format!("Bearer {t}")),
+            Challenge::Basic => login.basic(endpoint).map(Credentials::basic_header),
+            Challenge::Bearer { .. } => endpoint
+                .auth
+                .token(&login.token_key(scope))
+                .map(|t| format!("Bearer {t}")),
         }
     }
 
@@ -57,45 +102,57 @@ impl Authorizer {
         endpoint: &Endpoint,
         response: &reqwest::Response,
         scope: &str,
+        login: Login<'_>,
     ) -> Result<bool, UpstreamError> {
         if !same_origin(&endpoint.base, response.url().as_str()) {
             warn!(upstream = %self.upstream, host = response.url().host_str().unwrap_or_default(), "a host the upstream redirected to asked for credentials: not answered");
             return Ok(false);
         }
-        let Some(challenge) = response
+        let Some((challenge, raw)) = response
             .headers()
             .get_all(header::WWW_AUTHENTICATE)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .find_map(Challenge::parse)
+            .find_map(|raw| Challenge::parse(raw).map(|c| (c, raw)))
         else {
             return Ok(false);
         };
-        endpoint.auth.learn(challenge.clone());
+        endpoint.auth.learn(challenge.clone(), raw);
+        if let Login::Client(Some(ClientLogin::Bearer(_))) = login {
+            // The client's own token was refused: nothing to exchange it for.
+            return Ok(false);
+        }
         match challenge {
-            Challenge::Basic => Ok(endpoint.login.is_some()),
+            Challenge::Basic => Ok(login.basic(endpoint).is_some()),
             Challenge::Bearer { realm, service } => {
-                endpoint.auth.forget_token(scope);
-                self.fetch_token(endpoint, &realm, service.as_deref(), scope)
+                let key = login.token_key(scope);
+                endpoint.auth.forget_token(&key);
+                self.fetch_token(endpoint, &realm, service.as_deref(), scope, login)
                     .await?;
                 Ok(true)
             }
         }
     }
 
+    /// A token for `scope` (none named: the realm only checks the login, as for
+    /// `docker login`), kept under the login's own key.
     async fn fetch_token(
         &self,
         endpoint: &Endpoint,
         realm: &str,
         service: Option<&str>,
         scope: &str,
+        login: Login<'_>,
     ) -> Result<(), UpstreamError> {
-        let mut query = vec![("scope", scope)];
+        let mut query = Vec::with_capacity(2);
+        if !scope.is_empty() {
+            query.push(("scope", scope));
+        }
         if let Some(service) = service {
             query.push(("service", service));
         }
         let mut request = self.http.get(realm).query(&query);
-        if let Some(login) = &endpoint.login {
+        if let Some(login) = login.basic(endpoint) {
             if credentials_may_go_to(&endpoint.base, realm) {
                 request = request.header(header::AUTHORIZATION, login.basic_header());
             } else {
@@ -136,9 +193,11 @@ impl Authorizer {
             .or(token.access_token)
             .ok_or_else(|| UpstreamError::Failed("token endpoint sent no token".into()))?;
         debug!(upstream = %self.upstream, %scope, "fetched upstream token");
-        endpoint
-            .auth
-            .store_token(scope, value, token.expires_in.map(Duration::from_secs));
+        endpoint.auth.store_token(
+            &login.token_key(scope),
+            value,
+            token.expires_in.map(Duration::from_secs),
+        );
         Ok(())
     }
 }

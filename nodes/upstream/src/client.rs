@@ -1,5 +1,9 @@
 //! Requests to one upstream registry.
 
+mod login_check;
+
+pub use login_check::LoginVerdict;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -14,7 +18,7 @@ use wharf_metrics::{Method as MetricMethod, UpstreamMetrics};
 
 use crate::MAX_MANIFEST_BYTES;
 use crate::body::{clip_message, read_error_body, read_limited};
-use crate::challenge::Authorizer;
+use crate::challenge::{Authorizer, Login};
 use crate::endpoints::{EndpointStatus, Endpoints};
 use crate::error::UpstreamError;
 use crate::state::{UpstreamState, UpstreamStatus, ratelimit_value};
@@ -56,6 +60,11 @@ pub struct UpstreamClient {
     /// `url`, then `fallback_urls`, with their health and auth state.
     endpoints: Endpoints,
     docker_hub: bool,
+    /// `credentials = "client"`: requests carry the login of the client they are made for
+    /// ([`crate::login::current`]), never a configured one.
+    client_logins: bool,
+    /// How long the upstream's verdict on a client's login is trusted (`login_verdict_secs`).
+    login_verdict: Duration,
     http: reqwest::Client,
     authorizer: Authorizer,
     settings: UpstreamClientConfig,
@@ -93,6 +102,8 @@ impl UpstreamClient {
                 upstream.parent.then(|| upstream.name.clone()),
             ),
             docker_hub: upstream.is_docker_hub(),
+            client_logins: upstream.takes_client_logins(),
+            login_verdict: Duration::from_secs(upstream.login_verdict_secs),
             http,
             authorizer,
             requests: Arc::new(tokio::sync::Semaphore::new(
@@ -164,6 +175,16 @@ impl UpstreamClient {
     /// The name, shared: per-request records (access lines, metrics) keep it without a copy.
     pub fn shared_name(&self) -> Arc<str> {
         self.name.clone()
+    }
+
+    /// Whether each client's own login goes to this upstream (`credentials = "client"`).
+    pub fn takes_client_logins(&self) -> bool {
+        self.client_logins
+    }
+
+    /// How long its verdict on a client's login holds before it is asked again.
+    pub fn login_verdict_lifetime(&self) -> Duration {
+        self.login_verdict
     }
 
     /// Docker Hub keeps single-segment names under `library/`.
@@ -261,8 +282,9 @@ impl UpstreamClient {
     ) -> Result<BlobResponse, UpstreamError> {
         let path = format!("/v2/{repo}/blobs/{digest}");
         let range = format!("bytes={offset}-");
+        let scope = format!("repository:{repo}:pull");
         let response = self
-            .send_with(Method::GET, &path, repo, None, Some(&range))
+            .send_with(Method::GET, &path, &scope, None, Some(&range))
             .await?;
         if response.status() != StatusCode::PARTIAL_CONTENT {
             return Err(UpstreamError::Failed(format!(
@@ -340,19 +362,30 @@ impl UpstreamClient {
         repo: &RepoName,
         accept: Option<&str>,
     ) -> Result<reqwest::Response, UpstreamError> {
-        self.send_with(method, path, repo, accept, None).await
+        let scope = format!("repository:{repo}:pull");
+        self.send_with(method, path, &scope, accept, None).await
     }
 
-    async fn send_with(
+    /// As [`Self::send`], for a token `scope` (empty: none) and an optional `Range`.
+    pub(crate) async fn send_with(
         &self,
         method: Method,
         path: &str,
-        repo: &RepoName,
+        scope: &str,
         accept: Option<&str>,
         range: Option<&str>,
     ) -> Result<reqwest::Response, UpstreamError> {
         self.check_cooldown()?;
-        let scope = format!("repository:{repo}:pull");
+        let client_login = if self.client_logins {
+            crate::login::current()
+        } else {
+            None
+        };
+        let login = if self.client_logins {
+            Login::Client(client_login.as_deref())
+        } else {
+            Login::Configured
+        };
         let mut attempt = 0u32;
         let mut authenticated_retry = false;
         // Each further URL is worth one more attempt.
@@ -372,7 +405,7 @@ impl UpstreamClient {
             if let Some(range) = range {
                 request = request.header(header::RANGE, range);
             }
-            if let Some(auth) = self.authorizer.authorization(endpoint, &scope) {
+            if let Some(auth) = self.authorizer.authorization(endpoint, scope, login) {
                 request = request.header(header::AUTHORIZATION, auth);
             }
             let first_byte = Duration::from_secs(self.settings.first_byte_timeout_secs);
@@ -403,7 +436,11 @@ impl UpstreamClient {
                 Ok(response) => {
                     if response.status() == StatusCode::UNAUTHORIZED && !authenticated_retry {
                         authenticated_retry = true;
-                        if self.authorizer.answer(endpoint, &response, &scope).await? {
+                        if self
+                            .authorizer
+                            .answer(endpoint, &response, scope, login)
+                            .await?
+                        {
                             continue;
                         }
                     }

@@ -65,6 +65,11 @@ impl Endpoints {
         }
     }
 
+    /// `url`, the upstream's own URL.
+    pub fn first(&self) -> Option<&Endpoint> {
+        self.list.first()
+    }
+
     pub fn len(&self) -> usize {
         self.list.len()
     }

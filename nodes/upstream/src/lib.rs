@@ -10,7 +10,8 @@
 //! origin, token fetches), [`body`] (bounded reads of upstream bodies), [`client`] (requests,
 //! retries, responses),
 //! [`endpoints`] (an upstream's URLs in order of preference, failover, parents' `ns=`),
-//! [`error`] (what failed, and whether the edge should say 502, 503 or 504), [`state`] (health,
+//! [`error`] (what failed, and whether the edge should say 502, 503 or 504), [`login`] (a
+//! client's own login, for `credentials = "client"`), [`state`] (health,
 //! last error and pull allowance for the status page).
 
 pub mod auth;
@@ -19,9 +20,12 @@ pub mod challenge;
 pub mod client;
 pub mod endpoints;
 pub mod error;
+pub mod login;
 pub mod state;
 
-pub use client::{BlobResponse, ManifestHead, ManifestResponse, TagsListResponse, UpstreamClient};
+pub use client::{
+    BlobResponse, LoginVerdict, ManifestHead, ManifestResponse, TagsListResponse, UpstreamClient,
+};
 pub use error::UpstreamError;
 
 /// Manifests larger than this are refused (distribution uses the same bound).

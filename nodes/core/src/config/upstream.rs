@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::credentials::{UpstreamCredentials, default_login_verdict_secs};
 use super::{ConfigError, DOCKER_HUB_NAME, read_secret_file};
 
 /// One registry wharf mirrors.
@@ -50,6 +51,14 @@ pub struct UpstreamConfig {
     /// (`hosts = ["ghcr.mirror.example.com"]`: one mirror host per registry).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
+    /// Whose login goes to the upstream: the configured account (default) or each client's
+    /// own (`"client"`). See [`super::credentials`].
+    #[serde(default, skip_serializing_if = "UpstreamCredentials::is_configured")]
+    pub credentials: UpstreamCredentials,
+    /// With `credentials = "client"`: seconds the upstream's answer on one login for one
+    /// repository is trusted before it is asked again.
+    #[serde(default = "default_login_verdict_secs")]
+    pub login_verdict_secs: u64,
 }
 
 /// By hand, so that no log line or error ever prints the password.
@@ -68,6 +77,8 @@ impl std::fmt::Debug for UpstreamConfig {
             .field("prefetch_reserve", &self.prefetch_reserve)
             .field("prefixes", &self.prefixes)
             .field("hosts", &self.hosts)
+            .field("credentials", &self.credentials)
+            .field("login_verdict_secs", &self.login_verdict_secs)
             .finish()
     }
 }
@@ -87,7 +98,14 @@ impl UpstreamConfig {
             prefetch_reserve: default_prefetch_reserve(),
             prefixes: Vec::new(),
             hosts: Vec::new(),
+            credentials: UpstreamCredentials::default(),
+            login_verdict_secs: default_login_verdict_secs(),
         }
+    }
+
+    /// Whether each client's own login goes to this upstream (`credentials = "client"`).
+    pub fn takes_client_logins(&self) -> bool {
+        self.credentials == UpstreamCredentials::Client
     }
 
     /// `ns=` name for a URL given on the command line: Docker Hub's API host maps to `docker.io`.
@@ -175,6 +193,7 @@ impl UpstreamConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         super::routing::validate_upstream(self)?;
+        super::credentials::validate_upstream(self)?;
         for url in self.urls() {
             let Some((_, rest)) = url
                 .strip_prefix("http://")

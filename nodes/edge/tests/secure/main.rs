@@ -10,6 +10,7 @@ mod setup;
 
 mod abuse;
 mod auth;
+mod client_logins;
 mod clients;
 mod isolation;
 mod routing;

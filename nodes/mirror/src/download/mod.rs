@@ -360,7 +360,8 @@ impl Downloads {
             _slot: slot,
             failure_counted: AtomicBool::new(false),
         };
-        tokio::spawn(leader.run(fetch));
+        // The fetch goes on with the login of the client that started it.
+        tokio::spawn(wharf_upstream::login::carried(leader.run(fetch)));
         (download, true)
     }
 }

@@ -242,6 +242,16 @@ impl Prefetcher {
             .select(rule.image.registry.as_deref())
             .map_err(not_found)?;
         let upstream = &upstream;
+        if upstream.takes_client_logins() {
+            // Nobody's login to fetch with: each client's own goes to this upstream.
+            return Err(not_found(crate::error::MirrorError::invalid(
+                wharf_core::OciCode::Denied,
+                format!(
+                    "upstream {} takes each client's own login (credentials = \"client\"): nothing is prefetched from it",
+                    upstream.name()
+                ),
+            )));
+        }
         let mut repo: RepoName = rule.image.repository.parse().map_err(|e| {
             not_found(crate::error::MirrorError::invalid(
                 wharf_core::OciCode::NameInvalid,
