@@ -284,3 +284,73 @@ async fn skopeo_pulls_with_its_own_login_through_a_host_route() {
     }
     assert_no_secret_logged();
 }
+
+#[tokio::test]
+async fn the_docker_engine_logs_in_to_the_upstream_through_its_host() {
+    capture_logs();
+    let (running, text) = run("docker", &["info", "--format", "{{.ServerVersion}}"]).await;
+    assert!(
+        have_program("docker") && running,
+        "the Docker Engine is needed for this test: {text}"
+    );
+    let registry = Registry::start(RegistryOptions {
+        auth: RegistryAuth::Users(vec![("alice".into(), ALICE_PASSWORD.into())]),
+        ..RegistryOptions::default()
+    })
+    .await
+    .expect("docker-registry starts");
+    let app = image(Format::Oci, "engine-private", "amd64", 2);
+    Pusher::new(
+        &registry.url(),
+        PushAuth::Basic {
+            username: "alice".into(),
+            password: ALICE_PASSWORD.into(),
+        },
+    )
+    .push_image("team/engine", "v1", &app)
+    .await
+    .unwrap();
+    let wharf = client_login_wharf(&registry.url()).await;
+    let host = format!("localhost:{}", wharf.port);
+    let reference = format!("{host}/team/engine:v1");
+    // Each docker CLI config is its own credential store, so no login leaks between cases.
+    let configs = tempfile::tempdir().unwrap();
+    let docker = |config: &str, args: &[&str]| {
+        let mut all = vec![
+            "--config".to_string(),
+            configs.path().join(config).display().to_string(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        async move {
+            let all: Vec<&str> = all.iter().map(String::as_str).collect();
+            run("docker", &all).await
+        }
+    };
+    let _ = docker("none", &["image", "rm", "-f", &reference]).await;
+    let (ok, text) = docker("none", &["pull", &reference]).await;
+    assert!(!ok, "a pull without a login must be refused:\n{text}");
+    let (ok, _) = docker(
+        "wrong",
+        &["login", &host, "-u", "alice", "-p", WRONG_PASSWORD],
+    )
+    .await;
+    assert!(!ok, "docker login with a wrong password must fail");
+    let (ok, text) = docker(
+        "alice",
+        &["login", &host, "-u", "alice", "-p", ALICE_PASSWORD],
+    )
+    .await;
+    assert!(ok, "docker login as alice failed:\n{text}");
+    let (ok, text) = docker("alice", &["pull", &reference]).await;
+    let _ = docker("alice", &["image", "rm", "-f", &reference]).await;
+    assert!(ok, "docker pull {reference} as alice failed:\n{text}");
+    for blob in app.blobs() {
+        assert_eq!(
+            registry.count_requests("GET", &format!("/v2/team/engine/blobs/{}", blob.digest)),
+            1,
+            "{}",
+            blob.digest
+        );
+    }
+    assert_no_secret_logged();
+}
