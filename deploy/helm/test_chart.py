@@ -77,6 +77,9 @@ VALUE_SETS = {
             {"name": "ghcr.io", "url": "https://wharf-central.example.com", "parent": True,
              "fallbackUrls": ["https://wharf-us.example.com", "https://ghcr.io"],
              "prefixes": ["gh"], "hosts": ["ghcr.mirror.example.com"]},
+            {"name": "registry.corp.example", "url": "https://registry.corp.example",
+             "credentials": "client", "loginVerdictSecs": 30,
+             "hosts": ["corp.mirror.example.com"]},
         ],
         "hotCache": {"maxSizeMib": 10240},
         "tls": {"enabled": True, "existingSecret": "wharf-tls"},
@@ -125,6 +128,12 @@ def static_checks(workdir):
                 assert host in [r["host"] for r in ingress["spec"]["rules"]], ingress
                 assert host in route["spec"]["hostnames"], route
             say(f"{label}: host routes {upstream_hosts} in wharf.toml, the Ingress and the HTTPRoute")
+        for given, written in zip(values.get("upstreams", []), tomllib.loads(config).get("upstream", [])):
+            if given.get("credentials") == "client":
+                assert written.get("credentials") == "client", config
+                assert written.get("login_verdict_secs") == given.get("loginVerdictSecs", 60), config
+                assert "username" not in written and "password_file" not in written, config
+                say(f"{label}: {given['name']} takes each client's own login")
         kinds = sorted(d["kind"] for d in docs)
         say(f"{label}: {len(docs)} manifests valid on Kubernetes 1.29 and 1.33 ({', '.join(kinds)}); wharf.toml keys known")
     checkov = os.path.expanduser("~/.cache/wharf-test/checkov/bin/checkov")

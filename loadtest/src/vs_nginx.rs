@@ -219,7 +219,53 @@ pub async fn vs_nginx(args: &Args) -> anyhow::Result<()> {
         // A build from before routing by prefix answers 404 there.
         Err(e) => println!("| wharf by prefix | not measured: {e} | | | | | | |"),
     }
+    drop(wharf);
+    // What each client's own upstream login costs where it is used: another wharf whose
+    // upstream takes clients' logins (credentials = "client"), the same manifest with a Basic
+    // login on every request (the verdict cached; the registry here lets everyone in).
+    let private = ClientLogins::Yes;
+    match start_wharf_with(
+        &args.wharf_bin,
+        &upstream.url(),
+        dir.path(),
+        access_log,
+        private,
+    )
+    .await
+    {
+        Ok(wharf) => {
+            let url = format!("{}/v2/bench/sec/manifests/v1", wharf.url);
+            let login = "Basic YWxpY2U6YWxpY2UtcGFzc3dvcmQ="; // alice:alice-password
+            let warmed = wrk_rate_with(&url, 2, 1, Some(login));
+            let cpu_before = wharf.cpu_seconds();
+            match warmed
+                .and_then(|_| wrk_rate_with(&url, args.connections, args.seconds, Some(login)))
+            {
+                Ok(rate) => {
+                    let cpu_us =
+                        (wharf.cpu_seconds() - cpu_before) * 1e6 / (rate * args.seconds as f64);
+                    println!(
+                        "| wharf, each client's own upstream login (`credentials = \"client\"`) | {rate:.0} ({:.2}x) | {cpu_us:.1} ({:.2}x) | | | | | |",
+                        rate / n.by_tag,
+                        cpu_us / n.tag_cpu_us
+                    );
+                }
+                Err(e) => {
+                    println!("| wharf, each client's own login | not measured: {e} | | | | | | |")
+                }
+            }
+        }
+        // A build from before per-user logins refuses the setting.
+        Err(e) => println!("| wharf, each client's own login | not measured: {e} | | | | | | |"),
+    }
     Ok(())
+}
+
+/// Whether the benchmark upstream takes each client's own login.
+#[derive(Clone, Copy, PartialEq)]
+enum ClientLogins {
+    No,
+    Yes,
 }
 
 fn header(response: &reqwest::Response, name: &str) -> anyhow::Result<String> {
@@ -238,15 +284,27 @@ async fn start_wharf(
     dir: &Path,
     access_log: bool,
 ) -> anyhow::Result<Server> {
+    start_wharf_with(bin, upstream, dir, access_log, ClientLogins::No).await
+}
+
+async fn start_wharf_with(
+    bin: &Path,
+    upstream: &str,
+    dir: &Path,
+    access_log: bool,
+    client_logins: ClientLogins,
+) -> anyhow::Result<Server> {
     let port = free_port();
-    let data = dir.join("wharf-data");
+    let data = dir.join(format!("wharf-data-{port}"));
     let log = std::fs::File::create(dir.join("wharf-access.log"))?;
     // The upstream under a name that is a path component, so it can also be reached by prefix.
-    let config = dir.join("wharf.toml");
-    std::fs::write(
-        &config,
-        format!("[[upstream]]\nname = \"{ROUTED_NAME}\"\nurl = \"{upstream}\"\ndefault = true\n"),
-    )?;
+    let config = dir.join(format!("wharf-{port}.toml"));
+    let mut text =
+        format!("[[upstream]]\nname = \"{ROUTED_NAME}\"\nurl = \"{upstream}\"\ndefault = true\n");
+    if client_logins == ClientLogins::Yes {
+        text.push_str("credentials = \"client\"\n");
+    }
+    std::fs::write(&config, text)?;
     let child = Command::new(bin)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--config")
@@ -357,11 +415,23 @@ async fn wait_up(port: u16) -> anyhow::Result<()> {
 /// wrk with two threads and `connections` connections for `seconds` on `url`: requests per
 /// second.
 fn wrk_rate(url: &str, connections: usize, seconds: u64) -> anyhow::Result<f64> {
-    let out = Command::new(WRK)
-        .args(["-t2", &format!("-c{connections}"), &format!("-d{seconds}s")])
-        .args(["-H", &format!("Accept: {ACCEPT}")])
-        .arg(url)
-        .output()?;
+    wrk_rate_with(url, connections, seconds, None)
+}
+
+/// [`wrk_rate`], each request carrying `authorization` when given.
+fn wrk_rate_with(
+    url: &str,
+    connections: usize,
+    seconds: u64,
+    authorization: Option<&str>,
+) -> anyhow::Result<f64> {
+    let mut wrk = Command::new(WRK);
+    wrk.args(["-t2", &format!("-c{connections}"), &format!("-d{seconds}s")])
+        .args(["-H", &format!("Accept: {ACCEPT}")]);
+    if let Some(authorization) = authorization {
+        wrk.args(["-H", &format!("Authorization: {authorization}")]);
+    }
+    let out = wrk.arg(url).output()?;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -53,7 +53,7 @@ variable "ecr_repository_arn" {
 }
 
 variable "upstreams" {
-  description = "Registries to mirror; exactly one is the default. prefixes and hosts route clients without ns= (README \"Point clients at it\"; each host needs a DNS name pointing at the load balancer). Credentials from Secrets Manager (password_secret_arn, a plain-text secret)."
+  description = "Registries to mirror; exactly one is the default. prefixes and hosts route clients without ns= (README \"Point clients at it\"; each host needs a DNS name pointing at the load balancer); credentials = \"client\" sends each client's own login instead of a shared account (README \"Each user's own upstream login\"). Credentials from Secrets Manager (password_secret_arn, a plain-text secret)."
   type = list(object({
     name                = string
     url                 = string
@@ -62,6 +62,8 @@ variable "upstreams" {
     password_secret_arn = optional(string)
     prefixes            = optional(list(string), [])
     hosts               = optional(list(string), [])
+    credentials         = optional(string, "configured")
+    login_verdict_secs  = optional(number, 60)
   }))
   default = [{ name = "docker.io", url = "https://registry-1.docker.io", default = true }]
 }

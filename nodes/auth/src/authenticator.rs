@@ -104,6 +104,16 @@ impl Authenticator {
         self.passwords.is_some() || self.tokens.is_some() || !self.issuers.is_empty()
     }
 
+    /// Whether `token` names wharf or one of its `[[auth.jwt]]` issuers as its issuer (checked
+    /// or not): a credential meant for wharf, never to be passed on to an upstream.
+    pub fn is_own_token(&self, token: &str) -> bool {
+        let Some(issuer) = jwt::unverified_issuer(token) else {
+            return false;
+        };
+        self.tokens.as_ref().is_some_and(|t| t.issuer() == issuer)
+            || self.issuers.iter().any(|i| i.issuer() == issuer)
+    }
+
     /// May a caller whom an upstream authenticated (`credentials = "client"`: the upstream
     /// judged the login) pull `full` (`<upstream>/<repository>`)? Only `[[access]]` applies.
     pub fn authorize_by_rules(&self, identity: &Identity, full: &str) -> Decision {

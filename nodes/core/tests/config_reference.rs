@@ -48,6 +48,8 @@ fn reference_names_every_key() {
     with_everything.fallback_urls = vec!["https://y".into()];
     with_everything.prefixes = vec!["p".into()];
     with_everything.hosts = vec!["h.example".into()];
+    // Not a valid upstream (a client-login one takes no password), but every key is named.
+    with_everything.credentials = wharf_core::config::UpstreamCredentials::Client;
     with_everything.fallback = vec![wharf_core::config::FallbackConfig {
         url: "https://z".into(),
         username: Some("u".into()),

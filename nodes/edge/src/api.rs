@@ -20,7 +20,7 @@ use crate::error::ApiError;
 use crate::route::Route;
 use crate::sendfile::SendfileConn;
 use crate::target::{Asker, Target};
-use crate::{http_cache, observe, status};
+use crate::{http_cache, status};
 use wharf_mirror::blobs::{BlobBody, BlobReply};
 use wharf_upstream::login::ClientLogin;
 
@@ -43,7 +43,10 @@ pub fn router(edge: Arc<Edge>) -> Router {
             ApiError::internal("internal error").into_response()
         }))
         .layer(TraceLayer::new_for_http())
-        .layer(axum::middleware::from_fn_with_state(edge, observe::observe))
+        .layer(axum::middleware::from_fn_with_state(
+            edge,
+            access_log::observe,
+        ))
         .service(routes);
     Router::new().fallback_service(stack)
 }

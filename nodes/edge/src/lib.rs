@@ -1,7 +1,7 @@
 //! The HTTP edge of a wharf node: the OCI distribution v2 read API over the pull pipeline
 //! (`wharf-mirror`). It parses routes ([`route`]), finds their upstream and lets the caller in
-//! ([`target`]: wharf's own logins and rules in [`access`], an upstream's judgement of each
-//! client's own login in [`upstream_login`]),
+//! ([`target`]: wharf's own logins and rules, or an upstream's judgement of each client's own
+//! login, in [`access`]),
 //! answers ([`api`]) and maps every pipeline failure to an OCI error body and status in one
 //! place ([`error`]); it owns the listener's limits ([`connections`], [`activity`],
 //! [`sendfile`], [`tls`]), the caching headers ([`http_cache`]), the access log and HTTP
@@ -17,14 +17,12 @@ pub mod error;
 pub mod http_cache;
 pub mod http_metrics;
 pub mod idle_http1;
-pub mod observe;
 pub mod route;
 pub mod sendfile;
 pub mod status;
 pub mod status_page;
 pub mod target;
 pub mod tls;
-pub mod upstream_login;
 
 use std::future::Future;
 use std::sync::Arc;

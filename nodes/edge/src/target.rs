@@ -1,7 +1,7 @@
 //! Which upstream and repository a request names, and whether its caller may pull there:
 //! routing first (a lookup, no work), then either wharf's own login and `[[access]]`
 //! ([`crate::access`]) or, for an upstream that judges each client's own login, that
-//! upstream's verdict ([`crate::upstream_login`]). Nothing reaches the cache, the store or an
+//! upstream's verdict ([`crate::access::upstream_login`]). Nothing reaches the cache, the store or an
 //! upstream client of a `"*"` parent before this says yes.
 
 use std::sync::Arc;
@@ -12,10 +12,11 @@ use wharf_core::{OciCode, RepoName};
 use wharf_upstream::UpstreamClient;
 use wharf_upstream::login::ClientLogin;
 
+use crate::Edge;
+use crate::access::upstream_login;
 use crate::access::{self, Origin};
 use crate::error::ApiError;
 use crate::route::parse_name;
-use crate::{Edge, upstream_login};
 
 /// The upstream a request goes to, and the repository as that upstream names it.
 pub type Target = (Arc<UpstreamClient>, RepoName);
@@ -103,7 +104,7 @@ impl<'a> Asker<'a> {
             .configured()
             .filter(|u| upstream_login::goes_upstream(edge, u, resolved.by_host))
         {
-            let login = upstream_login::login_of(upstream, self.headers)?;
+            let login = upstream_login::login_of(edge, upstream, self.headers)?;
             let identity = upstream_login::identity_of(upstream, login.as_deref());
             upstream_login::authorize(edge, upstream, &identity, &repo)?;
             self.principal = Some(identity.name().unwrap_or("anonymous").to_string());
@@ -140,7 +141,7 @@ impl<'a> Asker<'a> {
         if !upstream_login::goes_upstream(edge, &upstream, by_host) {
             return None;
         }
-        let login = match upstream_login::login_of(&upstream, self.headers) {
+        let login = match upstream_login::login_of(edge, &upstream, self.headers) {
             Ok(login) => login,
             Err(e) => return Some(Err(e)),
         };

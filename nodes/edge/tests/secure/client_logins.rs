@@ -354,3 +354,80 @@ async fn the_docker_engine_logs_in_to_the_upstream_through_its_host() {
     }
     assert_no_secret_logged();
 }
+
+#[tokio::test]
+async fn with_auth_on_wharfs_own_logins_never_reach_the_upstream() {
+    capture_logs();
+    let registry = Registry::start(RegistryOptions {
+        auth: RegistryAuth::Users(vec![("alice".into(), ALICE_PASSWORD.into())]),
+        ..RegistryOptions::default()
+    })
+    .await
+    .expect("docker-registry starts");
+    let app = image(Format::Oci, "auth-on-private", "amd64", 1);
+    Pusher::new(
+        &registry.url(),
+        PushAuth::Basic {
+            username: "alice".into(),
+            password: ALICE_PASSWORD.into(),
+        },
+    )
+    .push_image("team/app", "v1", &app)
+    .await
+    .unwrap();
+    let proxy = MitmProxy::start(&registry.url()).await.unwrap();
+    proxy.set_corrupt(false);
+    // wharf's own user carol (a password only wharf knows) and wharf's token flow.
+    let dir = tempfile::tempdir().unwrap();
+    let mut private = upstream("private", &proxy.url(), true);
+    private.credentials = UpstreamCredentials::Client;
+    private.hosts = vec!["localhost".into()];
+    let mut config = test_config(vec![private]);
+    config.auth.htpasswd_file = secret_file(
+        dir.path(),
+        "htpasswd",
+        &htpasswd(&[("carol", BOB_PASSWORD)]),
+    );
+    config.auth.token_key_file = secret_file(dir.path(), "token.key", TOKEN_KEY);
+    let wharf = Wharf::start(config).await;
+    let host = format!("localhost:{}", wharf.port);
+    let manifest = format!("{}/v2/team/app/manifests/v1", wharf.url);
+    let carol = basic("carol", BOB_PASSWORD);
+
+    // Off the registry's host, the header is wharf's: carol is let in by wharf, the registry
+    // is asked as for an anonymous client and refuses; carol's password never leaves wharf.
+    let r = get(&manifest, Some(&carol), None).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(error_code(r).await, "DENIED");
+    // A token wharf issued is no login for the registry, even on its host.
+    let r = get(
+        &format!(
+            "{}/token?service=wharf&scope=repository:team/app:pull",
+            wharf.url
+        ),
+        Some(&carol),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let bearer = format!("Bearer {}", body["token"].as_str().unwrap());
+    let r = get(&manifest, Some(&bearer), Some(&host)).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let seen = proxy.users_on("/v2/");
+    assert!(
+        seen.iter().all(|u| u == "-"),
+        "only anonymous requests reached the registry: {seen:?}"
+    );
+    // On its host, the registry's own login is the registry's.
+    let r = get(
+        &manifest,
+        Some(&basic("alice", ALICE_PASSWORD)),
+        Some(&host),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap(), app.manifest.body);
+    assert!(proxy.users_on("/v2/team/app/").iter().any(|u| u == "alice"));
+    assert_no_secret_logged();
+}

@@ -86,6 +86,7 @@ locals {
       u.password_secret_arn == null ? "" : "password_file = \"/etc/wharf/secrets/${u.name}\"",
       length(u.prefixes) == 0 ? "" : "prefixes = ${jsonencode(u.prefixes)}",
       length(u.hosts) == 0 ? "" : "hosts = ${jsonencode(u.hosts)}",
+      u.credentials == "client" ? "credentials = \"client\"\nlogin_verdict_secs = ${u.login_verdict_secs}" : "",
     ]]),
     var.extra_config == "" ? [] : ["", var.extra_config],
   ))

@@ -39,7 +39,7 @@ variable "image" {
 }
 
 variable "upstreams" {
-  description = "Registries to mirror; exactly one is the default. prefixes and hosts route clients without ns= (README \"Point clients at it\"; each host needs a DNS name pointing at the load balancer). Passwords come from Secrets Manager (password_secret_arn), never from variables."
+  description = "Registries to mirror; exactly one is the default. prefixes and hosts route clients without ns= (README \"Point clients at it\"; each host needs a DNS name pointing at the load balancer); credentials = \"client\" sends each client's own login instead of a shared account (README \"Each user's own upstream login\"). Passwords come from Secrets Manager (password_secret_arn), never from variables."
   type = list(object({
     name                = string
     url                 = string
@@ -48,6 +48,8 @@ variable "upstreams" {
     password_secret_arn = optional(string)
     prefixes            = optional(list(string), [])
     hosts               = optional(list(string), [])
+    credentials         = optional(string, "configured")
+    login_verdict_secs  = optional(number, 60)
   }))
   validation {
     condition     = length([for u in var.upstreams : u if u.default]) == 1
@@ -60,6 +62,11 @@ variable "upstreams" {
   validation {
     condition     = alltrue([for u in var.upstreams : (u.username == null) == (u.password_secret_arn == null)])
     error_message = "upstreams: username and password_secret_arn go together."
+  }
+  validation {
+    condition = alltrue([for u in var.upstreams : contains(["configured", "client"], u.credentials) && (
+    u.credentials == "configured" || (u.username == null && u.password_secret_arn == null))])
+    error_message = "upstreams: credentials is \"configured\" or \"client\", and a \"client\" upstream takes no username or password_secret_arn (each client brings its own login)."
   }
 }
 

@@ -10,6 +10,7 @@ variables {
     { name = "docker.io", url = "https://registry-1.docker.io", default = true,
     username = "acme", password_secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:hub-AbCdEf" },
     { name = "ghcr.io", url = "https://ghcr.io", prefixes = ["gh"], hosts = ["ghcr.mirror.example.com"] },
+    { name = "registry.corp.example", url = "https://registry.corp.example", credentials = "client", login_verdict_secs = 30 },
   ]
   ecr_repository_arn = "arn:aws:ecr:eu-west-1:123456789012:repository/wharf"
   cluster_secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:mirror-cluster-key-AbCdEf"
@@ -118,4 +119,24 @@ run "routes_without_ns_reach_the_config" {
     condition     = strcontains(output.user_data, "prefixes = [\"gh\"]") && strcontains(output.user_data, "hosts = [\"ghcr.mirror.example.com\"]")
     error_message = "an upstream's prefixes and hosts are written into wharf.toml."
   }
+}
+
+run "client_logins_reach_the_config" {
+  command = plan
+  assert {
+    condition     = strcontains(output.user_data, "credentials = \"client\"\nlogin_verdict_secs = 30")
+    error_message = "an upstream taking each client's own login is written into wharf.toml."
+  }
+}
+
+run "client_logins_take_no_shared_account" {
+  command = plan
+  variables {
+    upstreams = [
+      { name = "docker.io", url = "https://registry-1.docker.io", default = true },
+      { name = "corp", url = "https://registry.corp.example", credentials = "client",
+      username = "robot", password_secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:corp-AbCdEf" },
+    ]
+  }
+  expect_failures = [var.upstreams]
 }
