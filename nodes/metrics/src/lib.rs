@@ -213,6 +213,9 @@ mod tests {
         let up = m.upstream("docker.io");
         up.request(Method::Get, 429, 0.1);
         up.ratelimit(Some(100), Some(7));
+        up.login_check(upstream::LoginCheck::Refused);
+        up.login_check(upstream::LoginCheck::Refused);
+        up.login_check(upstream::LoginCheck::Accepted);
         let text = scrape(&m, Format::Text);
         let lines = text.lines().map(|l| Ok(l.to_string()));
         let parsed =
@@ -262,6 +265,20 @@ mod tests {
                 &[("upstream", "docker.io")]
             ),
             Some(7.0)
+        );
+        assert_eq!(
+            value(
+                "wharf_upstream_login_checks_total",
+                &[("upstream", "docker.io"), ("verdict", "refused")]
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(
+                "wharf_upstream_login_checks_total",
+                &[("upstream", "docker.io"), ("verdict", "accepted")]
+            ),
+            Some(1.0)
         );
         assert_eq!(
             value("wharf_build_info", &[("version", "1.0"), ("commit", "abc")]),

@@ -23,6 +23,32 @@ pub struct UpstreamFamilies {
     throttled: Slots<Counter>,
     ratelimit_limit: Family<Labels, Gauge>,
     ratelimit_remaining: Family<Labels, Gauge>,
+    login_checks: Slots<Counter>,
+}
+
+/// What an upstream said of a client's own login (`credentials = "client"`), for
+/// `wharf_upstream_login_checks_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginCheck {
+    Accepted,
+    Refused,
+    /// No such repository for that login.
+    Unknown,
+    /// No answer (down, timed out, rate limited): nobody let in.
+    Failed,
+}
+
+impl LoginCheck {
+    const ALL: usize = 4;
+
+    fn as_str(self) -> &'static str {
+        match self {
+            LoginCheck::Accepted => "accepted",
+            LoginCheck::Refused => "refused",
+            LoginCheck::Unknown => "unknown",
+            LoginCheck::Failed => "failed",
+        }
+    }
 }
 
 impl UpstreamFamilies {
@@ -91,6 +117,15 @@ impl UpstreamFamilies {
                 "wharf_upstream_ratelimit_remaining",
                 "Pulls left in the upstream's window (ratelimit-remaining), when it sends one",
                 Family::<Labels, Gauge>::default(),
+            ),
+            login_checks: Slots::new(
+                reg(
+                    registry,
+                    "wharf_upstream_login_checks",
+                    "Clients' own logins checked with an upstream (credentials = client), by verdict",
+                    counters(),
+                ),
+                up * LoginCheck::ALL,
             ),
         }
     }
@@ -170,6 +205,23 @@ impl UpstreamMetrics {
             m.upstream.throttled.with(
                 self.slot,
                 || self.label(),
+                |c| {
+                    c.inc();
+                },
+            );
+        }
+    }
+
+    /// The upstream was asked about a client's own login and said `verdict`.
+    pub fn login_check(&self, verdict: LoginCheck) {
+        if self.metrics.enabled {
+            self.metrics.upstream.login_checks.with(
+                slot2(self.slot, verdict as usize, LoginCheck::ALL),
+                || {
+                    let mut labels = self.label();
+                    labels.push(("verdict", verdict.as_str().to_string()));
+                    labels
+                },
                 |c| {
                     c.inc();
                 },

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 use moka::future::Cache;
 use wharf_core::{OciCode, RepoName};
+use wharf_metrics::upstream::LoginCheck;
 use wharf_upstream::login::ClientLogin;
 use wharf_upstream::{LoginVerdict, UpstreamClient};
 
@@ -71,10 +72,16 @@ impl LoginVerdicts {
         );
         let ask = async {
             let _slot = self.checks.acquire().await?;
-            let verdict =
-                wharf_upstream::login::acting_for(login.cloned(), upstream.check_login(repo))
-                    .await
-                    .map_err(|e| MirrorError::upstream(upstream.name(), e, OciCode::NameUnknown))?;
+            let asked =
+                wharf_upstream::login::acting_for(login.cloned(), upstream.check_login(repo)).await;
+            upstream.metrics().login_check(match &asked {
+                Ok(LoginVerdict::Accepted) => LoginCheck::Accepted,
+                Ok(LoginVerdict::Refused { .. }) => LoginCheck::Refused,
+                Ok(LoginVerdict::Unknown) => LoginCheck::Unknown,
+                Err(_) => LoginCheck::Failed,
+            });
+            let verdict = asked
+                .map_err(|e| MirrorError::upstream(upstream.name(), e, OciCode::NameUnknown))?;
             Ok::<_, MirrorError>(Held {
                 verdict,
                 lifetime: upstream.login_verdict_lifetime(),

@@ -160,6 +160,19 @@ async fn each_user_pulls_what_a_token_registry_grants_them_and_nothing_else() {
         "{others:?}"
     );
     assert!(others.iter().all(|r| !r.starts_with("alice")), "{others:?}");
+    // The operator sees the verdicts: alice's and bob's accepted, the others refused.
+    let metrics = reqwest::get(format!("{}/metrics", wharf.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for verdict in ["accepted", "refused"] {
+        let series = format!(
+            "wharf_upstream_login_checks_total{{upstream=\"private\",verdict=\"{verdict}\"}}"
+        );
+        assert!(metrics.contains(&series), "{series} in:\n{metrics}");
+    }
     assert_no_secret_logged();
 }
 
