@@ -98,7 +98,8 @@ fn now_secs() -> u64 {
 pub struct ManifestService {
     store: Arc<dyn BlobStore>,
     by_digest: Cache<Digest, Arc<CachedManifest>>,
-    tags: Cache<TagKey, TagRecord>,
+    /// Shared records: a hit clones a pointer, not the record's strings.
+    tags: Cache<TagKey, Arc<TagRecord>>,
     /// Keyed by where it is fetched from too: one repository's refusal is not another's.
     digest_flights: Coalescer<(Digest, String, RepoName), Arc<CachedManifest>>,
     tag_flights: Coalescer<TagKey, TagRecord>,
@@ -127,7 +128,7 @@ impl ManifestService {
             by_digest,
             tags: Cache::builder()
                 .max_capacity(TAG_RECORD_BYTES)
-                .weigher(|key: &TagKey, record: &TagRecord| {
+                .weigher(|key: &TagKey, record: &Arc<TagRecord>| {
                     let bytes = key.upstream.len()
                         + key.repo.as_str().len()
                         + key.tag.as_str().len()
@@ -231,7 +232,7 @@ impl ManifestService {
             return Ok(self.tagged(m, CacheResult::Hit, record));
         }
         let this = self.clone();
-        let (upstream_c, known_c) = (upstream.clone(), known.clone());
+        let (upstream_c, known_c) = (upstream.clone(), known.as_deref().cloned());
         let (result, joined) = self
             .tag_flights
             .run(key.clone(), move || async move {
@@ -245,7 +246,7 @@ impl ManifestService {
             _ => CacheResult::Miss,
         };
         let record = match result {
-            Ok(record) => record,
+            Ok(record) => Arc::new(record),
             Err(e) if is_outage(&e) && known.is_some() => {
                 let Some(record) = known else {
                     return Err(e);
@@ -350,7 +351,7 @@ impl ManifestService {
         Ok(record)
     }
 
-    async fn known_tag(&self, key: &TagKey) -> Option<TagRecord> {
+    async fn known_tag(&self, key: &TagKey) -> Option<Arc<TagRecord>> {
         if let Some(record) = self.tags.get(key).await {
             return Some(record);
         }
@@ -361,7 +362,7 @@ impl ManifestService {
                 return None;
             }
         };
-        let record: TagRecord = serde_json::from_slice(&stored).ok()?;
+        let record: Arc<TagRecord> = Arc::new(serde_json::from_slice(&stored).ok()?);
         self.tags.insert(key.clone(), record.clone()).await;
         Some(record)
     }
@@ -375,7 +376,7 @@ impl ManifestService {
             }
             Err(e) => warn!(error = %e, "encoding a tag record failed"),
         }
-        self.tags.insert(key.clone(), record).await;
+        self.tags.insert(key.clone(), Arc::new(record)).await;
     }
 
     async fn cached_record(&self, record: &TagRecord) -> Option<Arc<CachedManifest>> {
