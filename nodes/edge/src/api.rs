@@ -135,10 +135,8 @@ trait WithApiVersion {
 
 impl WithApiVersion for Response {
     fn with_api_version(mut self) -> Self {
-        self.headers_mut().insert(
-            "docker-distribution-api-version",
-            HeaderValue::from_static("registry/2.0"),
-        );
+        self.headers_mut()
+            .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
         self
     }
 }
@@ -408,17 +406,21 @@ async fn manifest(
         Body::from(manifest.body.clone()).into_response()
     };
     let h = response.headers_mut();
-    insert(h, header::CONTENT_TYPE, &manifest.media_type);
+    // The values were made when the manifest was cached: each is a shared buffer here.
+    let texts = &manifest.texts;
+    insert_shared(h, header::CONTENT_TYPE, &texts.media_type);
     h.insert(
         header::CONTENT_LENGTH,
         HeaderValue::from(manifest.body.len()),
     );
-    insert_owned(h, "docker-content-digest", manifest.digest.to_string());
+    insert_shared(h, DOCKER_CONTENT_DIGEST, &texts.digest);
     // The answer depends on Accept (a type the client does not take is a 404).
     h.insert(header::VARY, HeaderValue::from_static("Accept"));
-    match fresh_for {
-        Some(fresh_for) => edge.http_cache.tag(h, &manifest.digest, fresh_for),
-        None => edge.http_cache.immutable(h, &manifest.digest),
+    if let Ok(etag) = HeaderValue::from_maybe_shared(texts.etag.clone()) {
+        match fresh_for {
+            Some(fresh_for) => edge.http_cache.tag(h, etag, fresh_for),
+            None => edge.http_cache.immutable_with(h, etag),
+        }
     }
     if not_modified {
         response = http_cache::not_modified_response(std::mem::take(response.headers_mut()));
@@ -499,7 +501,7 @@ async fn blob(
             });
             let h = response.headers_mut();
             insert(h, header::LOCATION, &location);
-            insert(h, "docker-content-digest", &digest.to_string());
+            insert(h, DOCKER_CONTENT_DIGEST, &digest.to_string());
             // The redirect itself must not outlive the presigned URL in a CDN.
             h.insert(
                 header::CACHE_CONTROL,
@@ -558,7 +560,7 @@ async fn blob(
 
 /// What a blob answer (200, 206 or 304) says of the blob: its digest, ranges, lifetime.
 fn blob_validators(edge: &Edge, h: &mut HeaderMap, digest: &Digest) {
-    insert(h, "docker-content-digest", &digest.to_string());
+    insert(h, DOCKER_CONTENT_DIGEST, &digest.to_string());
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     edge.http_cache.immutable(h, digest);
 }
@@ -617,12 +619,19 @@ fn insert<K: header::IntoHeaderName>(h: &mut HeaderMap, key: K, value: &str) {
     }
 }
 
-/// As [`insert`], taking the string's buffer instead of copying it.
-fn insert_owned<K: header::IntoHeaderName>(h: &mut HeaderMap, key: K, value: String) {
-    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
+/// As [`insert`], sharing the value's buffer instead of copying it.
+fn insert_shared<K: header::IntoHeaderName>(h: &mut HeaderMap, key: K, value: &bytes::Bytes) {
+    if let Ok(v) = HeaderValue::from_maybe_shared(value.clone()) {
         h.insert(key, v);
     }
 }
+
+/// `Docker-Content-Digest`: a name made once (a `&str` name is copied on every insert).
+const DOCKER_CONTENT_DIGEST: header::HeaderName =
+    header::HeaderName::from_static("docker-content-digest");
+/// `Docker-Distribution-API-Version`, on every `/v2/` answer.
+const API_VERSION: header::HeaderName =
+    header::HeaderName::from_static("docker-distribution-api-version");
 
 #[cfg(test)]
 mod tests {

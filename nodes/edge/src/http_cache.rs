@@ -54,13 +54,23 @@ impl HttpCaching {
     /// Headers of content by digest (blobs, manifests by digest).
     pub fn immutable(&self, h: &mut HeaderMap, digest: &Digest) {
         set_etag(h, digest);
+        self.immutable_lifetime(h);
+    }
+
+    /// As [`Self::immutable`], with an `ETag` value made beforehand (a cached manifest's).
+    pub fn immutable_with(&self, h: &mut HeaderMap, etag: HeaderValue) {
+        h.insert(header::ETAG, etag);
+        self.immutable_lifetime(h);
+    }
+
+    fn immutable_lifetime(&self, h: &mut HeaderMap) {
         h.insert(header::CACHE_CONTROL, self.immutable.clone());
         h.insert(header::LAST_MODIFIED, self.last_modified.clone());
     }
 
-    /// Headers of a manifest by tag, trusted `fresh_for` more seconds.
-    pub fn tag(&self, h: &mut HeaderMap, digest: &Digest, fresh_for: u64) {
-        set_etag(h, digest);
+    /// Headers of a manifest by tag, trusted `fresh_for` more seconds; `etag` made beforehand.
+    pub fn tag(&self, h: &mut HeaderMap, etag: HeaderValue, fresh_for: u64) {
+        h.insert(header::ETAG, etag);
         set_owned(
             h,
             header::CACHE_CONTROL,

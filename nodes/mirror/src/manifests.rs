@@ -28,9 +28,35 @@ pub struct CachedManifest {
     pub digest: Digest,
     pub media_type: String,
     pub body: Bytes,
+    /// Its response header values, made once: every request of a warm manifest shares them.
+    pub texts: HeaderTexts,
+}
+
+/// A cached manifest's `Docker-Content-Digest`, `ETag` and `Content-Type` values, as bytes the
+/// edge wraps without a copy.
+#[derive(Debug)]
+pub struct HeaderTexts {
+    pub digest: Bytes,
+    /// The digest in quotes.
+    pub etag: Bytes,
+    pub media_type: Bytes,
 }
 
 impl CachedManifest {
+    pub fn new(digest: Digest, media_type: String, body: Bytes) -> CachedManifest {
+        let texts = HeaderTexts {
+            digest: Bytes::from(digest.to_string()),
+            etag: Bytes::from(format!("\"{digest}\"")),
+            media_type: Bytes::from(media_type.clone()),
+        };
+        CachedManifest {
+            digest,
+            media_type,
+            body,
+            texts,
+        }
+    }
+
     /// Stored form: `<media type>\n<bytes>`, one object so type and body can never disagree.
     fn encode(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(self.media_type.len() + 1 + self.body.len());
@@ -43,11 +69,11 @@ impl CachedManifest {
     fn decode(digest: Digest, stored: Bytes) -> Option<CachedManifest> {
         let newline = stored.iter().position(|b| *b == b'\n')?;
         let media_type = std::str::from_utf8(&stored[..newline]).ok()?.to_string();
-        Some(CachedManifest {
+        Some(CachedManifest::new(
             digest,
             media_type,
-            body: stored.slice(newline + 1..),
-        })
+            stored.slice(newline + 1..),
+        ))
     }
 }
 
@@ -120,7 +146,8 @@ impl ManifestService {
         let by_digest = Cache::builder()
             .max_capacity(memory_bytes)
             .weigher(|_: &Digest, m: &Arc<CachedManifest>| {
-                u32::try_from(m.body.len() + m.media_type.len() + 160).unwrap_or(u32::MAX)
+                // The body, the type twice (as a string and a header value), two digests' text.
+                u32::try_from(m.body.len() + 2 * m.media_type.len() + 320).unwrap_or(u32::MAX)
             })
             .build();
         ManifestService {
@@ -185,11 +212,11 @@ impl ManifestService {
                     });
                 }
                 Ok(this
-                    .keep(CachedManifest {
-                        digest: wanted,
-                        media_type: response.media_type,
-                        body: response.body,
-                    })
+                    .keep(CachedManifest::new(
+                        wanted,
+                        response.media_type,
+                        response.body,
+                    ))
                     .await)
             })
             .await;
@@ -335,11 +362,11 @@ impl ManifestService {
             None => Digest::sha256_of(&response.body),
         };
         let manifest = self
-            .keep(CachedManifest {
+            .keep(CachedManifest::new(
                 digest,
-                media_type: response.media_type,
-                body: response.body,
-            })
+                response.media_type,
+                response.body,
+            ))
             .await;
         let record = TagRecord {
             digest: manifest.digest.to_string(),
@@ -431,11 +458,11 @@ mod tests {
 
     #[test]
     fn stored_form_round_trips() {
-        let m = CachedManifest {
-            digest: Digest::sha256_of(b"{}"),
-            media_type: wharf_core::media::OCI_INDEX.into(),
-            body: Bytes::from_static(b"{\n}"),
-        };
+        let m = CachedManifest::new(
+            Digest::sha256_of(b"{}"),
+            wharf_core::media::OCI_INDEX.into(),
+            Bytes::from_static(b"{\n}"),
+        );
         let back = CachedManifest::decode(m.digest.clone(), m.encode()).unwrap();
         assert_eq!(back.media_type, m.media_type);
         assert_eq!(back.body, m.body);
