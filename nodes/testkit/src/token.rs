@@ -188,15 +188,9 @@ async fn token_endpoint(
     if !issuer.users.is_empty() {
         return per_user_token(&issuer, &params, &headers);
     }
-    // scope=repository:<name>:<actions>; only pull is ever granted over HTTP.
-    let access: Vec<_> = params
-        .iter()
-        .filter(|(k, _)| k == "scope")
-        .filter_map(|(_, scope)| {
-            let mut parts = scope.splitn(3, ':');
-            let (kind, name) = (parts.next()?, parts.next()?);
-            Some(json!({"type": kind, "name": name, "actions": ["pull"]}))
-        })
+    // Only pull is ever granted over HTTP.
+    let access: Vec<_> = asked_scopes(&params)
+        .map(|(kind, name)| json!({"type": kind, "name": name, "actions": ["pull"]}))
         .collect();
     issuer.issued.fetch_add(1, Ordering::Relaxed);
     let token = issuer.mint_access(&access);
@@ -249,15 +243,9 @@ fn per_user_token(
                 .trim_end()
                 .to_string(),
         );
-    let access: Vec<_> = params
-        .iter()
-        .filter(|(k, _)| k == "scope")
-        .filter_map(|(_, scope)| {
-            let mut parts = scope.splitn(3, ':');
-            let (kind, name) = (parts.next()?, parts.next()?);
-            let granted = user.is_some_and(|u| u.repositories.iter().any(|r| r == name));
-            granted.then(|| json!({"type": kind, "name": name, "actions": ["pull"]}))
-        })
+    let access: Vec<_> = asked_scopes(params)
+        .filter(|(_, name)| user.is_some_and(|u| u.repositories.iter().any(|r| r == name)))
+        .map(|(kind, name)| json!({"type": kind, "name": name, "actions": ["pull"]}))
         .collect();
     issuer.issued.fetch_add(1, Ordering::Relaxed);
     let token = issuer.mint_for(subject, &access);
@@ -266,4 +254,15 @@ fn per_user_token(
         json!({"token": token, "expires_in": 300}).to_string(),
     )
         .into_response()
+}
+
+/// The `(type, name)` of each `scope=repository:<name>:<actions>` parameter.
+fn asked_scopes(params: &[(String, String)]) -> impl Iterator<Item = (&str, &str)> {
+    params
+        .iter()
+        .filter(|(k, _)| k == "scope")
+        .filter_map(|(_, scope)| {
+            let mut parts = scope.splitn(3, ':');
+            Some((parts.next()?, parts.next()?))
+        })
 }

@@ -36,6 +36,40 @@ async fn client_login_wharf(url: &str) -> Wharf {
     Wharf::start(test_config(vec![private])).await
 }
 
+/// docker-registry with htpasswd logins for `users` (the first pushes), holding `repo:v1`: an
+/// image of `layers` layers made from `seed`.
+async fn htpasswd_registry(
+    users: &[(&str, &str)],
+    repo: &str,
+    seed: &str,
+    layers: usize,
+) -> (Registry, Image) {
+    let registry = Registry::start(RegistryOptions {
+        auth: RegistryAuth::Users(
+            users
+                .iter()
+                .map(|(u, p)| (u.to_string(), p.to_string()))
+                .collect(),
+        ),
+        ..RegistryOptions::default()
+    })
+    .await
+    .expect("docker-registry starts");
+    let app = image(Format::Oci, seed, "amd64", layers);
+    let (username, password) = users[0];
+    Pusher::new(
+        &registry.url(),
+        PushAuth::Basic {
+            username: username.into(),
+            password: password.into(),
+        },
+    )
+    .push_image(repo, "v1", &app)
+    .await
+    .unwrap();
+    (registry, app)
+}
+
 /// Who asked the token service since entry `from`, and for which scopes.
 fn token_requests(issuer: &TokenIssuer, from: usize) -> Vec<String> {
     issuer.asked_by.lock().unwrap()[from..].to_vec()
@@ -183,26 +217,13 @@ async fn skopeo_pulls_with_its_own_login_through_a_host_route() {
         "skopeo is not installed: run the README's test command (it installs it)"
     );
     capture_logs();
-    let registry = Registry::start(RegistryOptions {
-        auth: RegistryAuth::Users(vec![
-            ("alice".into(), ALICE_PASSWORD.into()),
-            ("bob".into(), BOB_PASSWORD.into()),
-        ]),
-        ..RegistryOptions::default()
-    })
-    .await
-    .expect("docker-registry starts");
-    let app = image(Format::Oci, "htpasswd-private", "amd64", 2);
-    Pusher::new(
-        &registry.url(),
-        PushAuth::Basic {
-            username: "alice".into(),
-            password: ALICE_PASSWORD.into(),
-        },
+    let (registry, app) = htpasswd_registry(
+        &[("alice", ALICE_PASSWORD), ("bob", BOB_PASSWORD)],
+        "team/app",
+        "htpasswd-private",
+        2,
     )
-    .push_image("team/app", "v1", &app)
-    .await
-    .unwrap();
+    .await;
     // Between wharf and the registry, a proxy notes whose login each request carries.
     let proxy = MitmProxy::start(&registry.url()).await.unwrap();
     proxy.set_corrupt(false);
@@ -306,23 +327,13 @@ async fn the_docker_engine_logs_in_to_the_upstream_through_its_host() {
         have_program("docker") && running,
         "the Docker Engine is needed for this test: {text}"
     );
-    let registry = Registry::start(RegistryOptions {
-        auth: RegistryAuth::Users(vec![("alice".into(), ALICE_PASSWORD.into())]),
-        ..RegistryOptions::default()
-    })
-    .await
-    .expect("docker-registry starts");
-    let app = image(Format::Oci, "engine-private", "amd64", 2);
-    Pusher::new(
-        &registry.url(),
-        PushAuth::Basic {
-            username: "alice".into(),
-            password: ALICE_PASSWORD.into(),
-        },
+    let (registry, app) = htpasswd_registry(
+        &[("alice", ALICE_PASSWORD)],
+        "team/engine",
+        "engine-private",
+        2,
     )
-    .push_image("team/engine", "v1", &app)
-    .await
-    .unwrap();
+    .await;
     let wharf = client_login_wharf(&registry.url()).await;
     let host = format!("localhost:{}", wharf.port);
     let reference = format!("{host}/team/engine:v1");
@@ -371,23 +382,13 @@ async fn the_docker_engine_logs_in_to_the_upstream_through_its_host() {
 #[tokio::test]
 async fn with_auth_on_wharfs_own_logins_never_reach_the_upstream() {
     capture_logs();
-    let registry = Registry::start(RegistryOptions {
-        auth: RegistryAuth::Users(vec![("alice".into(), ALICE_PASSWORD.into())]),
-        ..RegistryOptions::default()
-    })
-    .await
-    .expect("docker-registry starts");
-    let app = image(Format::Oci, "auth-on-private", "amd64", 1);
-    Pusher::new(
-        &registry.url(),
-        PushAuth::Basic {
-            username: "alice".into(),
-            password: ALICE_PASSWORD.into(),
-        },
+    let (registry, app) = htpasswd_registry(
+        &[("alice", ALICE_PASSWORD)],
+        "team/app",
+        "auth-on-private",
+        1,
     )
-    .push_image("team/app", "v1", &app)
-    .await
-    .unwrap();
+    .await;
     let proxy = MitmProxy::start(&registry.url()).await.unwrap();
     proxy.set_corrupt(false);
     // wharf's own user carol (a password only wharf knows) and wharf's token flow.
