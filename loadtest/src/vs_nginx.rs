@@ -205,24 +205,20 @@ pub async fn vs_nginx(args: &Args) -> anyhow::Result<()> {
     }
     // What routing by the registry's name costs: the same manifest through its prefix.
     let prefixed = format!("{}/v2/{ROUTED_NAME}/bench/sec/manifests/v1", wharf.url);
-    let cpu_before = wharf.cpu_seconds();
-    match wrk_rate(&prefixed, args.connections, args.seconds) {
-        Ok(by_prefix) => {
-            let prefix_cpu_us =
-                (wharf.cpu_seconds() - cpu_before) * 1e6 / (by_prefix * args.seconds as f64);
-            println!(
-                "| wharf by prefix (`/v2/{ROUTED_NAME}/bench/sec/...`) | {by_prefix:.0} ({:.2}x) | {prefix_cpu_us:.1} ({:.2}x) | | | | | |",
-                by_prefix / n.by_tag,
-                prefix_cpu_us / n.tag_cpu_us
-            );
-        }
-        // A build from before routing by prefix answers 404 there.
-        Err(e) => println!("| wharf by prefix | not measured: {e} | | | | | | |"),
-    }
+    // (A build from before routing by prefix answers 404 there.)
+    extra_row(
+        &format!("wharf by prefix (`/v2/{ROUTED_NAME}/bench/sec/...`)"),
+        &wharf,
+        &prefixed,
+        None,
+        args,
+        n,
+    );
     drop(wharf);
     // What each client's own upstream login costs where it is used: another wharf whose
     // upstream takes clients' logins (credentials = "client"), the same manifest with a Basic
     // login on every request (the verdict cached; the registry here lets everyone in).
+    let label = "wharf, each client's own upstream login (`credentials = \"client\"`)";
     let private = ClientLogins::Yes;
     match start_wharf_with(
         &args.wharf_bin,
@@ -236,29 +232,39 @@ pub async fn vs_nginx(args: &Args) -> anyhow::Result<()> {
         Ok(wharf) => {
             let url = format!("{}/v2/bench/sec/manifests/v1", wharf.url);
             let login = "Basic YWxpY2U6YWxpY2UtcGFzc3dvcmQ="; // alice:alice-password
-            let warmed = wrk_rate_with(&url, 2, 1, Some(login));
-            let cpu_before = wharf.cpu_seconds();
-            match warmed
-                .and_then(|_| wrk_rate_with(&url, args.connections, args.seconds, Some(login)))
-            {
-                Ok(rate) => {
-                    let cpu_us =
-                        (wharf.cpu_seconds() - cpu_before) * 1e6 / (rate * args.seconds as f64);
-                    println!(
-                        "| wharf, each client's own upstream login (`credentials = \"client\"`) | {rate:.0} ({:.2}x) | {cpu_us:.1} ({:.2}x) | | | | | |",
-                        rate / n.by_tag,
-                        cpu_us / n.tag_cpu_us
-                    );
-                }
-                Err(e) => {
-                    println!("| wharf, each client's own login | not measured: {e} | | | | | | |")
-                }
+            match wrk_rate_with(&url, 2, 1, Some(login)) {
+                Ok(_) => extra_row(label, &wharf, &url, Some(login), args, n),
+                Err(e) => println!("| {label} | not measured: {e} | | | | | | |"),
             }
         }
         // A build from before per-user logins refuses the setting.
-        Err(e) => println!("| wharf, each client's own login | not measured: {e} | | | | | | |"),
+        Err(e) => println!("| {label} | not measured: {e} | | | | | | |"),
     }
     Ok(())
+}
+
+/// One more row of the table: `server`'s rate and CPU a request on `url` (with `authorization`),
+/// against nginx's by-tag figures `n`.
+fn extra_row(
+    label: &str,
+    server: &Server,
+    url: &str,
+    authorization: Option<&str>,
+    args: &Args,
+    n: &Figures,
+) {
+    let cpu_before = server.cpu_seconds();
+    match wrk_rate_with(url, args.connections, args.seconds, authorization) {
+        Ok(rate) => {
+            let cpu_us = (server.cpu_seconds() - cpu_before) * 1e6 / (rate * args.seconds as f64);
+            println!(
+                "| {label} | {rate:.0} ({:.2}x) | {cpu_us:.1} ({:.2}x) | | | | | |",
+                rate / n.by_tag,
+                cpu_us / n.tag_cpu_us
+            );
+        }
+        Err(e) => println!("| {label} | not measured: {e} | | | | | | |"),
+    }
 }
 
 /// Whether the benchmark upstream takes each client's own login.
