@@ -87,8 +87,14 @@ impl<'a> Asker<'a> {
             .mirror
             .upstreams
             .route(self.ns, self.host, name.as_str())?;
+        // An upstream that judges the client's own login (not wharf's rules) on this route.
+        let judged_upstream = resolved
+            .configured()
+            .filter(|u| upstream_login::goes_upstream(edge, u, resolved.by_host))
+            .cloned();
         // The name as the client wrote it, for wharf's policy (no copy when nothing is checked).
-        let asked = self.origin.is_some().then(|| name.as_str().to_string());
+        let asked =
+            (self.origin.is_some() && judged_upstream.is_none()).then(|| name.as_str().to_string());
         let name = if within.len() == name.as_str().len() {
             name
         } else {
@@ -100,16 +106,13 @@ impl<'a> Asker<'a> {
         } else {
             name
         };
-        if let Some(upstream) = resolved
-            .configured()
-            .filter(|u| upstream_login::goes_upstream(edge, u, resolved.by_host))
-        {
-            let login = upstream_login::login_of(edge, upstream, self.headers)?;
-            let identity = upstream_login::identity_of(upstream, login.as_deref());
-            upstream_login::authorize(edge, upstream, &identity, &repo)?;
+        if let Some(upstream) = judged_upstream {
+            let login = upstream_login::login_of(edge, &upstream, self.headers)?;
+            let identity = upstream_login::identity_of(&upstream, login.as_deref());
+            upstream_login::authorize(edge, &upstream, &identity, &repo)?;
             self.principal = Some(identity.name().unwrap_or("anonymous").to_string());
-            upstream_login::check(edge, upstream, Some(&repo), login.as_ref(), true).await?;
-            return Ok(((upstream.clone(), repo), login));
+            upstream_login::check(edge, &upstream, Some(&repo), login.as_ref(), true).await?;
+            return Ok(((upstream, repo), login));
         }
         if let Some((who, origin)) = self.caller().await? {
             access::authorize(

@@ -93,13 +93,4 @@ impl LoginVerdicts {
             .map(|held| held.verdict)
             .map_err(|e| (*e).clone())
     }
-
-    /// Verdicts held now (for tests and the status page).
-    pub fn len(&self) -> u64 {
-        self.verdicts.entry_count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

@@ -39,9 +39,11 @@ impl Login<'_> {
             Login::Configured => scope.to_string(),
             Login::Client(None) => format!("anonymous {scope}"),
             Login::Client(Some(login)) => {
+                use std::fmt::Write as _;
                 let mut key = String::with_capacity(65 + scope.len());
                 for b in login.fingerprint() {
-                    key.push_str(&format!("{b:02x}"));
+                    // Writing into a String cannot fail.
+                    let _ = write!(key, "{b:02x}");
                 }
                 key.push(' ');
                 key.push_str(scope);
