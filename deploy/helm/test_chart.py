@@ -82,6 +82,7 @@ VALUE_SETS = {
              "hosts": ["corp.mirror.example.com"]},
         ],
         "hotCache": {"maxSizeMib": 10240},
+        "fetch": {"chunkMib": 32, "parallel": 8, "upstreamConnections": 64},
         "tls": {"enabled": True, "existingSecret": "wharf-tls"},
         "auth": {"htpasswd": {"existingSecret": "wharf-htpasswd"}},
         "cluster": {"existingSecret": "wharf-cluster-key"},
@@ -134,6 +135,10 @@ def static_checks(workdir):
                 assert written.get("login_verdict_secs") == given.get("loginVerdictSecs", 60), config
                 assert "username" not in written and "password_file" not in written, config
                 say(f"{label}: {given['name']} takes each client's own login")
+        fetch = tomllib.loads(config)["fetch"]
+        given_fetch = {"chunkMib": 16, "parallel": 4, "upstreamConnections": 32} | values.get("fetch", {})
+        assert fetch == {"chunk_mib": given_fetch["chunkMib"], "parallel": given_fetch["parallel"],
+                         "upstream_connections": given_fetch["upstreamConnections"]}, config
         kinds = sorted(d["kind"] for d in docs)
         say(f"{label}: {len(docs)} manifests valid on Kubernetes 1.29 and 1.33 ({', '.join(kinds)}); wharf.toml keys known")
     checkov = os.path.expanduser("~/.cache/wharf-test/checkov/bin/checkov")

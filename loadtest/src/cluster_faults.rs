@@ -113,6 +113,7 @@ async fn relay_fan_out(args: &Args, registry: &Registry, s3: &S3Server) -> anyho
         bytes_per_sec: 64_000_000,
         rtt: Duration::from_millis(2),
         cut_every: None,
+        per_connection: None,
     };
     let link = WanLink::start(registry.host(), shape).await?;
     s3.create_bucket("bench-relay").await?;

@@ -9,6 +9,7 @@
 mod cluster;
 mod cluster_faults;
 mod cluster_quiet;
+mod cold_path;
 mod load;
 mod mirrors;
 mod plot;
@@ -87,6 +88,14 @@ pub struct Args {
     /// `wharf::access=off`).
     #[arg(long)]
     no_access_log: bool,
+    /// Instead of the benchmarks: cold blobs over an emulated long path (200 MB/s, 25 MB/s a
+    /// connection, 20 ms): one stream against wharf and distribution, the last MiB of a cold
+    /// blob, upstream bytes per blob, wharf's RSS during the fill.
+    #[arg(long)]
+    cold_path: bool,
+    /// With --cold-path: the blob sizes, MiB.
+    #[arg(long, value_delimiter = ',', default_value = "256,1024")]
+    cold_mib: Vec<usize>,
     /// Run the chaos soak for this many minutes instead of the benchmarks (3 nodes on S3,
     /// random kills, stops, partitions, S3 and upstream outages, link cuts).
     #[arg(long, value_name = "MINUTES")]
@@ -112,6 +121,9 @@ async fn main() -> anyhow::Result<()> {
     );
     if let Some(minutes) = args.soak {
         return soak::soak(&args, minutes, args.seed).await;
+    }
+    if args.cold_path {
+        return cold_path::cold_path(&args).await;
     }
     if args.vs_nginx {
         return vs_nginx::vs_nginx(&args).await;

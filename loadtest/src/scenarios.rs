@@ -77,6 +77,7 @@ pub async fn run_all(args: &Args) -> anyhow::Result<(Vec<Figure>, Vec<Series>)> 
             bytes_per_sec: args.wan_mb_per_s * 1_000_000,
             rtt: Duration::from_millis(args.wan_rtt_ms),
             cut_every: None,
+            per_connection: None,
         };
         Some(WanLink::start(upstream.host(), shape).await?)
     };
@@ -85,6 +86,7 @@ pub async fn run_all(args: &Args) -> anyhow::Result<(Vec<Figure>, Vec<Series>)> 
         Some(link) if args.wan_cut_mib > 0 => {
             let shape = LinkShape {
                 cut_every: Some(args.wan_cut_mib * 1024 * 1024),
+                per_connection: None,
                 ..link.shape
             };
             Some(WanLink::start(upstream.host(), shape).await?)

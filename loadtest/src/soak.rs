@@ -102,7 +102,9 @@ enum Fault {
 /// One fault window: from a fault's start to the next one's.
 struct Window {
     fault: Fault,
-    gets_before: Vec<usize>,
+    /// Bytes the upstream sent of each blob so far (pieces of one ranged fill add up to one
+    /// copy).
+    sent_before: Vec<u64>,
     resumes_before: Vec<usize>,
 }
 
@@ -125,6 +127,7 @@ pub async fn soak(args: &Args, minutes: f64, seed: u64) -> anyhow::Result<()> {
             bytes_per_sec: 200_000_000,
             rtt: Duration::from_millis(2),
             cut_every: Some(40 * 1024 * 1024),
+            per_connection: None,
         },
     )
     .await?;
@@ -152,10 +155,10 @@ pub async fn soak(args: &Args, minutes: f64, seed: u64) -> anyhow::Result<()> {
         })
         .collect();
 
-    let gets = |upstream: &Registry, blobs: &[Blob]| -> Vec<usize> {
+    let sent = |upstream: &Registry, blobs: &[Blob]| -> Vec<u64> {
         blobs
             .iter()
-            .map(|b| upstream.count_requests("GET", &format!("/v2/{REPO}/blobs/{}", b.digest)))
+            .map(|b| upstream.bytes_sent("GET", &format!("/v2/{REPO}/blobs/{}", b.digest)))
             .collect()
     };
     let resumes = |cluster: &WharfCluster, blobs: &[Blob]| -> Vec<usize> {
@@ -195,7 +198,7 @@ pub async fn soak(args: &Args, minutes: f64, seed: u64) -> anyhow::Result<()> {
         let known = snapshot(&blobs);
         windows.push(Window {
             fault,
-            gets_before: gets(&upstream, &known),
+            sent_before: sent(&upstream, &known),
             resumes_before: resumes(&cluster, &known),
         });
         let node = rng.below(3) as usize;
@@ -246,7 +249,7 @@ pub async fn soak(args: &Args, minutes: f64, seed: u64) -> anyhow::Result<()> {
     let known = snapshot(&blobs);
     windows.push(Window {
         fault: Fault::LinkCutsOnly,
-        gets_before: gets(&upstream, &known),
+        sent_before: sent(&upstream, &known),
         resumes_before: resumes(&cluster, &known),
     });
     // Faults are over: let every pull under way finish, then stop the clients.
@@ -289,8 +292,11 @@ pub async fn soak(args: &Args, minutes: f64, seed: u64) -> anyhow::Result<()> {
         .map(|r| r.uploads().len())
         .unwrap_or(usize::MAX);
 
-    // Fetches per blob per window: GETs the upstream served minus the range requests of resumes.
+    // Fetches per blob per window: the bytes the upstream sent of it over its size, rounded
+    // (a piece or body cut by the link and resumed sends a little more than once; a fetch
+    // killed mid-way and made again, 1.5 times or more).
     let end = windows.pop().expect("the closing snapshot");
+    let known_sizes: Vec<u64> = snapshot(&blobs).iter().map(|b| b.size).collect();
     // By design a node cut off from the quorum fetches alone, and while S3 is down every
     // request passes through from the upstream uncached: those windows are reported apart.
     let mut max_quorum = 0usize;
@@ -299,10 +305,10 @@ pub async fn soak(args: &Args, minutes: f64, seed: u64) -> anyhow::Result<()> {
     for (w, window) in windows.iter().enumerate() {
         let next = windows.get(w + 1).unwrap_or(&end);
         // Blobs pushed later are absent from this window's snapshot: they count from zero.
-        for b in 0..window.gets_before.len() {
-            let got = next.gets_before[b].saturating_sub(window.gets_before[b]);
-            let resumed = next.resumes_before[b].saturating_sub(window.resumes_before[b]);
-            let fetches = got.saturating_sub(resumed);
+        for b in 0..window.sent_before.len() {
+            let got = next.sent_before[b].saturating_sub(window.sent_before[b]);
+            let size = known_sizes.get(b).copied().unwrap_or(u64::MAX).max(1);
+            let fetches = (got as f64 / size as f64).round() as usize;
             let max = match window.fault {
                 Fault::Partition => &mut max_partition,
                 Fault::StopS3 => &mut max_s3_down,

@@ -97,6 +97,7 @@ pub async fn tier_costs(args: &Args) -> anyhow::Result<()> {
         bytes_per_sec: args.wan_mb_per_s * 1_000_000,
         rtt: Duration::from_millis(args.wan_rtt_ms),
         cut_every: None,
+        per_connection: None,
     };
     let link = WanLink::start(upstream.host(), shape).await?;
     let herd_path = |repo: &str, image: &wharf_testkit::image::Image| {

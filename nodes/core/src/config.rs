@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 mod cluster;
 pub mod credentials;
 mod distribution;
+mod fetch;
 mod limits;
 mod metrics;
 mod prefetch;
@@ -23,6 +24,7 @@ mod tests;
 mod upstream;
 pub use cluster::{ClusterConfig, ClusterTlsConfig};
 pub use credentials::UpstreamCredentials;
+pub use fetch::FetchConfig;
 pub use limits::{LimitsConfig, UpstreamClientConfig};
 pub use metrics::{CatalogConfig, MetricsConfig};
 pub use prefetch::PrefetchRule;
@@ -67,6 +69,7 @@ pub struct Config {
     pub eviction: EvictionConfig,
     pub hot_cache: HotCacheConfig,
     pub upstream_client: UpstreamClientConfig,
+    pub fetch: FetchConfig,
     pub cluster: ClusterConfig,
     pub limits: LimitsConfig,
     pub tls: TlsConfig,
@@ -97,6 +100,7 @@ impl Default for Config {
             eviction: EvictionConfig::default(),
             hot_cache: HotCacheConfig::default(),
             upstream_client: UpstreamClientConfig::default(),
+            fetch: FetchConfig::default(),
             cluster: ClusterConfig::default(),
             limits: LimitsConfig::default(),
             tls: TlsConfig::default(),
@@ -230,6 +234,7 @@ impl Config {
             .validate(&self.storage_target()?, self.restricted())?;
         self.cluster.validate()?;
         self.limits.validate()?;
+        self.fetch.validate()?;
         self.hot_cache.validate(&self.storage_target()?)?;
         self.eviction.validate()?;
         if self.upstreams.is_empty() {

@@ -199,11 +199,18 @@ pub fn render(r: &StatusReport) -> String {
             _ => (0.0, "?".into()),
         };
         let short = d.digest.get(..19).unwrap_or(&d.digest);
+        let pieces = match &d.chunks {
+            Some(c) => format!(
+                " <span class=\"num\">{} pieces in flight, {} waiting</span>",
+                c.fetching, c.waiting
+            ),
+            None => String::new(),
+        };
         let _ = write!(
             h,
             "<tr><td title=\"{}\">{}…</td><td>{}/{}</td><td><span class=\"bar\">\
 <span class=\"fill\" style=\"display:block;width:{pct:.0}%\"></span></span> \
-<span class=\"num\">{} of {of} ({pct:.0}%)</span> {}</td><td class=\"num\">{}/s</td>\
+<span class=\"num\">{} of {of} ({pct:.0}%)</span> {}{pieces}</td><td class=\"num\">{}/s</td>\
 <td class=\"num\">{}</td><td>{}</td></tr>",
             escape(&d.digest),
             escape(short),

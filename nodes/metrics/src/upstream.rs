@@ -20,6 +20,7 @@ pub struct UpstreamFamilies {
     duration: Histograms,
     retries: Slots<Counter>,
     resumes: Counter,
+    ranged: RangedFamilies,
     throttled: Slots<Counter>,
     ratelimit_limit: Family<Labels, Gauge>,
     ratelimit_remaining: Family<Labels, Gauge>,
@@ -97,6 +98,7 @@ impl UpstreamFamilies {
                 "Blob downloads continued with a range request after the body broke off",
                 Counter::default(),
             ),
+            ranged: RangedFamilies::register(registry),
             throttled: Slots::new(
                 reg(
                     registry,
@@ -150,6 +152,63 @@ impl Metrics {
     pub fn upstream_resume(&self) {
         if self.enabled {
             self.upstream.resumes.inc();
+        }
+    }
+
+    /// A cold blob is fetched as ranges side by side.
+    pub fn ranged_fill(&self) {
+        if self.enabled {
+            self.upstream.ranged.fills.inc();
+        }
+    }
+
+    /// One range request for a piece of a blob (`wanted`: for a reader ahead of the fill).
+    pub fn range_piece(&self, wanted: bool) {
+        if self.enabled {
+            self.upstream.ranged.pieces.inc();
+            if wanted {
+                self.upstream.ranged.wanted.inc();
+            }
+        }
+    }
+
+    /// An upstream answered a range with the whole blob: fetched as one stream.
+    pub fn range_fallback(&self) {
+        if self.enabled {
+            self.upstream.ranged.fallbacks.inc();
+        }
+    }
+}
+
+/// Cold blobs fetched as ranges (`[fetch]`).
+#[derive(Debug)]
+struct RangedFamilies {
+    fills: Counter,
+    pieces: Counter,
+    wanted: Counter,
+    fallbacks: Counter,
+}
+
+impl RangedFamilies {
+    fn register(registry: &mut Registry) -> RangedFamilies {
+        let mut counter = |name: &str, help: &str| reg(registry, name, help, Counter::default());
+        RangedFamilies {
+            fills: counter(
+                "wharf_upstream_ranged_fills",
+                "Cold blob downloads fetched as range requests side by side",
+            ),
+            pieces: counter(
+                "wharf_upstream_range_pieces",
+                "Range requests for pieces of cold blobs (the first piece included)",
+            ),
+            wanted: counter(
+                "wharf_upstream_range_pieces_wanted",
+                "Range requests sent at once for bytes a reader waited for ahead of the fill",
+            ),
+            fallbacks: counter(
+                "wharf_upstream_range_fallbacks",
+                "Range requests the upstream answered with the whole blob: fetched as one stream",
+            ),
         }
     }
 }

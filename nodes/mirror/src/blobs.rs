@@ -21,6 +21,7 @@ use crate::download::{Download, Downloads, Fetched, Origin, Resume, tail};
 use crate::error::MirrorError;
 use crate::evict::Evictor;
 use crate::negative::NegativeCache;
+use crate::ranges::RangeSources;
 use crate::singleflight::{Claim, FetchCoordinator};
 use crate::slots::DownloadSlots;
 use crate::stats::CacheResult;
@@ -64,6 +65,7 @@ pub struct BlobService {
     stats: Arc<Stats>,
     evictor: Arc<Evictor>,
     negative: Arc<NegativeCache>,
+    ranges: Arc<RangeSources>,
     /// The cluster, once it is up; a single node has none.
     coordinator: OnceLock<Arc<dyn FetchCoordinator>>,
     /// CDN-origin mode through a CDN over the bucket: redirect to `<base><object key>`
@@ -77,6 +79,8 @@ pub struct BlobLimits {
     pub negative: Arc<NegativeCache>,
     /// Largest blob fetched, in bytes.
     pub max_blob: Option<u64>,
+    /// Cold blobs as ranges side by side (`[fetch]`).
+    pub ranges: Arc<RangeSources>,
 }
 
 /// A blob's bytes for another node, from an offset.
@@ -164,6 +168,7 @@ impl BlobService {
             stats,
             evictor,
             negative: limits.negative,
+            ranges: limits.ranges,
             coordinator: OnceLock::new(),
             redirect_base: None,
         })
@@ -406,6 +411,7 @@ impl BlobService {
         let fetch = {
             let (upstream, repo, digest) = (upstream.clone(), repo.clone(), digest.clone());
             let (stats, store) = (self.stats.clone(), self.store.clone());
+            let ranges = self.ranges.clone();
             let coordinator = self.coordinator.get().cloned();
             async move {
                 let lease = match coordinator {
@@ -426,6 +432,7 @@ impl BlobService {
                                 store: !store.shared(),
                                 lease: None,
                                 resume: None,
+                                ranged: None,
                             });
                         }
                     },
@@ -449,19 +456,18 @@ impl BlobService {
                         store: false,
                         lease,
                         resume: None,
+                        ranged: None,
                     });
                 }
                 stats.upstream_blob_fetches.fetch_add(1, Ordering::Relaxed);
-                let response = upstream
-                    .get_blob(&repo, &digest)
-                    .await
-                    .map_err(|e| MirrorError::upstream(upstream.name(), e, OciCode::BlobUnknown))?;
+                let (response, ranged) = ranges.first(&upstream, &repo, &digest).await?;
                 Ok(Fetched {
                     peer: false,
                     response,
                     store: true,
                     lease,
                     resume: Some(resume_upstream(upstream, repo, digest, stats)),
+                    ranged,
                 })
             }
         };

@@ -19,6 +19,7 @@ pub mod logins;
 pub mod manifests;
 pub mod negative;
 pub mod prefetch;
+pub mod ranges;
 pub mod referrers;
 pub mod routes;
 pub mod singleflight;
@@ -170,6 +171,10 @@ impl Mirror {
             negative: negative.clone(),
             max_blob: (limits.max_blob_mib > 0)
                 .then(|| limits.max_blob_mib.saturating_mul(1024 * 1024)),
+            ranges: Arc::new(ranges::RangeSources::new(
+                config.fetch.clone(),
+                metrics.clone(),
+            )),
         };
         let blobs = BlobService::open(
             store.clone(),

@@ -362,6 +362,7 @@ async fn chromium_renders_the_status_page_during_a_herd() {
             bytes_per_sec: 512 * 1024,
             rtt: Duration::from_millis(20),
             cut_every: None,
+            per_connection: None,
         },
     )
     .await

@@ -98,7 +98,8 @@ impl Parent {
                 l.starts_with("wharf_http_requests_total{")
                     && l.contains("route=\"blob\"")
                     && l.contains("method=\"GET\"")
-                    && l.contains("code=\"200\"")
+                    // 206: a ranged fill's pieces (one for a blob within the first).
+                    && (l.contains("code=\"200\"") || l.contains("code=\"206\""))
             })
             .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
             .sum()
@@ -157,6 +158,7 @@ async fn a_regional_cluster_pulls_through_its_parent_once_and_falls_over_when_it
             bytes_per_sec: 20_000_000,
             rtt: Duration::from_millis(20),
             cut_every: None,
+            per_connection: None,
         },
     )
     .await
@@ -168,6 +170,7 @@ async fn a_regional_cluster_pulls_through_its_parent_once_and_falls_over_when_it
             bytes_per_sec: 100_000_000,
             rtt: Duration::from_millis(20),
             cut_every: None,
+            per_connection: None,
         },
     )
     .await

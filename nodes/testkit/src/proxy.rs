@@ -14,6 +14,8 @@ pub struct MitmProxy {
     pub port: u16,
     upstream: String,
     corrupt: AtomicBool,
+    /// Drop `Range` from requests: an upstream that ignores ranges (answers 200).
+    ignore_ranges: AtomicBool,
     /// `ratelimit-remaining` to announce; negative: none.
     ratelimit_remaining: AtomicI64,
     /// Blob bodies corrupted so far.
@@ -30,6 +32,7 @@ impl MitmProxy {
             port: listener.local_addr()?.port(),
             upstream: upstream.trim_end_matches('/').to_string(),
             corrupt: AtomicBool::new(true),
+            ignore_ranges: AtomicBool::new(false),
             ratelimit_remaining: AtomicI64::new(-1),
             corrupted: AtomicUsize::new(0),
             seen: std::sync::Mutex::new(Vec::new()),
@@ -61,6 +64,11 @@ impl MitmProxy {
 
     pub fn set_corrupt(&self, on: bool) {
         self.corrupt.store(on, Ordering::SeqCst);
+    }
+
+    /// Forward requests without their `Range`, as an upstream that ignores ranges would.
+    pub fn set_ignore_ranges(&self, on: bool) {
+        self.ignore_ranges.store(on, Ordering::SeqCst);
     }
 
     /// Announce `remaining` pulls of a 100-pull allowance on every answer; `None`: no headers.
@@ -102,7 +110,8 @@ async fn forward(State(proxy): State<Arc<MitmProxy>>, request: Request) -> Respo
         format!("{}{path}", proxy.upstream),
     );
     for (name, value) in request.headers() {
-        if name != "host" {
+        let dropped = name == "range" && proxy.ignore_ranges.load(Ordering::SeqCst);
+        if name != "host" && !dropped {
             outgoing = outgoing.header(name, value);
         }
     }

@@ -155,6 +155,21 @@ impl Registry {
             .count()
     }
 
+    /// Body bytes the registry sent for `METHOD <path>` requests (the combined log's size
+    /// field: what was written, also for a response cut short).
+    pub fn bytes_sent(&self, method: &str, path: &str) -> u64 {
+        let needle = format!("\"{method} {path} HTTP/");
+        self.access_log()
+            .iter()
+            .filter_map(|l| {
+                let (_, after) = l.split_once(&needle)?;
+                let mut fields = after.split_once("\" ")?.1.split_whitespace();
+                fields.next()?;
+                fields.next()?.parse::<u64>().ok()
+            })
+            .sum()
+    }
+
     /// Requests of `method` whose path contains `fragment`.
     pub fn count_matching(&self, method: &str, fragment: &str) -> usize {
         let prefix = format!("\"{method} ");

@@ -1,6 +1,8 @@
 //! A WAN between a mirror and its upstream, on loopback: a TCP proxy that adds one-way delay to
 //! every chunk in both directions (pipelined, so the delay does not cap throughput) and shares
-//! one bandwidth limit among all connections towards the client, as one link would.
+//! one bandwidth limit among all connections towards the client, as one link would; each
+//! connection may also be capped on its own, as one TCP stream over a long path is (window
+//! over round trip), so that parallel connections get more of the link than one.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,11 +23,14 @@ pub struct LinkShape {
     /// Injected errors: the connection carrying the byte at each multiple of this many bytes
     /// towards the client (counted over the whole link) is cut there, mid-response.
     pub cut_every: Option<u64>,
+    /// Bytes per second one connection gets at most towards the client (`None`: no cap).
+    pub per_connection: Option<u64>,
 }
 
 pub struct WanLink {
     pub port: u16,
     pub shape: LinkShape,
+    pacer: Arc<Pacer>,
 }
 
 /// Serialises the link: each chunk waits for its turn on the wire.
@@ -62,9 +67,15 @@ impl WanLink {
             bytes_per_sec: shape.bytes_per_sec,
             cut_every: shape.cut_every,
         });
+        let link = pacer.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let (target, pacer) = (target.clone(), pacer.clone());
+                let own = shape.per_connection.map(|rate| Pacer {
+                    next_free: Mutex::new((Instant::now(), 0)),
+                    bytes_per_sec: rate.max(1),
+                    cut_every: None,
+                });
                 tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(&target).await {
                         let _ = client.set_nodelay(true);
@@ -72,16 +83,47 @@ impl WanLink {
                         let (cr, cw) = client.into_split();
                         let (sr, sw) = server.into_split();
                         let half = shape.rtt / 2;
-                        tokio::join!(pipe(cr, sw, half, None), pipe(sr, cw, half, Some(pacer)),);
+                        let down = Pacing { link: pacer, own };
+                        tokio::join!(pipe(cr, sw, half, None), pipe(sr, cw, half, Some(down)));
                     }
                 });
             }
         });
-        Ok(WanLink { port, shape })
+        Ok(WanLink {
+            port,
+            shape,
+            pacer: link,
+        })
+    }
+
+    /// Bytes the link has carried towards the client so far (what the upstream sent, whether
+    /// or not the client read it before closing).
+    pub fn carried(&self) -> u64 {
+        self.pacer
+            .next_free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
     }
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+/// The link's pacing of one connection: the shared link, and the connection's own cap.
+struct Pacing {
+    link: Arc<Pacer>,
+    own: Option<Pacer>,
+}
+
+impl Pacing {
+    fn reserve(&self, ready: Instant, n: usize) -> Option<Instant> {
+        let link = self.link.reserve(ready, n)?;
+        Some(match &self.own {
+            Some(own) => own.reserve(ready, n).map_or(link, |mine| mine.max(link)),
+            None => link,
+        })
     }
 }
 
@@ -90,7 +132,7 @@ async fn pipe(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     delay: Duration,
-    pacer: Option<Arc<Pacer>>,
+    pacer: Option<Pacing>,
 ) {
     let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(256);
     let reader = async move {

@@ -1,8 +1,10 @@
 //! Requests to one upstream registry.
 
 mod login_check;
+mod ranged;
 
 pub use login_check::LoginVerdict;
+pub use ranged::{RangeAnswer, parse_content_range};
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -271,30 +273,6 @@ impl UpstreamClient {
         Ok(blob_response(response, self.metrics.clone()))
     }
 
-    /// The blob from byte `offset` on (`Range: bytes=offset-`), to resume a download that
-    /// broke off. An upstream that ignores the range (answers 200) is an error: the caller
-    /// then fails the download as it would have without resuming.
-    pub async fn get_blob_from(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-        offset: u64,
-    ) -> Result<BlobResponse, UpstreamError> {
-        let path = format!("/v2/{repo}/blobs/{digest}");
-        let range = format!("bytes={offset}-");
-        let scope = format!("repository:{repo}:pull");
-        let response = self
-            .send_with(Method::GET, &path, &scope, None, Some(&range))
-            .await?;
-        if response.status() != StatusCode::PARTIAL_CONTENT {
-            return Err(UpstreamError::Failed(format!(
-                "upstream answered a resumed blob download with {} instead of 206",
-                response.status()
-            )));
-        }
-        Ok(blob_response(response, self.metrics.clone()))
-    }
-
     /// The blob's size, without downloading it.
     pub async fn head_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64, UpstreamError> {
         let path = format!("/v2/{repo}/blobs/{digest}");
@@ -527,6 +505,11 @@ impl UpstreamClient {
                     message: message.unwrap_or_else(|| format!("upstream answered {status}")),
                 }
             }
+            // Asked for bytes a blob does not have (an empty blob's first piece).
+            StatusCode::RANGE_NOT_SATISFIABLE => UpstreamError::Rejected {
+                code: None,
+                message: "range not satisfiable".into(),
+            },
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => UpstreamError::Denied {
                 status: status.as_u16(),
             },

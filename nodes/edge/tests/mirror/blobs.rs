@@ -51,13 +51,22 @@ async fn sixteen_concurrent_clients_cause_one_upstream_get() {
         }
     }
     let path = format!("/v2/test/big/blobs/{}", layer.digest);
-    // One download; a range GET resuming it after a broken connection is the same download.
+    // One download, fetched as pieces side by side; a range GET resuming a piece after a
+    // broken connection is the same download.
     let stats = &wharf.mirror.stats;
     let resumes = || wharf_mirror::stats::Stats::get(&stats.upstream_resumes) as usize;
+    let pieces = metric(&wharf, "wharf_upstream_range_pieces_total").await as usize;
+    // Readers far ahead of the fill get pieces of their own: seven 16 MiB pieces or more.
+    assert!(pieces >= BIG.div_ceil(16 * 1024 * 1024), "{pieces} pieces");
+    let sent = registry.bytes_sent("GET", &path);
+    assert!(
+        sent as f64 <= BIG as f64 * 1.1,
+        "the upstream sent {sent} bytes for a blob of {BIG}"
+    );
     assert_eq!(
         registry.count_requests("GET", &path),
-        1 + resumes(),
-        "exactly one upstream GET (plus resumes: {}); upstream log: {:?}",
+        pieces + resumes(),
+        "one upstream GET a piece (plus resumes: {}); upstream log: {:?}",
         resumes(),
         registry.access_log()
     );
@@ -74,7 +83,7 @@ async fn sixteen_concurrent_clients_cause_one_upstream_get() {
     assert_eq!(hash_body(again).await.unwrap().0, layer.digest);
     assert_eq!(
         registry.count_requests("GET", &path),
-        1 + resumes(),
+        pieces + resumes(),
         "downloads {}, resumes {}; upstream log: {:?}",
         wharf_mirror::stats::Stats::get(&stats.upstream_blob_fetches),
         resumes(),
@@ -181,6 +190,7 @@ async fn joining_a_download_refused_for_another_repository_still_succeeds() {
         bytes_per_sec: 1_000_000_000,
         rtt: Duration::from_millis(400),
         cut_every: None,
+        per_connection: None,
     };
     let link = wharf_testkit::wan::WanLink::start(registry.host(), shape)
         .await
@@ -224,11 +234,15 @@ async fn a_download_cut_mid_body_resumes_with_a_range_request() {
         bytes_per_sec: 1_000_000_000,
         rtt: Duration::from_millis(1),
         cut_every: Some(8 * 1024 * 1024),
+        per_connection: None,
     };
     let link = wharf_testkit::wan::WanLink::start(registry.host(), shape)
         .await
         .unwrap();
-    let wharf = Wharf::start(test_config(vec![upstream("docker.io", &link.url(), true)])).await;
+    // One stream (the ranged fill's pieces resume alike: see tests/cold_path).
+    let mut config = test_config(vec![upstream("docker.io", &link.url(), true)]);
+    config.fetch.parallel = 1;
+    let wharf = Wharf::start(config).await;
     let url = format!("{}/v2/test/cut/blobs/{digest}", wharf.url);
     let response = reqwest::get(&url).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);

@@ -220,6 +220,24 @@ pub async fn hash_body(response: reqwest::Response) -> Result<(String, u64), req
     Ok((format!("sha256:{}", hex::encode(hasher.finalize())), len))
 }
 
+/// A counter's value on wharf's `/metrics` (0 when absent).
+pub async fn metric(wharf: &Wharf, name: &str) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", wharf.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0, |v| v as u64)
+}
+
 /// The `code` of the first entry of an OCI error body.
 pub async fn error_code(response: reqwest::Response) -> String {
     let body: serde_json::Value = response.json().await.expect("OCI error body is JSON");

@@ -74,6 +74,7 @@ async fn big_image_behind_a_slow_link(
             bytes_per_sec: mib_per_sec * 1024 * 1024,
             rtt: Duration::from_millis(10),
             cut_every: None,
+            per_connection: None,
         },
     )
     .await

@@ -69,6 +69,7 @@ impl Leader {
                 store,
                 lease: held,
                 resume,
+                ranged,
             }) => {
                 lease = held;
                 self.download.from_peer.store(peer, Ordering::Relaxed);
@@ -83,9 +84,13 @@ impl Leader {
                     let (store, key) = (self.store.clone(), ObjectKey::Blob(digest.clone()));
                     tokio::spawn(async move { store.put_stream(&key, body).await })
                 });
-                self.spool(response, resume)
-                    .await
-                    .map(|size| (size, store, uploader))
+                let filled = match (ranged, response.size) {
+                    (Some(ranged), Some(size)) if size > ranged.first_end => {
+                        self.fill(response.stream, size, ranged).await
+                    }
+                    _ => self.spool(response, resume).await,
+                };
+                filled.map(|size| (size, store, uploader))
             }
             Err(e) => Err(e),
         };
@@ -153,7 +158,8 @@ impl Leader {
         {
             return Err(self.too_large(max));
         }
-        let mut spool = SpoolWriter::create(&self.download.spool_path, &self.tx)
+        let announce = |written| self.tx.send_modify(|p| p.written = written);
+        let mut spool = SpoolWriter::create(&self.download.spool_path, announce)
             .await
             .map_err(spool_error)?;
         let mut body = ResumingBody::new(response.stream, resume);
@@ -209,7 +215,10 @@ impl Leader {
     }
 
     /// A download nobody reads goes on only while no request waits for its slot.
-    fn check_wanted(&self, unread_since: &mut Option<Instant>) -> Result<(), MirrorError> {
+    pub(super) fn check_wanted(
+        &self,
+        unread_since: &mut Option<Instant>,
+    ) -> Result<(), MirrorError> {
         if self.download.readers.load(Ordering::Acquire) > 0 {
             *unread_since = None;
             return Ok(());
@@ -225,7 +234,7 @@ impl Leader {
         Ok(())
     }
 
-    fn too_large(&self, max: u64) -> MirrorError {
+    pub(super) fn too_large(&self, max: u64) -> MirrorError {
         self.count_failure(FailureReason::TooLarge);
         warn!(digest = %self.download.digest, max, "blob larger than limits.max_blob_mib; not fetched");
         MirrorError::TooLarge { limit: max }
@@ -263,7 +272,7 @@ impl Leader {
         }
     }
 
-    fn mismatch(&self, what: &str) -> MirrorError {
+    pub(super) fn mismatch(&self, what: &str) -> MirrorError {
         self.count_failure(FailureReason::Mismatch);
         let upstream = &self.download.origin.upstream;
         self.stats.digest_mismatches.fetch_add(1, Ordering::Relaxed);

@@ -7,6 +7,11 @@
 //! size have verified: a reader of a corrupt download always sees an error, never a complete
 //! body. A verified spool file is handed to the store (a rename on local disk); readers that
 //! open it too late read the stored object instead.
+//!
+//! A large blob from an upstream that answers ranges is fetched as pieces side by side
+//! (`fill.rs`, `[fetch]`), each written at its offset; the digest is computed over the bytes
+//! from 0 on as they close up, and a reader ahead of the fill gets the bytes it waits for
+//! with a request of their own (`plan.rs`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -28,14 +33,21 @@ use crate::singleflight::FetchLease;
 use crate::slots::DownloadSlots;
 use crate::stats::Stats;
 
+mod fill;
+#[cfg(test)]
+mod fill_tests;
 mod leader;
+mod plan;
 mod resume;
 mod spool;
 mod tail;
 #[cfg(test)]
 mod tests;
 
+pub use fill::{RangeFetch, Ranged};
 use leader::Leader;
+pub use plan::ChunkProgress;
+use plan::FillPlan;
 use resume::ResumingBody;
 use spool::SpoolWriter;
 pub use tail::tail;
@@ -90,6 +102,8 @@ pub struct Fetched {
     pub lease: Option<Box<dyn FetchLease>>,
     /// Asks the source again for the bytes from an offset when the body breaks off.
     pub resume: Option<Resume>,
+    /// The source answers ranges: `response` is the first piece, the rest come side by side.
+    pub ranged: Option<Ranged>,
 }
 
 /// The rest of a blob from an offset, from the same source.
@@ -112,6 +126,7 @@ impl Fetched {
             store: true,
             lease: None,
             resume: None,
+            ranged: None,
         }
     }
 }
@@ -135,6 +150,10 @@ pub struct Download {
     started: std::time::SystemTime,
     /// Its bytes come from the cluster peer that fetches it.
     from_peer: AtomicBool,
+    /// A ranged fill's pieces (`None`: one stream). Locked briefly, never across an await.
+    plan: Mutex<Option<FillPlan>>,
+    /// A reader waits for bytes no piece in flight will bring: the leader looks at the plan.
+    wanted: tokio::sync::Notify,
 }
 
 /// A download as the status page shows it.
@@ -155,6 +174,8 @@ pub struct DownloadStatus {
     pub rate: f64,
     /// `upstream`: this node fetches it; `peer`: it streams from the node that does.
     pub source: &'static str,
+    /// Fetched as ranges side by side: how far the pieces have come.
+    pub chunks: Option<ChunkProgress>,
 }
 
 impl Download {
@@ -169,13 +190,15 @@ impl Download {
 
     pub fn status(&self) -> DownloadStatus {
         let progress = self.progress.borrow().clone();
+        let chunks = self.plan().as_ref().map(FillPlan::progress);
+        let received = chunks.map_or(progress.written, |c| c.received.max(progress.written));
         let seconds = self.started.elapsed().map_or(0.0, |d| d.as_secs_f64());
         DownloadStatus {
             digest: self.digest.to_string(),
             upstream: self.origin.upstream.clone(),
             repository: self.origin.repo.to_string(),
             size: progress.size,
-            received: progress.written,
+            received,
             phase: match progress.phase {
                 Phase::Connecting => "connecting",
                 Phase::Streaming => "streaming",
@@ -186,12 +209,30 @@ impl Download {
             waiters: self.readers.load(Ordering::Relaxed),
             seconds,
             rate: if seconds > 0.0 {
-                progress.written as f64 / seconds
+                received as f64 / seconds
             } else {
                 0.0
             },
             source: if self.from_peer() { "peer" } else { "upstream" },
+            chunks,
         }
+    }
+
+    fn plan(&self) -> std::sync::MutexGuard<'_, Option<FillPlan>> {
+        self.plan.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where the bytes readable from `offset` on end, for a ranged fill (`None`: one stream,
+    /// whose bytes are readable up to `Progress::written`). A reader that finds nothing there
+    /// asks for it: the leader fetches it next, as a piece of its own.
+    fn readable_from(&self, offset: u64) -> Option<u64> {
+        let mut plan = self.plan();
+        let plan = plan.as_mut()?;
+        let end = plan.readable_from(offset);
+        if end == offset && plan.want(offset) {
+            self.wanted.notify_one();
+        }
+        Some(end)
     }
 
     /// Neither failed nor abandoned by its leader: worth joining.
@@ -346,6 +387,8 @@ impl Downloads {
             readers: AtomicUsize::new(0),
             started: std::time::SystemTime::now(),
             from_peer: AtomicBool::new(false),
+            plan: Mutex::new(None),
+            wanted: tokio::sync::Notify::new(),
         });
         active.insert(digest.clone(), download.clone());
         let leader = Leader {

@@ -1,32 +1,49 @@
-//! The spool writer: a download's bytes batched into its local file and announced to readers.
+//! The spool writer: a download's bytes (or one piece's) batched into its local file and
+//! announced to readers.
 
 use std::path::Path;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
-use tokio::sync::watch;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use super::*;
 
-/// The spool file being written: bytes batched, then written and announced to readers.
-pub(super) struct SpoolWriter<'a> {
+/// The spool file being written from one offset on: bytes batched, then written and announced
+/// (`announce` gets how many bytes from that offset on are in the file).
+pub(super) struct SpoolWriter<A: FnMut(u64)> {
     file: tokio::fs::File,
     batch: BytesMut,
     written: u64,
-    progress: &'a watch::Sender<Progress>,
+    announce: A,
 }
 
-impl<'a> SpoolWriter<'a> {
-    pub(super) async fn create(
+impl<A: FnMut(u64)> SpoolWriter<A> {
+    /// A new, empty spool file written from its start.
+    pub(super) async fn create(path: &Path, announce: A) -> std::io::Result<SpoolWriter<A>> {
+        Ok(SpoolWriter::new(
+            tokio::fs::File::create(path).await?,
+            announce,
+        ))
+    }
+
+    /// The existing spool file, written from `offset` on (a piece of a ranged fill).
+    pub(super) async fn at(
         path: &Path,
-        progress: &'a watch::Sender<Progress>,
-    ) -> std::io::Result<SpoolWriter<'a>> {
-        Ok(SpoolWriter {
-            file: tokio::fs::File::create(path).await?,
+        offset: u64,
+        announce: A,
+    ) -> std::io::Result<SpoolWriter<A>> {
+        let mut file = tokio::fs::OpenOptions::new().write(true).open(path).await?;
+        file.seek(std::io::SeekFrom::Start(offset)).await?;
+        Ok(SpoolWriter::new(file, announce))
+    }
+
+    fn new(file: tokio::fs::File, announce: A) -> SpoolWriter<A> {
+        SpoolWriter {
+            file,
             batch: BytesMut::with_capacity(WRITE_BATCH),
             written: 0,
-            progress,
-        })
+            announce,
+        }
     }
 
     /// Bytes received: written and batched.
@@ -51,8 +68,7 @@ impl<'a> SpoolWriter<'a> {
         self.file.flush().await?;
         self.written += self.batch.len() as u64;
         self.batch.clear();
-        let written = self.written;
-        self.progress.send_modify(|p| p.written = written);
+        (self.announce)(self.written);
         Ok(())
     }
 }

@@ -40,6 +40,7 @@ pub(super) fn tail_reader(
         store,
         file: None,
         pos: range.map_or(0, |r| r.start),
+        whole: range.is_none_or(|r| r.start == 0),
         end_exclusive: range.map(|r| r.end + 1),
         fallback: None,
     };
@@ -56,6 +57,10 @@ struct TailReader {
     store: Arc<dyn BlobStore>,
     file: Option<Arc<std::fs::File>>,
     pos: u64,
+    /// Reads from the blob's first byte on: may be taken for the whole blob, so its last byte
+    /// waits for verification. A range from further on is a piece that only the client that
+    /// puts all pieces together can verify; it gets every byte as soon as it is there.
+    whole: bool,
     end_exclusive: Option<u64>,
     /// Set when the spool file was already moved into the store.
     fallback: Option<BoxStream<'static, Result<Bytes, wharf_storage::StoreError>>>,
@@ -86,10 +91,19 @@ impl TailReader {
                 Phase::Verified | Phase::Stored { .. } => true,
                 _ => false,
             };
+            // A ranged fill may have bytes here ahead of the prefix (and is asked for them
+            // when it has none).
+            let there = match verified {
+                true => progress.written,
+                false => self
+                    .download
+                    .readable_from(self.pos)
+                    .map_or(progress.written, |end| end.max(progress.written)),
+            };
             // Hold back the last byte until the digest has verified.
-            let readable = match (verified, progress.size) {
-                (true, _) | (false, None) => progress.written,
-                (false, Some(size)) => progress.written.min(size.saturating_sub(1)),
+            let readable = match (verified || !self.whole, progress.size) {
+                (true, _) | (false, None) => there,
+                (false, Some(size)) => there.min(size.saturating_sub(1)),
             };
             let mut stop = self.end_exclusive.unwrap_or(u64::MAX);
             if verified {

@@ -21,18 +21,18 @@ fn body_stream(
         .boxed()
 }
 
-fn blob(len: usize) -> Vec<u8> {
+pub(super) fn blob(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 % 256) as u8).collect()
 }
 
-fn origin() -> Origin {
+pub(super) fn origin() -> Origin {
     Origin {
         upstream: "up".into(),
         repo: "test/repo".parse().unwrap(),
     }
 }
 
-async fn setup() -> (tempfile::TempDir, Downloads, Arc<dyn BlobStore>, Arc<Stats>) {
+pub(super) async fn setup() -> (tempfile::TempDir, Downloads, Arc<dyn BlobStore>, Arc<Stats>) {
     setup_with(DownloadSlots::new(8, 8, Duration::from_secs(5)), None).await
 }
 
@@ -242,6 +242,7 @@ async fn a_body_that_breaks_off_is_resumed_from_the_next_byte() {
             store: true,
             lease: None,
             resume: Some(resume),
+            ranged: None,
         })
     });
     let body: Vec<Bytes> = tail(download, None, store.clone())
@@ -284,6 +285,7 @@ async fn breaks_with_progress_keep_resuming_and_breaks_without_fail() {
             store: true,
             lease: None,
             resume: Some(resume),
+            ranged: None,
         })
     });
     let body: Vec<Bytes> = tail(download, None, store.clone())
@@ -309,6 +311,7 @@ async fn breaks_with_progress_keep_resuming_and_breaks_without_fail() {
             store: true,
             lease: None,
             resume: Some(resume),
+            ranged: None,
         })
     });
     let result: Result<Vec<Bytes>, _> = tail(download, None, store).try_collect().await;

@@ -161,7 +161,7 @@ async fn members_past_max_voters_learn_and_a_learner_replaces_a_dead_voter() {
 
     // A herd over all six, learners included: one upstream fetch.
     herd(&cluster, 12, &first.digest).await;
-    assert_eq!(upstream_gets(&registry, &first.digest).await, 1);
+    assert_eq!(upstream_fetches(&registry, &first.digest).await, 1);
 
     // A voter (not the leader) killed for good: removed, and a learner promoted.
     let leader = cluster.leader().expect("a leader");
@@ -213,5 +213,5 @@ async fn members_past_max_voters_learn_and_a_learner_replaces_a_dead_voter() {
     );
     // The five left still fetch each blob once.
     herd(&cluster, 10, &second.digest).await;
-    assert_eq!(upstream_gets(&registry, &second.digest).await, 1);
+    assert_eq!(upstream_fetches(&registry, &second.digest).await, 1);
 }

@@ -86,15 +86,27 @@ pub async fn pull(http: &reqwest::Client, base: &str, digest: &str) -> Result<()
     Ok(())
 }
 
-/// Upstream GETs of `digest`, once the registry's access log stops changing.
-pub async fn upstream_gets(registry: &Registry, digest: &str) -> usize {
+/// How many times the upstream sent `digest` (the pieces of one ranged fill add up to one;
+/// a fetch cut short counts as one), once the registry's access log stops changing.
+pub async fn upstream_fetches(registry: &Registry, digest: &str) -> usize {
     let path = format!("/v2/{REPO}/blobs/{digest}");
-    let mut last = usize::MAX;
+    let size = reqwest::Client::new()
+        .head(format!("{}{path}", registry.url()))
+        .send()
+        .await
+        .unwrap()
+        .headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        .max(1);
+    let mut last = u64::MAX;
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = registry.count_requests("GET", &path);
+        let now = registry.bytes_sent("GET", &path);
         if now == last {
-            return now;
+            return usize::try_from(now.div_ceil(size)).unwrap();
         }
         last = now;
     }

@@ -34,10 +34,13 @@ async fn a_herd_over_three_nodes_fetches_each_blob_once() {
 
     herd(&s.cluster, 16, &big.digest).await;
     assert_eq!(
-        upstream_gets(&s.registry, &big.digest).await,
+        upstream_fetches(&s.registry, &big.digest).await,
         1,
-        "one upstream GET for 16 clients on 3 nodes"
+        "the blob came from the upstream once for 16 clients on 3 nodes"
     );
+    // The lease holder fetched it as 16 MiB pieces side by side, each asked once.
+    let path = format!("/v2/{REPO}/blobs/{}", big.digest);
+    assert_eq!(s.registry.count_requests("GET", &path), 4);
     // The lease was given back, and every node now serves it from S3.
     let released = wait_until(Duration::from_secs(10), || async {
         s.cluster
@@ -47,7 +50,7 @@ async fn a_herd_over_three_nodes_fetches_each_blob_once() {
     .await;
     assert!(released, "{:?}", s.cluster.status(0));
     herd(&s.cluster, 3, &big.digest).await;
-    assert_eq!(upstream_gets(&s.registry, &big.digest).await, 1);
+    assert_eq!(upstream_fetches(&s.registry, &big.digest).await, 1);
 }
 
 #[tokio::test]
@@ -58,6 +61,7 @@ async fn killing_the_lease_owner_mid_transfer_costs_at_most_one_more_fetch() {
         bytes_per_sec: 16_000_000,
         rtt: Duration::from_millis(2),
         cut_every: None,
+        per_connection: None,
     };
     let mut s = setup(&[&big], Some(shape)).await;
     let members: Vec<String> = s.cluster.members.iter().map(|m| m.url()).collect();
@@ -103,7 +107,7 @@ async fn killing_the_lease_owner_mid_transfer_costs_at_most_one_more_fetch() {
         }
     }
     assert!(retried > 0, "the kill interrupted someone");
-    let gets = upstream_gets(&s.registry, &big.digest).await;
+    let gets = upstream_fetches(&s.registry, &big.digest).await;
     let logs: Vec<String> = s.cluster.running().map(|i| s.cluster.log(i)).collect();
     assert!(
         (1..=2).contains(&gets),
@@ -126,7 +130,7 @@ async fn killing_the_raft_leader_elects_another_and_pulls_go_on() {
     .await;
     assert!(elected, "no new leader: {:?}", s.cluster.statuses());
     herd(&s.cluster, 8, &fresh.digest).await;
-    assert_eq!(upstream_gets(&s.registry, &fresh.digest).await, 1);
+    assert_eq!(upstream_fetches(&s.registry, &fresh.digest).await, 1);
 
     // An operator removes the dead member; the two left are the whole cluster.
     let survivor = s.cluster.running().next().unwrap();
@@ -153,6 +157,7 @@ async fn killing_the_raft_leader_mid_transfer_keeps_the_fetch_lease() {
         bytes_per_sec: 4_000_000,
         rtt: Duration::from_millis(2),
         cut_every: None,
+        per_connection: None,
     };
     let mut s = setup(&[&big], Some(shape)).await;
     let leader = s.cluster.leader().expect("a leader");
@@ -183,7 +188,7 @@ async fn killing_the_raft_leader_mid_transfer_keeps_the_fetch_lease() {
         .await
         .expect("the waiter's pull");
     first.await.unwrap().expect("the fetcher's pull");
-    let gets = upstream_gets(&s.registry, &big.digest).await;
+    let gets = upstream_fetches(&s.registry, &big.digest).await;
     let logs: Vec<String> = s.cluster.running().map(|i| s.cluster.log(i)).collect();
     assert_eq!(gets, 1, "the lease lapsed; logs: {logs:#?}");
 }
@@ -221,7 +226,10 @@ async fn a_partitioned_node_serves_cached_content_falls_back_for_cold_and_rejoin
     )
     .await;
     assert!(both.iter().all(Result::is_ok), "{both:?}");
-    assert_eq!(upstream_gets(&s.registry, &majority_cold.digest).await, 1);
+    assert_eq!(
+        upstream_fetches(&s.registry, &majority_cold.digest).await,
+        1
+    );
 
     s.cluster.heal(cut).unwrap();
     let rejoined = wait_until(Duration::from_secs(30), || async {
@@ -238,7 +246,7 @@ async fn a_partitioned_node_serves_cached_content_falls_back_for_cold_and_rejoin
         s.cluster.statuses()
     );
     herd(&s.cluster, 9, &after.digest).await;
-    assert_eq!(upstream_gets(&s.registry, &after.digest).await, 1);
+    assert_eq!(upstream_fetches(&s.registry, &after.digest).await, 1);
 }
 
 #[tokio::test]

@@ -31,6 +31,7 @@ async fn start(n: usize, blob: &Blob, bytes_per_sec: u64, config: &str) -> Relay
         bytes_per_sec,
         rtt: Duration::from_millis(2),
         cut_every: None,
+        per_connection: None,
     };
     let link = WanLink::start(registry.host(), shape).await.unwrap();
     let s3 = S3Server::start().await.unwrap();
@@ -55,7 +56,7 @@ async fn nine_nodes_relay_a_herd_and_no_node_sends_more_than_four_copies() {
     let fresh = blob(16 * MIB, 4100);
     let r = start(9, &fresh, 16_000_000, "").await;
     herd(&r.cluster, 18, &fresh.digest).await;
-    assert_eq!(upstream_gets(&r.registry, &fresh.digest).await, 1);
+    assert_eq!(upstream_fetches(&r.registry, &fresh.digest).await, 1);
     let served = metric_per_member(&r.cluster, "wharf_cluster_peer_bytes_served_total").await;
     let redirects = metric_per_member(&r.cluster, "wharf_cluster_peer_redirects_total").await;
     let size = fresh.data.len() as u64;
@@ -119,5 +120,5 @@ async fn a_peer_stream_broken_by_a_dead_relay_resumes_at_the_fetching_node() {
         1,
         "resumes per running node: {resumes:?}"
     );
-    assert_eq!(upstream_gets(&r.registry, &digest).await, 1);
+    assert_eq!(upstream_fetches(&r.registry, &digest).await, 1);
 }

@@ -1,0 +1,88 @@
+//! Cold blobs at the speed of the network: a real registry behind the testkit's WAN link (a
+//! shared bandwidth, a cap per connection and a round trip, as a long path gives one TCP
+//! stream), fetched as ranges side by side, read anywhere while still cold, and from upstreams
+//! that ignore ranges, cut connections or corrupt bytes. The times are compared with one plain
+//! stream over the same link in the same run. One test at a time: they time the link, and two
+//! at once would share the machine's cores.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[allow(dead_code)]
+#[path = "../mirror/common.rs"]
+mod common;
+
+mod faults;
+mod timing;
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use bytes::Bytes;
+use wharf_testkit::push::{PushAuth, Pusher};
+use wharf_testkit::registry::{Registry, RegistryOptions};
+use wharf_testkit::wan::{LinkShape, WanLink};
+
+/// Held by each test for its whole run.
+static ONE_AT_A_TIME: LazyLock<tokio::sync::Mutex<()>> = LazyLock::new(Default::default);
+
+const MIB: usize = 1024 * 1024;
+
+/// The long path: 200 MB/s in all, 25 MB/s for one connection, 20 ms a round trip.
+fn long_path() -> LinkShape {
+    LinkShape {
+        bytes_per_sec: 200_000_000,
+        rtt: Duration::from_millis(20),
+        cut_every: None,
+        per_connection: Some(25_000_000),
+    }
+}
+
+/// A blob of random bytes in a real registry.
+struct ColdBlob {
+    registry: Registry,
+    data: Bytes,
+    digest: String,
+}
+
+const REPO: &str = "test/cold";
+
+impl ColdBlob {
+    async fn push(len: usize, seed: u64) -> ColdBlob {
+        let registry = Registry::start(RegistryOptions::default()).await.unwrap();
+        let data = wharf_testkit::image::random_bytes(len, seed);
+        let digest = wharf_testkit::sha256(&data);
+        Pusher::new(&registry.url(), PushAuth::None)
+            .push_blob(REPO, data.clone(), &digest)
+            .await
+            .unwrap();
+        ColdBlob {
+            registry,
+            data,
+            digest,
+        }
+    }
+
+    /// Its path under `/v2/`.
+    fn path(&self) -> String {
+        format!("/v2/{REPO}/blobs/{}", self.digest)
+    }
+
+    fn len(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    /// Through `shape` to the registry.
+    async fn link(&self, shape: LinkShape) -> WanLink {
+        WanLink::start(self.registry.host(), shape).await.unwrap()
+    }
+}
+
+/// Wait (at most 60 s) until wharf has no download under way.
+async fn settled(wharf: &common::Wharf) {
+    for _ in 0..600 {
+        if wharf.mirror.blobs.downloads_in_flight() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("downloads still under way after 60 s");
+}
