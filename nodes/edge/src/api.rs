@@ -547,6 +547,11 @@ async fn blob(
         (Some(r), Some(size)) => {
             *response.status_mut() = StatusCode::PARTIAL_CONTENT;
             set_length_and_range(response.headers_mut(), r, size);
+            // A piece of a blob still being fetched is sent unverified: no shared cache keeps it.
+            if r.start > 0 && cache != CacheResult::Hit {
+                let h = response.headers_mut();
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            }
         }
         (None, Some(size)) => {
             response

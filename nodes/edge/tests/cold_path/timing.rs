@@ -62,6 +62,11 @@ async fn the_last_mib_of_a_cold_blob_is_answered_in_about_a_round_trip() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        response.headers()["cache-control"],
+        "no-store",
+        "unverified: for no shared cache"
+    );
     let body = response.bytes().await.unwrap();
     let took = started.elapsed();
     assert_eq!(body, blob.data.slice(from..), "the right bytes");
