@@ -1,9 +1,9 @@
 //! Cold blobs at the speed of the network: a real registry behind the testkit's WAN link (a
 //! shared bandwidth, a cap per connection and a round trip, as a long path gives one TCP
-//! stream), fetched as ranges side by side, read anywhere while still cold, and from upstreams
-//! that ignore ranges, cut connections or corrupt bytes. The times are compared with one plain
-//! stream over the same link in the same run. One test at a time: they time the link, and two
-//! at once would share the machine's cores.
+//! stream), fetched as ranges side by side (also through a parent tier still fetching it),
+//! read anywhere while still cold, and from upstreams that ignore ranges, cut connections or
+//! corrupt bytes. The times are compared with one plain stream over the same link. One test at
+//! a time: they time the link, and two at once would share the machine's cores.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[allow(dead_code)]

@@ -148,3 +148,52 @@ async fn eight_open_ended_chunk_reads_of_a_cold_blob_cost_one_fill() {
     assert_eq!(hash_body(whole).await.unwrap().0, blob.digest);
     assert_eq!(blob.registry.count_matching("GET", &blob.digest), gets);
 }
+
+#[tokio::test]
+async fn through_a_parent_tier_still_fetching_the_child_fills_in_pieces_too() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let blob = ColdBlob::push(128 * MIB, 8).await;
+    // registry → long path → parent wharf → long path → regional wharf.
+    let to_parent = blob.link(long_path()).await;
+    let parent = Wharf::start(test_config(vec![upstream(
+        "docker.io",
+        &to_parent.url(),
+        true,
+    )]))
+    .await;
+    let to_region = WanLink::start(parent.host(), long_path()).await.unwrap();
+    let mut via_parent = upstream("docker.io", &to_region.url(), true);
+    via_parent.parent = true;
+    let region = Wharf::start(test_config(vec![via_parent])).await;
+    let started = Instant::now();
+    let response = reqwest::get(format!("{}{}", region.url, blob.path()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        hash_body(response).await.unwrap(),
+        (blob.digest.clone(), blob.len())
+    );
+    let took = started.elapsed();
+    eprintln!("cold 128 MiB through a parent tier: {took:?}");
+    // One stream over one of the two hops alone takes 5.4 s.
+    assert!(took < Duration::from_millis(2500), "took {took:?}");
+    settled(&region).await;
+    settled(&parent).await;
+    assert_eq!(
+        metric(&region, "wharf_upstream_ranged_fills_total").await,
+        1
+    );
+    assert_eq!(
+        metric(&parent, "wharf_upstream_ranged_fills_total").await,
+        1
+    );
+    for (hop, link) in [("registry", &to_parent), ("parent", &to_region)] {
+        let sent = link.carried();
+        assert!(
+            sent as f64 <= 1.1 * blob.len() as f64,
+            "the {hop} sent {sent} bytes for a blob of {}",
+            blob.len()
+        );
+    }
+}
