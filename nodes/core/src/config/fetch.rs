@@ -55,3 +55,34 @@ impl FetchConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_range_settings_are_refused() {
+        assert!(FetchConfig::default().validate().is_ok());
+        for bad in [
+            FetchConfig {
+                chunk_mib: 0,
+                ..FetchConfig::default()
+            },
+            FetchConfig {
+                parallel: 0,
+                ..FetchConfig::default()
+            },
+            FetchConfig {
+                upstream_connections: 0,
+                ..FetchConfig::default()
+            },
+            FetchConfig {
+                parallel: 33,
+                ..FetchConfig::default()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+        assert_eq!(FetchConfig::default().chunk_bytes(), 16 * 1024 * 1024);
+    }
+}
