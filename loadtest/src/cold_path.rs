@@ -20,13 +20,21 @@ use crate::mirrors::Mirror;
 const MIB: usize = 1024 * 1024;
 const REPO: &str = "bench/cold";
 
-fn long_path() -> LinkShape {
-    LinkShape {
-        bytes_per_sec: 200_000_000,
-        rtt: Duration::from_millis(20),
-        cut_every: None,
-        per_connection: Some(25_000_000),
-    }
+/// A fresh link over the long path to `upstream`, and `which` mirror behind it (none for
+/// "one stream"): the base URL to ask.
+async fn over_long_path(
+    args: &Args,
+    upstream: &Registry,
+    which: &str,
+) -> anyhow::Result<(WanLink, Option<Mirror>, String)> {
+    let link = WanLink::start(upstream.host(), LinkShape::long_path()).await?;
+    let mirror = match which {
+        "wharf" => Some(Mirror::wharf(&args.wharf_bin, &link.url(), None).await?),
+        "distribution" => Some(Mirror::distribution(&link.url()).await?),
+        _ => None,
+    };
+    let base = mirror.as_ref().map_or(link.url(), Mirror::url);
+    Ok((link, mirror, base))
 }
 
 /// One fetch of a cold blob: how long, how many bytes the link carried, the peak RSS (wharf).
@@ -69,13 +77,7 @@ async fn fetch_cold(
     which: &str,
     digest: &str,
 ) -> anyhow::Result<Fetch> {
-    let link = WanLink::start(upstream.host(), long_path()).await?;
-    let mirror = match which {
-        "wharf" => Some(Mirror::wharf(&args.wharf_bin, &link.url(), None).await?),
-        "distribution" => Some(Mirror::distribution(&link.url()).await?),
-        _ => None,
-    };
-    let base = mirror.as_ref().map_or(link.url(), Mirror::url);
+    let (link, mirror, base) = over_long_path(args, upstream, which).await?;
     let peak = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let sampler = mirror
@@ -149,13 +151,7 @@ pub async fn cold_path(args: &Args) -> anyhow::Result<()> {
     println!("\n| last MiB of a cold {mib} MiB blob | seconds |");
     println!("| --- | ---: |");
     for which in ["one stream", "wharf", "distribution"] {
-        let link = WanLink::start(upstream.host(), long_path()).await?;
-        let mirror = match which {
-            "wharf" => Some(Mirror::wharf(&args.wharf_bin, &link.url(), None).await?),
-            "distribution" => Some(Mirror::distribution(&link.url()).await?),
-            _ => None,
-        };
-        let base = mirror.as_ref().map_or(link.url(), Mirror::url);
+        let (_link, _mirror, base) = over_long_path(args, &upstream, which).await?;
         let url = format!("{base}/v2/{REPO}/blobs/{digest}");
         let from = mib * MIB - MIB;
         let range = format!("bytes={from}-{}", mib * MIB - 1);

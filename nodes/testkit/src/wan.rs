@@ -27,6 +27,19 @@ pub struct LinkShape {
     pub per_connection: Option<u64>,
 }
 
+impl LinkShape {
+    /// A long path as one TCP stream sees it: 200 MB/s in all, 25 MB/s for any one
+    /// connection (window over round trip), 20 ms a round trip.
+    pub fn long_path() -> LinkShape {
+        LinkShape {
+            bytes_per_sec: 200_000_000,
+            rtt: Duration::from_millis(20),
+            cut_every: None,
+            per_connection: Some(25_000_000),
+        }
+    }
+}
+
 pub struct WanLink {
     pub port: u16,
     pub shape: LinkShape,

@@ -57,14 +57,7 @@ async fn a_piece_cut_midway_is_resumed_and_the_blob_verifies() {
         })
         .await;
     let wharf = Wharf::start(test_config(vec![upstream("docker.io", &link.url(), true)])).await;
-    let response = reqwest::get(format!("{}{}", wharf.url, blob.path()))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(
-        hash_body(response).await.unwrap(),
-        (blob.digest.clone(), blob.len())
-    );
+    blob.pull_from(&wharf.url).await;
     settled(&wharf).await;
     assert_eq!(metric(&wharf, "wharf_upstream_ranged_fills_total").await, 1);
     let resumes = wharf.mirror.stats.upstream_resumes.load(Ordering::Relaxed);

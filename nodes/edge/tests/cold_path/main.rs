@@ -28,12 +28,7 @@ const MIB: usize = 1024 * 1024;
 
 /// The long path: 200 MB/s in all, 25 MB/s for one connection, 20 ms a round trip.
 fn long_path() -> LinkShape {
-    LinkShape {
-        bytes_per_sec: 200_000_000,
-        rtt: Duration::from_millis(20),
-        cut_every: None,
-        per_connection: Some(25_000_000),
-    }
+    LinkShape::long_path()
 }
 
 /// A blob of random bytes in a real registry.
@@ -68,6 +63,27 @@ impl ColdBlob {
 
     fn len(&self) -> u64 {
         self.data.len() as u64
+    }
+
+    /// GET it whole from `base` and check every byte.
+    async fn pull_from(&self, base: &str) {
+        let response = reqwest::get(format!("{base}{}", self.path()))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::OK);
+        assert_eq!(
+            common::hash_body(response).await.unwrap(),
+            (self.digest.clone(), self.len())
+        );
+    }
+
+    /// The upstream sent about one copy: `sent` bytes, at most 1.1 times the size.
+    fn sent_about_once(&self, sent: u64, hop: &str) {
+        assert!(
+            sent as f64 <= 1.1 * self.len() as f64,
+            "{hop} sent {sent} bytes for a blob of {}",
+            self.len()
+        );
     }
 
     /// Through `shape` to the registry.

@@ -194,6 +194,16 @@ pub async fn seeded_registry() -> (Registry, Seeds) {
     (registry, seeds)
 }
 
+/// `/status.json`.
+pub async fn status_json(wharf: &Wharf) -> serde_json::Value {
+    reqwest::get(format!("{}/status.json", wharf.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// The status page's HTML.
 pub async fn status_page(wharf: &Wharf) -> String {
     reqwest::get(format!("{}/", wharf.url))

@@ -350,12 +350,7 @@ async fn metrics_count_a_known_sequence_exactly() {
     assert!(r.text().await.unwrap().ends_with("# EOF\n"));
 
     // The status page's data agrees, and shows the failing upstream and the error.
-    let status: serde_json::Value = reqwest::get(format!("{}/status.json", wharf.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = status_json(&wharf).await;
     let hub = status["upstreams"]
         .as_array()
         .unwrap()
@@ -383,12 +378,7 @@ async fn the_status_page_shows_a_download_in_flight() {
         .collect();
     let mut seen = None;
     for _ in 0..100 {
-        let status: serde_json::Value = reqwest::get(format!("{}/status.json", wharf.url))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let status = status_json(&wharf).await;
         if let Some(d) = status["downloads"].as_array().and_then(|d| d.first())
             && d["received"].as_u64().unwrap_or(0) > 0
             && d["waiters"].as_u64().unwrap_or(0) >= 1
