@@ -36,8 +36,12 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .route("/metrics", axum::routing::get(status::metrics))
         .route("/status.json", axum::routing::get(status::status_json))
         .route("/", axum::routing::get(status::status_page))
-        .fallback(v2_or_not_found)
+        .fallback(not_found)
         .with_state(edge.clone());
+    let routes = V2OrPages {
+        edge: edge.clone(),
+        pages: routes,
+    };
     let stack = tower::ServiceBuilder::new()
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("internal error").into_response()
@@ -97,14 +101,35 @@ async fn not_found() -> ApiError {
 }
 
 /// Everything under `/v2` is the registry API, which parses its own paths (names have
-/// slashes): it is the router's fallback rather than a wildcard route, so that no request
-/// pays for path parameters and a matched-path record nothing reads.
-async fn v2_or_not_found(state: State<Arc<Edge>>, request: Request) -> Response {
-    let path = request.uri().path();
-    if path == "/v2" || path.starts_with("/v2/") {
-        v2(state, request).await
-    } else {
-        not_found().await.into_response()
+/// slashes): it goes straight to [`v2`], before any route table, so that no request pays for
+/// path matching, path parameters or a matched-path record nothing reads; other paths go to
+/// the pages' router.
+#[derive(Clone)]
+struct V2OrPages {
+    edge: Arc<Edge>,
+    pages: Router,
+}
+
+impl tower::Service<Request> for V2OrPages {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let path = request.uri().path();
+        if path == "/v2" || path.starts_with("/v2/") {
+            let edge = self.edge.clone();
+            Box::pin(async move { Ok(v2(State(edge), request).await) })
+        } else {
+            Box::pin(tower::ServiceExt::oneshot(self.pages.clone(), request))
+        }
     }
 }
 
