@@ -105,7 +105,6 @@ struct Window {
     /// Bytes the upstream sent of each blob so far (pieces of one ranged fill add up to one
     /// copy).
     sent_before: Vec<u64>,
-    resumes_before: Vec<usize>,
 }
 
 pub async fn soak(args: &Args, minutes: f64, seed: u64) -> anyhow::Result<()> {
@@ -199,7 +198,6 @@ pub async fn soak(args: &Args, minutes: f64, seed: u64) -> anyhow::Result<()> {
         windows.push(Window {
             fault,
             sent_before: sent(&upstream, &known),
-            resumes_before: resumes(&cluster, &known),
         });
         let node = rng.below(3) as usize;
         let hold = rng.secs(2, 8);
@@ -250,7 +248,6 @@ pub async fn soak(args: &Args, minutes: f64, seed: u64) -> anyhow::Result<()> {
     windows.push(Window {
         fault: Fault::LinkCutsOnly,
         sent_before: sent(&upstream, &known),
-        resumes_before: resumes(&cluster, &known),
     });
     // Faults are over: let every pull under way finish, then stop the clients.
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -319,7 +316,7 @@ pub async fn soak(args: &Args, minutes: f64, seed: u64) -> anyhow::Result<()> {
     }
     let faults = windows.len();
     let count = |f: Fault| windows.iter().filter(|w| w.fault == f).count();
-    let resumed_total: usize = end.resumes_before.iter().sum();
+    let resumed_total: usize = resumes(&cluster, &snapshot(&blobs)).iter().sum();
     let (pulls, corrupted, lost) = (
         tally.pulls.load(Ordering::Relaxed),
         tally.corrupted.load(Ordering::Relaxed),

@@ -15,8 +15,9 @@ pub struct FetchConfig {
     pub chunk_mib: u64,
     /// Range requests in flight for one blob at once (1: one stream, as before).
     pub parallel: usize,
-    /// Range requests in flight to one upstream at once, over all its blobs: beyond it, a
-    /// download goes on with the ranges it already has under way.
+    /// Range requests for pieces after the first in flight to one upstream at once, over all
+    /// its blobs (a download's first request counts against `limits.max_downloads`): beyond
+    /// it, a download goes on with the ranges it already has under way.
     pub upstream_connections: usize,
 }
 
