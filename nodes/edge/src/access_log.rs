@@ -255,23 +255,3 @@ impl Drop for Logged {
         }
     }
 }
-
-/// The API's one middleware: the request id and access line around the request metrics
-/// ([`crate::http_metrics`]), in one layer (each axum `from_fn` layer boxes its inner service
-/// and future on every request).
-///
-/// Start both records, run the request, finish the metrics, then hand the response to the
-/// access log (which puts the id on it and the line on its body).
-pub async fn observe(
-    axum::extract::State(edge): axum::extract::State<std::sync::Arc<crate::Edge>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let access = Started::of(&request);
-    let metrics = crate::http_metrics::Started::of(&edge.mirror.stats.metrics, &request);
-    let response = next.run(request).await;
-    if let Some(metrics) = metrics {
-        metrics.finish(&response);
-    }
-    access.finish(response)
-}

@@ -9,7 +9,6 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
 use wharf_core::query::{percent_decode, percent_encode};
 use wharf_core::{ByteRange, Digest, OciCode, Reference, media};
 
@@ -24,62 +23,91 @@ use crate::{http_cache, status};
 use wharf_mirror::blobs::{BlobBody, BlobReply};
 use wharf_upstream::login::ClientLogin;
 
-/// The v2 API router; every request runs in its own tracing span.
+/// The main listener's service: the registry API and the operator pages behind one layer that
+/// gives every request its id, access line, metrics, tracing span and panic guard.
 ///
-/// The middleware wraps the routes once, as one stack, rather than each route (axum's
-/// `Router::layer`): a layer per route is a boxed service cloned and a boxed future made at
-/// each level on every request.
-pub fn router(edge: Arc<Edge>) -> Router {
-    let routes = Router::new()
-        .route("/health", axum::routing::get(health))
-        .route("/token", axum::routing::get(access::token_endpoint))
-        .route("/metrics", axum::routing::get(status::metrics))
-        .route("/status.json", axum::routing::get(status::status_json))
-        .route("/", axum::routing::get(status::status_page))
-        .fallback(not_found)
-        .with_state(edge.clone());
-    let routes = V2OrPages {
-        edge: edge.clone(),
-        pages: routes,
-    };
-    let stack = tower::ServiceBuilder::new()
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::internal("internal error").into_response()
-        }))
-        .layer(TraceLayer::new_for_http())
-        .layer(axum::middleware::from_fn_with_state(
-            edge,
-            access_log::observe,
-        ))
-        .service(routes);
-    Router::new().fallback_service(stack)
+/// One service with one boxed future, rather than a stack of tower and axum layers (a panic
+/// catcher, a trace layer, a `from_fn` middleware, a router around them): each layer boxes or
+/// clones on every request. `/v2` goes straight to the API handler, which parses its own paths
+/// (names have slashes); only other paths pay for the pages' route table.
+#[derive(Clone)]
+pub struct Api {
+    edge: Arc<Edge>,
+    pages: Router,
 }
 
-/// Liveness and degradation: 200 with `"status":"ok"` or `"degraded"` (the store is failing
-/// and content is passed through uncached); load balancers should keep a degraded node.
-/// It needs no authentication, so it says nothing but `ok`/`degraded` and a coarse reason; the
-/// details are on `/status.json`.
-async fn health(State(edge): State<Arc<Edge>>) -> Response {
-    let mut report = edge.mirror.health.public();
-    if let Some(coordinator) = edge.mirror.blobs.coordinator() {
-        let cluster = coordinator.health();
-        if !cluster.ok {
-            report.status = "degraded";
-            report.reason = report.reason.or(Some("no_quorum"));
-        }
-        report.cluster = Some(wharf_mirror::health::ClusterHealth {
-            ok: cluster.ok,
-            fallbacks: cluster.fallbacks,
-        });
+impl Api {
+    pub fn new(edge: Arc<Edge>) -> Api {
+        let pages = Router::new()
+            .route("/health", axum::routing::get(status::health))
+            .route("/token", axum::routing::get(access::token_endpoint))
+            .route("/metrics", axum::routing::get(status::metrics))
+            .route("/status.json", axum::routing::get(status::status_json))
+            .route("/", axum::routing::get(status::status_page))
+            .fallback(not_found)
+            .with_state(edge.clone());
+        Api { edge, pages }
     }
-    let body = serde_json::to_string(&report).unwrap_or_else(|_| "{}".into());
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+impl<B> tower::Service<axum::http::Request<B>> for Api
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        let request = request.map(Body::new);
+        let edge = self.edge.clone();
+        let path = request.uri().path();
+        let pages = (path != "/v2" && !path.starts_with("/v2/")).then(|| self.pages.clone());
+        Box::pin(async move {
+            let access = access_log::Started::of(&request);
+            let metrics = crate::http_metrics::Started::of(&edge.mirror.stats.metrics, &request);
+            let span = tracing::debug_span!(
+                "request",
+                method = %request.method(),
+                uri = %request.uri(),
+                version = ?request.version(),
+            );
+            let work = async {
+                match pages {
+                    Some(pages) => tower::ServiceExt::oneshot(pages, request)
+                        .await
+                        .unwrap_or_else(|e| match e {}),
+                    None => v2(State(edge.clone()), request).await,
+                }
+            };
+            let response = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
+                tracing::Instrument::instrument(work, span),
+            ))
+            .await
+            .unwrap_or_else(|_| {
+                tracing::error!("a request handler panicked");
+                ApiError::internal("internal error").into_response()
+            });
+            if let Some(metrics) = metrics {
+                metrics.finish(&response);
+            }
+            Ok(access.finish(response))
+        })
+    }
 }
 
 /// The operator listener's pages: no v2 API, no client authentication.
 pub fn operator_router(edge: Arc<Edge>) -> Router {
     Router::new()
-        .route("/health", axum::routing::get(health))
+        .route("/health", axum::routing::get(status::health))
         .route("/metrics", axum::routing::get(status::metrics))
         .route("/status.json", axum::routing::get(status::status_json))
         .route("/", axum::routing::get(status::status_page))
@@ -98,39 +126,6 @@ pub fn operator_router(edge: Arc<Edge>) -> Router {
 
 async fn not_found() -> ApiError {
     ApiError::new(OciCode::NameUnknown, "not a registry API path")
-}
-
-/// Everything under `/v2` is the registry API, which parses its own paths (names have
-/// slashes): it goes straight to [`v2`], before any route table, so that no request pays for
-/// path matching, path parameters or a matched-path record nothing reads; other paths go to
-/// the pages' router.
-#[derive(Clone)]
-struct V2OrPages {
-    edge: Arc<Edge>,
-    pages: Router,
-}
-
-impl tower::Service<Request> for V2OrPages {
-    type Response = Response;
-    type Error = std::convert::Infallible;
-    type Future = futures::future::BoxFuture<'static, Result<Response, Self::Error>>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        let path = request.uri().path();
-        if path == "/v2" || path.starts_with("/v2/") {
-            let edge = self.edge.clone();
-            Box::pin(async move { Ok(v2(State(edge), request).await) })
-        } else {
-            Box::pin(tower::ServiceExt::oneshot(self.pages.clone(), request))
-        }
-    }
 }
 
 async fn v2(State(edge): State<Arc<Edge>>, request: Request) -> Response {

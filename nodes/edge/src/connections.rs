@@ -8,14 +8,19 @@
 //! sendfile placeholders depend on, set here rather than left to hyper's choice. Plain
 //! HTTP/1 connections hold no hyper state between requests ([`idle_http1`]); TLS and HTTP/2
 //! connections keep theirs while open.
+//!
+//! Plain and TLS connections of the main listener are each given to one of
+//! [`ServingThreads`], event loops of their own (as nginx's workers): a connection's requests
+//! are parsed, answered and written on the thread that holds it, with no hand-over between
+//! a multi-threaded runtime's workers on every request.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -42,14 +47,152 @@ pub struct ConnectionLimits {
     pub send_timeout: Duration,
 }
 
+/// Threads that each run an event loop (a current-thread runtime) of their own and serve the
+/// connections they are given, from first byte to close.
+///
+/// Work a request starts in the background (a download, a store write) runs on the thread of
+/// its connection too. A thread ends once the pool is dropped and the last task it holds is
+/// done, so downloads under way when the listener stops still finish.
+pub struct ServingThreads {
+    threads: Vec<ServingThread>,
+    stop: CancellationToken,
+}
+
+struct ServingThread {
+    runtime: tokio::runtime::Handle,
+    /// Connections this thread holds now: a new one goes to the thread holding the fewest.
+    open: Arc<AtomicUsize>,
+}
+
+impl ServingThreads {
+    /// Start `count` serving threads (at least one).
+    pub fn start(count: usize) -> std::io::Result<Arc<ServingThreads>> {
+        let stop = CancellationToken::new();
+        let mut threads = Vec::with_capacity(count.max(1));
+        for index in 0..count.max(1) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let handle = runtime.handle().clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name(format!("wharf-serve-{index}"))
+                .spawn(move || {
+                    runtime.block_on(async {
+                        stop.cancelled().await;
+                        let metrics = tokio::runtime::Handle::current().metrics();
+                        while metrics.num_alive_tasks() > 0 {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    });
+                })?;
+            threads.push(ServingThread {
+                runtime: handle,
+                open: Arc::new(AtomicUsize::new(0)),
+            });
+        }
+        Ok(Arc::new(ServingThreads { threads, stop }))
+    }
+
+    /// How many threads serve.
+    pub fn len(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Whether there are none (never: [`ServingThreads::start`] starts at least one).
+    pub fn is_empty(&self) -> bool {
+        self.threads.is_empty()
+    }
+
+    /// Run `serve` for an accepted connection on the thread holding the fewest.
+    fn spawn<F, Fut>(&self, tcp: TcpStream, serve: F) -> std::io::Result<()>
+    where
+        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let Some(thread) = self
+            .threads
+            .iter()
+            .min_by_key(|t| t.open.load(Ordering::Relaxed))
+        else {
+            return Err(std::io::Error::other("no serving thread"));
+        };
+        // The socket leaves this runtime's reactor and joins the serving thread's.
+        let tcp = tcp.into_std()?;
+        let open = OpenConnection::count(&thread.open);
+        thread.runtime.spawn(async move {
+            let _open = open;
+            match TcpStream::from_std(tcp) {
+                Ok(tcp) => serve(tcp).await,
+                Err(e) => debug!(error = %e, "could not hand a connection to its serving thread"),
+            }
+        });
+        Ok(())
+    }
+}
+
+impl Drop for ServingThreads {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Counts a connection in its thread's [`ServingThread::open`] while it lives.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl OpenConnection {
+    fn count(open: &Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(Arc::clone(open))
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What a listener serves: axum's `Router` (the operator pages), or the main listener's
+/// [`crate::api::Api`].
+pub trait HttpService:
+    Service<
+        hyper::Request<Incoming>,
+        Response = axum::response::Response,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + Unpin
+    + 'static
+{
+}
+
+impl<T> HttpService for T where
+    T: Service<
+            hyper::Request<Incoming>,
+            Response = axum::response::Response,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + Unpin
+        + 'static
+{
+}
+
 /// Serve `router` on `listener` until `shutdown` resolves, then let open requests finish.
 /// With `tls`, connections are TLS (the handshake must finish within the header timeout);
-/// without, plain HTTP with the sendfile fast path.
-pub async fn serve(
+/// without, plain HTTP with the sendfile fast path. With `threads`, each connection is served
+/// on one of them; without, as a task of the calling runtime.
+pub async fn serve<S: HttpService>(
     listener: TcpListener,
-    router: Router,
+    router: S,
     limits: ConnectionLimits,
     tls: Option<Arc<ServerTls>>,
+    threads: Option<Arc<ServingThreads>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let mut http = auto::Builder::new(TokioExecutor::new());
@@ -105,12 +248,22 @@ pub async fn serve(
             watcher: graceful.watcher(),
             peer,
         };
-        tokio::spawn(async move {
+        let serve = move |tcp| async move {
             if let Err(e) = connection.serve(tcp).await {
                 debug!(error = %e, "client connection ended with an error");
             }
             drop(permit);
-        });
+        };
+        match &threads {
+            Some(threads) => {
+                if let Err(e) = threads.spawn(tcp, serve) {
+                    warn!(error = %e, "could not hand a connection to a serving thread");
+                }
+            }
+            None => {
+                tokio::spawn(serve(tcp));
+            }
+        }
     }
     drop(listener);
     shared.stopping.cancel();
@@ -133,10 +286,10 @@ fn http1_builder(limits: &ConnectionLimits) -> http1::Builder {
 }
 
 /// What every connection of a listener is served with.
-struct Shared {
+struct Shared<S> {
     http: auto::Builder<TokioExecutor>,
     http1: http1::Builder,
-    router: Router,
+    router: S,
     /// Cancelled when the listener stops: idle HTTP/1 connections close, busy ones finish.
     stopping: CancellationToken,
     limits: ConnectionLimits,
@@ -144,8 +297,8 @@ struct Shared {
 }
 
 /// One accepted connection; small, as its task lives as long as the connection.
-struct Connection {
-    shared: Arc<Shared>,
+struct Connection<S> {
+    shared: Arc<Shared<S>>,
     /// Held until the connection ends, so a graceful shutdown waits for it.
     watcher: Watcher,
     peer: SocketAddr,
@@ -160,7 +313,7 @@ enum Speaks {
 
 type ConnectionError = Box<dyn std::error::Error + Send + Sync>;
 
-impl Connection {
+impl<S: HttpService> Connection<S> {
     async fn serve(self, tcp: TcpStream) -> Result<(), ConnectionError> {
         let shared = &self.shared;
         let limits = &shared.limits;
@@ -291,8 +444,8 @@ async fn until_closed<E: Into<ConnectionError>>(
 
 /// The router as a hyper service for one stretch of an HTTP/1 connection's requests; each
 /// response counts in `in_flight` until hyper is done with its body.
-fn http1_service(
-    router: &Router,
+fn http1_service<S: HttpService>(
+    router: &S,
     info: &ConnectInfo<SendfileConn>,
     peer: SocketAddr,
     in_flight: Arc<InFlight>,
@@ -302,7 +455,7 @@ fn http1_service(
     Error = Infallible,
     Future = ServiceFuture,
 > + Unpin
-+ use<> {
++ use<S> {
     let (router, info) = (router.clone(), info.clone());
     hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         let handling = in_flight.start();
@@ -322,8 +475,8 @@ fn http1_service(
 
 /// The router as a hyper service; plain connections carry what sendfile needs. HTTP/2
 /// streams are counted in `activity` until their response bodies end.
-fn service(
-    router: Router,
+fn service<S: HttpService>(
+    router: S,
     info: Option<ConnectInfo<SendfileConn>>,
     peer: std::net::SocketAddr,
     activity: Arc<Activity>,

@@ -43,6 +43,8 @@ pub enum EdgeError {
     Auth(#[from] wharf_auth::AuthError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("starting the serving threads: {0}")]
+    ServingThreads(#[source] std::io::Error),
 }
 
 /// One node's HTTP surface: the pipeline it serves, who may pull what, and the listener's
@@ -65,6 +67,8 @@ pub struct Edge {
     pub http_cache: http_cache::HttpCaching,
     /// How re-reads of the config file (access rules, groups) went.
     pub config_reload: wharf_auth::reload::ReloadRecord,
+    /// The threads the main listener's connections are served on (`limits.serving_threads`).
+    pub serving: Arc<connections::ServingThreads>,
 }
 
 /// The version wharf was built as.
@@ -122,6 +126,8 @@ impl Edge {
             },
             recent_errors: status::RecentErrors::default(),
             config_reload: Default::default(),
+            serving: connections::ServingThreads::start(limits.serving_threads())
+                .map_err(EdgeError::ServingThreads)?,
             connection_limits: connections::ConnectionLimits {
                 max_connections: limits.max_connections,
                 header_read_timeout: Duration::from_secs(limits.header_read_timeout_secs),
@@ -145,7 +151,16 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let limits = edge.connection_limits.clone();
     let tls = edge.server_tls.clone();
-    connections::serve(listener, api::router(edge), limits, tls, shutdown).await
+    let threads = Some(edge.serving.clone());
+    connections::serve(
+        listener,
+        api::Api::new(edge),
+        limits,
+        tls,
+        threads,
+        shutdown,
+    )
+    .await
 }
 
 /// Serve the operator pages (`/metrics`, `/`, `/status.json`, `/health`) on `listener`, plain
@@ -156,7 +171,16 @@ pub async fn serve_operator(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = edge.connection_limits.clone();
-    connections::serve(listener, api::operator_router(edge), limits, None, shutdown).await
+    // Operator pages are few requests: served on the node's runtime.
+    connections::serve(
+        listener,
+        api::operator_router(edge),
+        limits,
+        None,
+        None,
+        shutdown,
+    )
+    .await
 }
 
 impl Edge {

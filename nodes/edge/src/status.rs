@@ -363,3 +363,24 @@ async fn allowed(edge: &Edge, asked: Asked) -> Result<(), ApiError> {
 /// Marks requests that came in on the operator listener (`[metrics] listen`).
 #[derive(Debug, Clone, Copy)]
 pub struct OperatorListener;
+
+/// Liveness and degradation: 200 with `"status":"ok"` or `"degraded"` (the store is failing
+/// and content is passed through uncached); load balancers should keep a degraded node.
+/// It needs no authentication, so it says nothing but `ok`/`degraded` and a coarse reason; the
+/// details are on `/status.json`.
+pub async fn health(State(edge): State<Arc<Edge>>) -> Response {
+    let mut report = edge.mirror.health.public();
+    if let Some(coordinator) = edge.mirror.blobs.coordinator() {
+        let cluster = coordinator.health();
+        if !cluster.ok {
+            report.status = "degraded";
+            report.reason = report.reason.or(Some("no_quorum"));
+        }
+        report.cluster = Some(wharf_mirror::health::ClusterHealth {
+            ok: cluster.ok,
+            fallbacks: cluster.fallbacks,
+        });
+    }
+    let body = serde_json::to_string(&report).unwrap_or_else(|_| "{}".into());
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}

@@ -36,6 +36,10 @@ pub struct LimitsConfig {
     /// Seconds a storage call may take (for streams: each chunk; for a streamed upload: how
     /// long the store may sit on a chunk it was handed).
     pub storage_timeout_secs: u64,
+    /// Threads that serve client connections, each an event loop of its own that keeps the
+    /// connections it was given (as nginx's workers do): no request's work moves between
+    /// threads. 0: one per CPU the node may use.
+    pub serving_threads: usize,
 }
 
 impl Default for LimitsConfig {
@@ -52,6 +56,7 @@ impl Default for LimitsConfig {
             header_read_timeout_secs: 10,
             send_timeout_secs: 60,
             storage_timeout_secs: 30,
+            serving_threads: 0,
         }
     }
 }
@@ -73,9 +78,26 @@ impl LimitsConfig {
                     .into(),
             );
         }
+        if l.serving_threads > MAX_SERVING_THREADS {
+            return invalid(format!(
+                "limits.serving_threads is at most {MAX_SERVING_THREADS}"
+            ));
+        }
         Ok(())
     }
+
+    /// How many serving threads `serving_threads` asks for on this machine.
+    pub fn serving_threads(&self) -> usize {
+        match self.serving_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+        .min(MAX_SERVING_THREADS)
+    }
 }
+
+/// More serving threads than this is a typo, not a machine.
+const MAX_SERVING_THREADS: usize = 256;
 
 /// Timeouts and retries for every request to an upstream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
