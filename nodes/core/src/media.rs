@@ -24,17 +24,22 @@ pub fn upstream_accept_header() -> String {
 /// No `Accept` at all, `*/*`, or an `Accept` naming no manifest type at all means "anything"
 /// (curl, simple scripts); otherwise the type must be listed. Parameters (`;q=`) are ignored.
 pub fn accepts<'a>(accept_values: impl IntoIterator<Item = &'a str>, media_type: &str) -> bool {
-    let listed: Vec<&str> = accept_values
-        .into_iter()
-        .flat_map(|v| v.split(','))
-        .map(|v| v.split(';').next().unwrap_or("").trim())
-        .filter(|v| !v.is_empty())
-        .collect();
-    let names_manifest_type = listed.iter().any(|v| MANIFEST_TYPES.contains(v));
-    if listed.is_empty() || listed.contains(&"*/*") || !names_manifest_type {
-        return true;
+    // One pass, no allocation: this runs on every manifest request.
+    let (mut listed, mut anything, mut names_manifest_type, mut lists_it) =
+        (false, false, false, false);
+    for value in accept_values {
+        for item in value.split(',') {
+            let listed_type = item.split(';').next().unwrap_or("").trim();
+            if listed_type.is_empty() {
+                continue;
+            }
+            listed = true;
+            anything |= listed_type == "*/*";
+            names_manifest_type |= MANIFEST_TYPES.contains(&listed_type);
+            lists_it |= listed_type == media_type;
+        }
     }
-    listed.contains(&media_type)
+    !listed || anything || !names_manifest_type || lists_it
 }
 
 /// The media type a manifest declares in its own `mediaType` field, if any.

@@ -61,26 +61,33 @@ fn request_id(request: &Request) -> String {
             .unwrap_or_default();
         nanos ^ (u64::from(std::process::id()) << 32)
     });
-    format!(
-        "{:08x}{:08x}",
-        (boot & 0xffff_ffff) as u32,
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    // The boot stamp's low 8 hex digits, then the counter's (at least 8): written out, not
+    // formatted.
+    let count = NEXT.fetch_add(1, Ordering::Relaxed);
+    let count_digits = (16 - count.leading_zeros() as usize / 4).max(8);
+    let mut id = String::with_capacity(8 + count_digits);
+    let mut push_hex = |value: u64, digits: usize| {
+        for nibble in (0..digits).rev() {
+            let digit = (value >> (nibble * 4)) & 0xf;
+            id.push(char::from_digit(digit as u32, 16).unwrap_or('0'));
+        }
+    };
+    push_hex(boot & 0xffff_ffff, 8);
+    push_hex(count, count_digits);
+    id
 }
 
 /// A request on its way in: its id, and (when access lines are on) what its line needs.
 /// [`Started::finish`] puts the id on the response and the line on its body.
 pub struct Started {
-    started: Instant,
     id: String,
-    /// Method, path and client, only while `wharf::access` lines are on.
-    logged: Option<(Method, String, Option<SocketAddr>)>,
+    /// Start, method, path and client, only while `wharf::access` lines are on.
+    logged: Option<(Instant, Method, String, Option<SocketAddr>)>,
 }
 
 impl Started {
     /// Assign the request id and note what the line will say.
     pub fn of(request: &Request) -> Started {
-        let started = Instant::now();
         let id = request_id(request);
         let logged = tracing::enabled!(target: "wharf::access", tracing::Level::INFO).then(|| {
             let path = request.uri().path_and_query().map_or_else(
@@ -88,24 +95,16 @@ impl Started {
                 |p| p.as_str().to_string(),
             );
             let client = request.extensions().get::<ClientAddr>().map(|c| c.0);
-            (request.method().clone(), path, client)
+            (Instant::now(), request.method().clone(), path, client)
         });
-        Started {
-            started,
-            id,
-            logged,
-        }
+        Started { id, logged }
     }
 
     /// The response with its request id, and its body wrapped to write the line at its end.
     pub fn finish(self, response: Response) -> Response {
-        let Started {
-            started,
-            id,
-            logged,
-        } = self;
+        let Started { id, logged } = self;
         let mut response = response;
-        let Some((method, path, client)) = logged else {
+        let Some((started, method, path, client)) = logged else {
             // Access lines are filtered out: keep the request id, skip the body wrapper.
             if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(id)) {
                 response.headers_mut().insert(REQUEST_ID, value);
@@ -253,5 +252,25 @@ impl Drop for Logged {
                 || self.expected.is_some_and(|expected| line.bytes >= expected);
             line.write(complete);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_request_ids_are_sixteen_hex_digits_and_distinct() {
+        let request = Request::new(Body::empty());
+        let (a, b) = (request_id(&request), request_id(&request));
+        assert_eq!(a.len(), 16, "{a}");
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()), "{a}");
+        assert_ne!(a, b);
+        assert_eq!(a[..8], b[..8], "one boot stamp");
+        let mut given = Request::new(Body::empty());
+        given
+            .headers_mut()
+            .insert(REQUEST_ID, HeaderValue::from_static("client-id.1"));
+        assert_eq!(request_id(&given), "client-id.1");
     }
 }

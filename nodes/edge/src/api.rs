@@ -426,17 +426,23 @@ async fn manifest(
         Body::from(manifest.body.clone()).into_response()
     };
     let h = response.headers_mut();
+    // Room for every header of the answer at once (growing the map rehashes it).
+    h.reserve(MANIFEST_HEADERS);
     // The values were made when the manifest was cached: each is a shared buffer here.
-    let texts = &manifest.texts;
-    insert_shared(h, header::CONTENT_TYPE, &texts.media_type);
+    let values = &manifest.headers;
+    if let Some(media_type) = &values.media_type {
+        h.insert(header::CONTENT_TYPE, media_type.clone());
+    }
     h.insert(
         header::CONTENT_LENGTH,
         HeaderValue::from(manifest.body.len()),
     );
-    insert_shared(h, DOCKER_CONTENT_DIGEST, &texts.digest);
+    if let Some(digest) = &values.digest {
+        h.insert(DOCKER_CONTENT_DIGEST, digest.clone());
+    }
     // The answer depends on Accept (a type the client does not take is a 404).
     h.insert(header::VARY, HeaderValue::from_static("Accept"));
-    if let Ok(etag) = HeaderValue::from_maybe_shared(texts.etag.clone()) {
+    if let Some(etag) = values.etag.clone() {
         match fresh_for {
             Some(fresh_for) => edge.http_cache.tag(h, etag, fresh_for),
             None => edge.http_cache.immutable_with(h, etag),
@@ -644,12 +650,8 @@ fn insert<K: header::IntoHeaderName>(h: &mut HeaderMap, key: K, value: &str) {
     }
 }
 
-/// As [`insert`], sharing the value's buffer instead of copying it.
-fn insert_shared<K: header::IntoHeaderName>(h: &mut HeaderMap, key: K, value: &bytes::Bytes) {
-    if let Ok(v) = HeaderValue::from_maybe_shared(value.clone()) {
-        h.insert(key, v);
-    }
-}
+/// Headers of a manifest answer: its own seven, the request id and the API version.
+const MANIFEST_HEADERS: usize = 10;
 
 /// `Docker-Content-Digest`: a name made once (a `&str` name is copied on every insert).
 const DOCKER_CONTENT_DIGEST: header::HeaderName =

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use http::HeaderValue;
 use moka::future::Cache;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -28,32 +29,34 @@ pub struct CachedManifest {
     pub digest: Digest,
     pub media_type: String,
     pub body: Bytes,
-    /// Its response header values, made once: every request of a warm manifest shares them.
-    pub texts: HeaderTexts,
+    /// Its response header values, made (and checked) once: every request of a warm
+    /// manifest shares them.
+    pub headers: HeaderValues,
 }
 
-/// A cached manifest's `Docker-Content-Digest`, `ETag` and `Content-Type` values, as bytes the
-/// edge wraps without a copy.
+/// A cached manifest's `Docker-Content-Digest`, `ETag` and `Content-Type` values; `None` for a
+/// media type that is no valid header value (the header is then left out).
 #[derive(Debug)]
-pub struct HeaderTexts {
-    pub digest: Bytes,
+pub struct HeaderValues {
+    pub digest: Option<HeaderValue>,
     /// The digest in quotes.
-    pub etag: Bytes,
-    pub media_type: Bytes,
+    pub etag: Option<HeaderValue>,
+    pub media_type: Option<HeaderValue>,
 }
 
 impl CachedManifest {
     pub fn new(digest: Digest, media_type: String, body: Bytes) -> CachedManifest {
-        let texts = HeaderTexts {
-            digest: Bytes::from(digest.to_string()),
-            etag: Bytes::from(format!("\"{digest}\"")),
-            media_type: Bytes::from(media_type.clone()),
+        let value = |text: String| HeaderValue::from_maybe_shared(Bytes::from(text)).ok();
+        let headers = HeaderValues {
+            digest: value(digest.to_string()),
+            etag: value(format!("\"{digest}\"")),
+            media_type: value(media_type.clone()),
         };
         CachedManifest {
             digest,
             media_type,
             body,
-            texts,
+            headers,
         }
     }
 
