@@ -10,6 +10,7 @@ mod cluster;
 mod cluster_faults;
 mod cluster_quiet;
 mod cold_path;
+mod floor;
 mod load;
 mod mirrors;
 mod plot;
@@ -88,6 +89,9 @@ pub struct Args {
     /// `wharf::access=off`).
     #[arg(long)]
     no_access_log: bool,
+    /// (Internal, run by --vs-nginx.) Serve the framework floor on PORT from DIR.
+    #[arg(long, hide = true, num_args = 2, value_names = ["PORT", "DIR"])]
+    serve_floor: Option<Vec<String>>,
     /// Instead of the benchmarks: cold blobs over an emulated long path (200 MB/s, 25 MB/s a
     /// connection, 20 ms): one stream against wharf and distribution, the last MiB of a cold
     /// blob, upstream bytes per blob, wharf's RSS during the fill.
@@ -114,6 +118,11 @@ pub struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some([port, dir]) = args.serve_floor.as_deref() {
+        let (port, dir) = (port.parse()?, PathBuf::from(dir));
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        return tokio::task::spawn_blocking(move || floor::serve(port, &dir, threads)).await?;
+    }
     anyhow::ensure!(
         args.wharf_bin.exists(),
         "{} not found: run `cargo build --release` first",

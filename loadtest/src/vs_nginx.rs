@@ -215,6 +215,22 @@ pub async fn vs_nginx(args: &Args) -> anyhow::Result<()> {
         n,
     );
     drop(wharf);
+    // The framework's floor: hyper alone with the same answer made once (loadtest/src/floor.rs).
+    let floor_dir = dir.path().join("floor");
+    std::fs::create_dir_all(&floor_dir)?;
+    std::fs::write(floor_dir.join("manifest"), &manifest)?;
+    std::fs::write(floor_dir.join("content-type"), &content_type)?;
+    std::fs::write(floor_dir.join("digest"), &digest)?;
+    let floor = start_floor(&floor_dir).await?;
+    extra_row(
+        "hyper alone, the answer made once (the framework's floor)",
+        &floor,
+        &format!("{}/v2/bench/sec/manifests/v1", floor.url),
+        None,
+        args,
+        n,
+    );
+    drop(floor);
     // What each client's own upstream login costs where it is used: another wharf whose
     // upstream takes clients' logins (credentials = "client"), the same manifest with a Basic
     // login on every request (the verdict cached; the registry here lets everyone in).
@@ -330,6 +346,24 @@ async fn start_wharf_with(
         .spawn()?;
     let server = Server {
         name: "wharf",
+        url: format!("http://127.0.0.1:{port}"),
+        child,
+    };
+    wait_up(port).await?;
+    Ok(server)
+}
+
+/// This loadtest binary serving the framework floor (`--serve-floor`) from `dir`.
+async fn start_floor(dir: &Path) -> anyhow::Result<Server> {
+    let port = free_port();
+    let child = Command::new(std::env::current_exe()?)
+        .arg("--serve-floor")
+        .arg(port.to_string())
+        .arg(dir)
+        .stdout(Stdio::null())
+        .spawn()?;
+    let server = Server {
+        name: "hyper",
         url: format!("http://127.0.0.1:{port}"),
         child,
     };
