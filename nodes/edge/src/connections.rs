@@ -511,3 +511,67 @@ fn service<S: HttpService>(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `runtime` has shut down: a task spawned on it is cancelled at once.
+    async fn ended(runtime: &tokio::runtime::Handle) -> bool {
+        runtime.spawn(async {}).await.is_err()
+    }
+
+    #[tokio::test]
+    async fn connections_are_served_on_serving_threads_that_outlive_the_pool_until_their_work_ends()
+    {
+        let threads = ServingThreads::start(2).expect("threads");
+        assert_eq!(threads.len(), 2);
+        let runtimes: Vec<_> = threads.threads.iter().map(|t| t.runtime.clone()).collect();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let _client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (tcp, _) = listener.accept().await.expect("accept");
+        // The connection's work: it reports where it runs, then waits to be let go (a download
+        // still under way when the listener stops).
+        let (ran_on, where_) = tokio::sync::oneshot::channel();
+        let (let_go, wait) = tokio::sync::oneshot::channel::<()>();
+        threads
+            .spawn(tcp, move |tcp| async move {
+                let name = std::thread::current().name().map(str::to_string);
+                let _ = ran_on.send(name);
+                let _ = wait.await;
+                drop(tcp);
+            })
+            .expect("spawn");
+        let name = where_.await.expect("ran").unwrap_or_default();
+        assert!(name.starts_with("wharf-serve-"), "served on {name:?}");
+        assert_eq!(
+            threads
+                .threads
+                .iter()
+                .map(|t| t.open.load(Ordering::Relaxed))
+                .sum::<usize>(),
+            1,
+            "the connection is counted on its thread"
+        );
+        drop(threads);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut still_running = 0;
+        for runtime in &runtimes {
+            if !ended(runtime).await {
+                still_running += 1;
+            }
+        }
+        assert_eq!(still_running, 1, "only the thread with work keeps running");
+        let _ = let_go.send(());
+        for runtime in &runtimes {
+            let mut waited = 0;
+            while !ended(runtime).await {
+                waited += 1;
+                assert!(waited < 100, "a serving thread did not end");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
