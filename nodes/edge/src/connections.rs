@@ -67,14 +67,17 @@ struct ServingThread {
 impl ServingThreads {
     /// Start `count` serving threads (at least one).
     pub fn start(count: usize) -> std::io::Result<Arc<ServingThreads>> {
-        let stop = CancellationToken::new();
-        let mut threads = Vec::with_capacity(count.max(1));
+        // Built up in place: if a thread cannot start, dropping the pool stops those that did.
+        let mut pool = ServingThreads {
+            threads: Vec::with_capacity(count.max(1)),
+            stop: CancellationToken::new(),
+        };
         for index in 0..count.max(1) {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             let handle = runtime.handle().clone();
-            let stop = stop.clone();
+            let stop = pool.stop.clone();
             std::thread::Builder::new()
                 .name(format!("wharf-serve-{index}"))
                 .spawn(move || {
@@ -86,12 +89,12 @@ impl ServingThreads {
                         }
                     });
                 })?;
-            threads.push(ServingThread {
+            pool.threads.push(ServingThread {
                 runtime: handle,
                 open: Arc::new(AtomicUsize::new(0)),
             });
         }
-        Ok(Arc::new(ServingThreads { threads, stop }))
+        Ok(Arc::new(pool))
     }
 
     /// How many threads serve.
