@@ -58,7 +58,7 @@ async fn a_piece_cut_midway_is_resumed_and_the_blob_verifies() {
         .await;
     let wharf = Wharf::start(test_config(vec![upstream("docker.io", &link.url(), true)])).await;
     blob.pull_from(&wharf.url).await;
-    settled(&wharf).await;
+    wharf.settled().await;
     assert_eq!(metric(&wharf, "wharf_upstream_ranged_fills_total").await, 1);
     let resumes = wharf.mirror.stats.upstream_resumes.load(Ordering::Relaxed);
     assert!(resumes >= 1, "a cut piece was resumed ({resumes})");
@@ -93,7 +93,7 @@ async fn a_corrupted_piece_fails_the_digest_and_nothing_is_cached() {
         Ok(response) => assert!(response.status().is_server_error()),
         Err(_) => {}
     }
-    settled(&wharf).await;
+    wharf.settled().await;
     assert_eq!(metric(&wharf, "wharf_upstream_ranged_fills_total").await, 1);
     assert!(wharf.mirror.stats.digest_mismatches.load(Ordering::Relaxed) >= 1);
     // Nothing was kept: with the upstream honest again, the blob is fetched anew.

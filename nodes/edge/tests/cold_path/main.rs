@@ -14,7 +14,6 @@ mod faults;
 mod timing;
 
 use std::sync::LazyLock;
-use std::time::Duration;
 
 use bytes::Bytes;
 use wharf_testkit::push::{PushAuth, Pusher};
@@ -90,15 +89,4 @@ impl ColdBlob {
     async fn link(&self, shape: LinkShape) -> WanLink {
         WanLink::start(self.registry.host(), shape).await.unwrap()
     }
-}
-
-/// Wait (at most 60 s) until wharf has no download under way.
-async fn settled(wharf: &common::Wharf) {
-    for _ in 0..600 {
-        if wharf.mirror.blobs.downloads_in_flight() == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("downloads still under way after 60 s");
 }

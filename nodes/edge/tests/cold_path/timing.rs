@@ -31,7 +31,7 @@ async fn a_cold_blob_arrives_verified_in_a_third_of_one_streams_time() {
         through_wharf * 3 <= one_stream,
         "through wharf {through_wharf:?}, one stream {one_stream:?}"
     );
-    settled(&wharf).await;
+    wharf.settled().await;
     blob.sent_about_once(link.carried() - before, "the upstream");
     assert_eq!(metric(&wharf, "wharf_upstream_ranged_fills_total").await, 1);
     assert_eq!(metric(&wharf, "wharf_upstream_range_pieces_total").await, 8);
@@ -72,7 +72,7 @@ async fn the_last_mib_of_a_cold_blob_is_answered_in_about_a_round_trip() {
         "{status}"
     );
     // The fill goes on and verifies: the whole blob, from the cache.
-    settled(&wharf).await;
+    wharf.settled().await;
     let whole = reqwest::get(format!("{}{}", wharf.url, blob.path()))
         .await
         .unwrap();
@@ -117,7 +117,7 @@ async fn eight_open_ended_chunk_reads_of_a_cold_blob_cost_one_fill() {
     eprintln!("eight chunk reads of a cold 128 MiB blob: {took:?}");
     // One stream would take 5.4 s to bring the last chunk.
     assert!(took < Duration::from_millis(2500), "took {took:?}");
-    settled(&wharf).await;
+    wharf.settled().await;
     blob.sent_about_once(link.carried() - before, "the upstream");
     assert_eq!(metric(&wharf, "wharf_upstream_ranged_fills_total").await, 1);
     let gets = blob.registry.count_matching("GET", &blob.digest);
@@ -151,8 +151,8 @@ async fn through_a_parent_tier_still_fetching_the_child_fills_in_pieces_too() {
     eprintln!("cold 128 MiB through a parent tier: {took:?}");
     // One stream over one of the two hops alone takes 5.4 s.
     assert!(took < Duration::from_millis(2500), "took {took:?}");
-    settled(&region).await;
-    settled(&parent).await;
+    region.settled().await;
+    parent.settled().await;
     assert_eq!(
         metric(&region, "wharf_upstream_ranged_fills_total").await,
         1

@@ -133,6 +133,18 @@ impl Wharf {
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
+
+    /// Wait (at most 60 s) until no download is under way: a client has every byte of a cold
+    /// blob a moment before its download has put it in the store and the index.
+    pub async fn settled(&self) {
+        for _ in 0..600 {
+            if self.mirror.blobs.downloads_in_flight() == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("downloads still under way after 60 s");
+    }
 }
 
 /// A fresh upstream holding `test/big:v1`, one layer of `layer_len` random bytes from `seed`.

@@ -137,8 +137,9 @@ async fn metrics_count_a_known_sequence_exactly() {
     let blob_bytes: u64 = image.blobs().iter().map(|b| b.data.len() as u64).sum();
     let manifest_bytes = image.manifest.body.len() as u64;
 
-    // Cold, then warm: the same image twice.
+    // Cold, then warm: the same image twice, the second pass once every download is stored.
     for _ in 0..2 {
+        wharf.settled().await;
         let r = get("/v2/test/docker/manifests/v1".into()).await;
         assert_eq!(r.status(), StatusCode::OK);
         r.bytes().await.unwrap();
