@@ -13,7 +13,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderValue, Method};
+use axum::http::{HeaderValue, Method, Uri};
 use axum::response::Response;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -82,7 +82,7 @@ fn request_id(request: &Request) -> String {
 pub struct Started {
     id: String,
     /// Start, method, path and client, only while `wharf::access` lines are on.
-    logged: Option<(Instant, Method, String, Option<SocketAddr>)>,
+    logged: Option<(Instant, Method, Uri, Option<SocketAddr>)>,
 }
 
 impl Started {
@@ -90,12 +90,13 @@ impl Started {
     pub fn of(request: &Request) -> Started {
         let id = request_id(request);
         let logged = tracing::enabled!(target: "wharf::access", tracing::Level::INFO).then(|| {
-            let path = request.uri().path_and_query().map_or_else(
-                || request.uri().path().to_string(),
-                |p| p.as_str().to_string(),
-            );
             let client = request.extensions().get::<ClientAddr>().map(|c| c.0);
-            (Instant::now(), request.method().clone(), path, client)
+            (
+                Instant::now(),
+                request.method().clone(),
+                request.uri().clone(),
+                client,
+            )
         });
         Started { id, logged }
     }
@@ -104,7 +105,7 @@ impl Started {
     pub fn finish(self, response: Response) -> Response {
         let Started { id, logged } = self;
         let mut response = response;
-        let Some((started, method, path, client)) = logged else {
+        let Some((started, method, uri, client)) = logged else {
             // Access lines are filtered out: keep the request id, skip the body wrapper.
             if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(id)) {
                 response.headers_mut().insert(REQUEST_ID, value);
@@ -114,7 +115,7 @@ impl Started {
         if let Ok(value) = HeaderValue::from_str(&id) {
             response.headers_mut().insert(REQUEST_ID, value);
         }
-        log_body(response, started, id, method, path, client)
+        log_body(response, started, id, method, uri, client)
     }
 }
 
@@ -124,7 +125,7 @@ fn log_body(
     started: Instant,
     id: String,
     method: Method,
-    path: String,
+    uri: Uri,
     client: Option<SocketAddr>,
 ) -> Response {
     let served = response.extensions().get::<Served>().cloned();
@@ -137,7 +138,7 @@ fn log_body(
         started,
         id,
         method,
-        path,
+        uri,
         status: response.status().as_u16(),
         client,
         served,
@@ -169,7 +170,8 @@ struct Line {
     started: Instant,
     id: String,
     method: Method,
-    path: String,
+    /// The request's target; its path and query are logged (a reference-counted copy).
+    uri: Uri,
     status: u16,
     client: Option<SocketAddr>,
     served: Option<Served>,
@@ -178,7 +180,6 @@ struct Line {
 
 impl Line {
     fn write(&self, complete: bool) {
-        let client = self.client.map(|c| c.to_string()).unwrap_or_default();
         let (cache, upstream) = match &self.served {
             Some(s) => (s.cache.as_str(), &*s.upstream),
             None => ("", ""),
@@ -186,18 +187,42 @@ impl Line {
         tracing::info!(
             target: "wharf::access",
             method = %self.method,
-            path = %self.path,
+            path = %Path(&self.uri),
             status = self.status,
             bytes = self.bytes,
             // Microsecond precision, printed as such (3.744, not 3.7443950000000004).
             duration_ms = (self.started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
             cache,
             upstream,
-            client = %client,
+            client = %Client(self.client),
             user = self.principal.as_deref().unwrap_or(""),
             request_id = %self.id,
             complete,
         );
+    }
+}
+
+/// A request's path and query as the line shows it.
+struct Path<'a>(&'a Uri);
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.path_and_query() {
+            Some(p) => f.write_str(p.as_str()),
+            None => f.write_str(self.0.path()),
+        }
+    }
+}
+
+/// A client address as the line shows it, nothing when unknown, written without a `String`.
+struct Client(Option<SocketAddr>);
+
+impl std::fmt::Display for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => Ok(()),
+        }
     }
 }
 

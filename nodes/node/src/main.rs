@@ -9,9 +9,13 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format;
 use wharf_core::config::Config;
 
+use crate::log_format::{LogFormat, Style};
+
 mod health;
+mod log_format;
 mod log_writer;
 mod status;
 mod warm;
@@ -209,6 +213,7 @@ async fn main() -> anyhow::Result<()> {
             .json()
             .with_writer(writer)
             .with_env_filter(filter)
+            .event_format(LogFormat::new(format().json(), Style::Json))
             .init();
     } else {
         // Colours only for a terminal: container and journald logs get plain text.
@@ -216,6 +221,7 @@ async fn main() -> anyhow::Result<()> {
             .with_ansi(terminal)
             .with_writer(writer)
             .with_env_filter(filter)
+            .event_format(LogFormat::new(format(), Style::Text))
             .init();
     }
     match Cli::parse().command {
