@@ -388,20 +388,22 @@ async fn manifest(
     let upstream = &upstream;
     // With auth on, content is served for a repository only if it belongs to it.
     let isolate = edge.auth.restricted();
-    let (manifest, cache, fresh_for) = match &reference {
+    // The repository's name is needed after the lookup only to note the manifest's links.
+    let linked = isolate.then(|| repo.clone());
+    let (manifest, cache, fresh_for) = match reference {
         Reference::Digest(d) => {
             if isolate {
-                edge.mirror.links.ensure(upstream, &repo, d, true).await?;
+                edge.mirror.links.ensure(upstream, &repo, &d, true).await?;
             }
-            let (m, cache) = edge.mirror.manifests.by_digest(upstream, &repo, d).await?;
+            let (m, cache) = edge.mirror.manifests.by_digest(upstream, &repo, &d).await?;
             (m, cache, None)
         }
         Reference::Tag(t) => {
-            let tagged = edge.mirror.manifests.by_tag(upstream, &repo, t).await?;
+            let tagged = edge.mirror.manifests.by_tag(upstream, repo, t).await?;
             (tagged.manifest, tagged.cache, Some(tagged.fresh_for))
         }
     };
-    if isolate {
+    if let Some(repo) = linked {
         edge.mirror
             .links
             .note_manifest(upstream.name(), &repo, &manifest.digest, &manifest.body);

@@ -4,8 +4,8 @@
 //! one upstream request. When the upstream is down or rate limiting, the last known digest of a
 //! tag is served (stale) rather than an error.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -115,6 +115,48 @@ struct TagRecord {
     fetched_at: u64,
 }
 
+/// A tag record in memory, with what answering it needs ready: its digest parsed, and (once
+/// looked up) the manifest it names, held weakly — the manifest cache alone decides how long a
+/// manifest stays in memory; while it does, a warm tag hit is one lookup, not two.
+struct KnownTag {
+    record: TagRecord,
+    digest: Option<Digest>,
+    manifest: Mutex<Weak<CachedManifest>>,
+    /// Hits answered through `manifest`: every [`TOUCH_EVERY`]th goes through the manifest
+    /// cache too, so its eviction order sees that the manifest is in use.
+    hits: AtomicU32,
+}
+
+/// How often a tag hit also reads its manifest through the manifest cache.
+const TOUCH_EVERY: u32 = 16;
+
+impl KnownTag {
+    fn new(record: TagRecord) -> KnownTag {
+        KnownTag {
+            digest: record.digest.parse().ok(),
+            record,
+            manifest: Mutex::new(Weak::new()),
+            hits: AtomicU32::new(0),
+        }
+    }
+
+    /// The manifest, while the manifest cache holds it, unless this hit is one to touch it.
+    fn held(&self) -> Option<Arc<CachedManifest>> {
+        let hit = self.hits.fetch_add(1, Ordering::Relaxed);
+        if hit % TOUCH_EVERY == TOUCH_EVERY - 1 {
+            return None;
+        }
+        self.manifest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .upgrade()
+    }
+
+    fn hold(&self, manifest: &Arc<CachedManifest>) {
+        *self.manifest.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(manifest);
+    }
+}
+
 /// Memory for tag records (tag → digest), by their bytes: some 200,000 tags.
 const TAG_RECORD_BYTES: u64 = 48 * 1024 * 1024;
 
@@ -128,7 +170,7 @@ pub struct ManifestService {
     store: Arc<dyn BlobStore>,
     by_digest: Cache<Digest, Arc<CachedManifest>>,
     /// Shared records: a hit clones a pointer, not the record's strings.
-    tags: Cache<TagKey, Arc<TagRecord>>,
+    tags: Cache<TagKey, Arc<KnownTag>>,
     /// Keyed by where it is fetched from too: one repository's refusal is not another's.
     digest_flights: Coalescer<(Digest, String, RepoName), Arc<CachedManifest>>,
     tag_flights: Coalescer<TagKey, TagRecord>,
@@ -158,13 +200,13 @@ impl ManifestService {
             by_digest,
             tags: Cache::builder()
                 .max_capacity(TAG_RECORD_BYTES)
-                .weigher(|key: &TagKey, record: &Arc<TagRecord>| {
+                .weigher(|key: &TagKey, known: &Arc<KnownTag>| {
                     let bytes = key.upstream.len()
                         + key.repo.as_str().len()
                         + key.tag.as_str().len()
-                        + record.digest.len()
-                        + record.media_type.len()
-                        + 96;
+                        + 2 * known.record.digest.len()
+                        + known.record.media_type.len()
+                        + 128;
                     u32::try_from(bytes).unwrap_or(u32::MAX)
                 })
                 .build(),
@@ -237,17 +279,19 @@ impl ManifestService {
     }
 
     /// A manifest by tag, revalidated after the TTL, stale when the upstream cannot answer.
+    /// Takes the names by value: a warm hit makes no copy of them.
     pub async fn by_tag(
         self: &Arc<Self>,
         upstream: &Arc<UpstreamClient>,
-        repo: &RepoName,
-        tag: &Tag,
+        repo: RepoName,
+        tag: Tag,
     ) -> Result<TaggedManifest, MirrorError> {
         let key = TagKey {
             upstream: upstream.shared_name(),
-            repo: repo.clone(),
-            tag: tag.clone(),
+            repo,
+            tag,
         };
+        let (repo, tag) = (&key.repo, &key.tag);
         let known = self.known_tag(&key).await;
         let what = || format!("tag:{tag}");
         if known.is_none()
@@ -255,18 +299,20 @@ impl ManifestService {
         {
             return Err(missing);
         }
-        if let Some(record) = &known
-            && now_secs().saturating_sub(record.fetched_at) < self.tag_ttl.as_secs()
-            && let Some(m) = self.cached_record(record).await
+        if let Some(entry) = &known
+            && now_secs().saturating_sub(entry.record.fetched_at) < self.tag_ttl.as_secs()
+            && let Some(m) = self.cached_entry(entry).await
         {
-            return Ok(self.tagged(m, CacheResult::Hit, record));
+            return Ok(self.tagged(m, CacheResult::Hit, &entry.record));
         }
+        let known = known.map(|entry| Arc::new(entry.record.clone()));
         let this = self.clone();
         let (upstream_c, known_c) = (upstream.clone(), known.as_deref().cloned());
+        let key_c = key.clone();
         let (result, joined) = self
             .tag_flights
             .run(key.clone(), move || async move {
-                this.revalidate(upstream_c, key, known_c).await
+                this.revalidate(upstream_c, key_c, known_c).await
             })
             .await;
         // Revalidated with the same digest: still a hit; a new digest: a miss.
@@ -381,9 +427,9 @@ impl ManifestService {
         Ok(record)
     }
 
-    async fn known_tag(&self, key: &TagKey) -> Option<Arc<TagRecord>> {
-        if let Some(record) = self.tags.get(key).await {
-            return Some(record);
+    async fn known_tag(&self, key: &TagKey) -> Option<Arc<KnownTag>> {
+        if let Some(known) = self.tags.get(key).await {
+            return Some(known);
         }
         let stored = match self.store.read_small(&key.object_key()).await {
             Ok(stored) => stored?,
@@ -392,9 +438,9 @@ impl ManifestService {
                 return None;
             }
         };
-        let record: Arc<TagRecord> = Arc::new(serde_json::from_slice(&stored).ok()?);
-        self.tags.insert(key.clone(), record.clone()).await;
-        Some(record)
+        let known = Arc::new(KnownTag::new(serde_json::from_slice(&stored).ok()?));
+        self.tags.insert(key.clone(), known.clone()).await;
+        Some(known)
     }
 
     async fn remember_tag(&self, key: &TagKey, record: TagRecord) {
@@ -406,11 +452,24 @@ impl ManifestService {
             }
             Err(e) => warn!(error = %e, "encoding a tag record failed"),
         }
-        self.tags.insert(key.clone(), Arc::new(record)).await;
+        self.tags
+            .insert(key.clone(), Arc::new(KnownTag::new(record)))
+            .await;
     }
 
     async fn cached_record(&self, record: &TagRecord) -> Option<Arc<CachedManifest>> {
         self.cached(&record.digest.parse().ok()?).await
+    }
+
+    /// The manifest a tag in memory names: through the tag's own pointer while the manifest
+    /// cache holds it, else from that cache or the store (and the pointer set).
+    async fn cached_entry(&self, known: &KnownTag) -> Option<Arc<CachedManifest>> {
+        if let Some(m) = known.held() {
+            return Some(m);
+        }
+        let m = self.cached(known.digest.as_ref()?).await?;
+        known.hold(&m);
+        Some(m)
     }
 
     /// From memory, else from the store (then kept in memory).

@@ -114,7 +114,7 @@ impl<'a> Pull<'a> {
         let top = self
             .mirror
             .manifests
-            .by_tag(self.upstream, &self.repo, tag)
+            .by_tag(self.upstream, self.repo.clone(), tag.clone())
             .await
             .map_err(PrefetchError::pull(format!("tag {tag}")))?
             .manifest;
