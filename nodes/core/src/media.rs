@@ -24,22 +24,22 @@ pub fn upstream_accept_header() -> String {
 /// No `Accept` at all, `*/*`, or an `Accept` naming no manifest type at all means "anything"
 /// (curl, simple scripts); otherwise the type must be listed. Parameters (`;q=`) are ignored.
 pub fn accepts<'a>(accept_values: impl IntoIterator<Item = &'a str>, media_type: &str) -> bool {
-    // One pass, no allocation: this runs on every manifest request.
-    let (mut listed, mut anything, mut names_manifest_type, mut lists_it) =
-        (false, false, false, false);
+    // One pass, no allocation, done at the first item that decides: this runs on every
+    // manifest request.
+    let mut names_manifest_type = false;
     for value in accept_values {
         for item in value.split(',') {
-            let listed_type = item.split(';').next().unwrap_or("").trim();
+            let listed_type = item.split_once(';').map_or(item, |(t, _)| t).trim();
             if listed_type.is_empty() {
                 continue;
             }
-            listed = true;
-            anything |= listed_type == "*/*";
-            names_manifest_type |= MANIFEST_TYPES.contains(&listed_type);
-            lists_it |= listed_type == media_type;
+            if listed_type == media_type || listed_type == "*/*" {
+                return true;
+            }
+            names_manifest_type = names_manifest_type || MANIFEST_TYPES.contains(&listed_type);
         }
     }
-    !listed || anything || !names_manifest_type || lists_it
+    !names_manifest_type
 }
 
 /// The media type a manifest declares in its own `mediaType` field, if any.
@@ -87,6 +87,44 @@ pub fn declared_media_type(body: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The first, plainer form of [`accepts`]: every item read, the verdict at the end.
+    fn accepts_reference(values: &[&str], media_type: &str) -> bool {
+        let (mut listed, mut anything, mut names_manifest_type, mut lists_it) =
+            (false, false, false, false);
+        for item in values.iter().flat_map(|v| v.split(',')) {
+            let listed_type = item.split(';').next().unwrap_or("").trim();
+            if listed_type.is_empty() {
+                continue;
+            }
+            listed = true;
+            anything |= listed_type == "*/*";
+            names_manifest_type |= MANIFEST_TYPES.contains(&listed_type);
+            lists_it |= listed_type == media_type;
+        }
+        !listed || anything || !names_manifest_type || lists_it
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn early_verdicts_are_the_full_readings(
+            items in proptest::collection::vec(proptest::sample::select(vec![
+                OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_V2, "*/*", "application/json", "", " ",
+                "text/html;q=0.1", "application/vnd.oci.image.index.v1+json; q=0.5",
+            ]), 0..6),
+            split in 0usize..6,
+            media_type in proptest::sample::select(vec![OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_V2, ""]),
+        ) {
+            let joined = items.join(",");
+            let at = split.min(items.len());
+            let (first, second) = (items[..at].join(","), items[at..].join(","));
+            proptest::prop_assert_eq!(accepts([joined.as_str()], media_type), accepts_reference(&[&joined], media_type));
+            proptest::prop_assert_eq!(
+                accepts([first.as_str(), second.as_str()], media_type),
+                accepts_reference(&[&first, &second], media_type)
+            );
+        }
+    }
 
     #[test]
     fn negotiation() {

@@ -8,6 +8,7 @@
 //! configured). With client authentication on, everything is `private`: a shared cache must
 //! not hand one user's answer to another.
 
+use std::cell::RefCell;
 use std::time::{Duration, SystemTime};
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -71,14 +72,30 @@ impl HttpCaching {
     /// Headers of a manifest by tag, trusted `fresh_for` more seconds; `etag` made beforehand.
     pub fn tag(&self, h: &mut HeaderMap, etag: HeaderValue, fresh_for: u64) {
         h.insert(header::ETAG, etag);
-        set_owned(
-            h,
-            header::CACHE_CONTROL,
-            format!(
-                "{}, max-age={fresh_for}, stale-if-error={STALE_IF_ERROR}",
-                self.scope()
-            ),
-        );
+        // `fresh_for` changes once a second: each thread keeps the value it made last.
+        thread_local! {
+            static LAST: RefCell<Option<(bool, u64, HeaderValue)>> = const { RefCell::new(None) };
+        }
+        let value = LAST.with(|last| {
+            let mut last = last.borrow_mut();
+            match &*last {
+                Some((private, age, value)) if *private == self.private && *age == fresh_for => {
+                    Some(value.clone())
+                }
+                _ => {
+                    let text = format!(
+                        "{}, max-age={fresh_for}, stale-if-error={STALE_IF_ERROR}",
+                        self.scope()
+                    );
+                    let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).ok()?;
+                    *last = Some((self.private, fresh_for, value.clone()));
+                    Some(value)
+                }
+            }
+        });
+        if let Some(value) = value {
+            h.insert(header::CACHE_CONTROL, value);
+        }
     }
 
     /// `Cache-Control` of an error answer, unless the handler set one.

@@ -50,13 +50,13 @@ impl Route {
                 name: parse_name(name)?,
             });
         }
-        if let Some((name, _)) = path.rsplit_once("/blobs/uploads") {
+        if let Some((name, _)) = split_last(path, "/blobs/uploads") {
             parse_name(name)?;
             return Err(unsupported(
                 "wharf is a read-only mirror: pushes are not accepted",
             ));
         }
-        if let Some((name, reference)) = path.rsplit_once("/manifests/") {
+        if let Some((name, reference)) = split_last(path, "/manifests/") {
             let name = parse_name(name)?;
             let reference = Reference::parse(reference).map_err(|e| match e {
                 ReferenceError::Digest(e) => ApiError::new(OciCode::DigestInvalid, e.to_string()),
@@ -69,14 +69,14 @@ impl Route {
             })?;
             return Ok(Route::Manifest { name, reference });
         }
-        if let Some((name, digest)) = path.rsplit_once("/blobs/") {
+        if let Some((name, digest)) = split_last(path, "/blobs/") {
             let name = parse_name(name)?;
             let digest = digest.parse().map_err(|e: wharf_core::DigestError| {
                 ApiError::new(OciCode::DigestInvalid, e.to_string())
             })?;
             return Ok(Route::Blob { name, digest });
         }
-        if let Some((name, digest)) = path.rsplit_once("/referrers/") {
+        if let Some((name, digest)) = split_last(path, "/referrers/") {
             let name = parse_name(name)?;
             let digest = digest.parse().map_err(|e: wharf_core::DigestError| {
                 ApiError::new(OciCode::DigestInvalid, e.to_string())
@@ -88,6 +88,19 @@ impl Route {
             format!("no v2 API endpoint at /v2/{path}"),
         ))
     }
+}
+
+/// `path.rsplit_once(marker)` for a marker that starts with `/`: only the slashes are tried
+/// (a substring searcher set up per marker cost more than the whole search).
+fn split_last<'a>(path: &'a str, marker: &str) -> Option<(&'a str, &'a str)> {
+    let mut end = path.len();
+    while let Some(at) = path[..end].rfind('/') {
+        if path[at..].starts_with(marker) {
+            return Some((&path[..at], &path[at + marker.len()..]));
+        }
+        end = at;
+    }
+    None
 }
 
 /// A repository name, or a `NAME_INVALID` error.
@@ -104,6 +117,15 @@ mod prop {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        /// The slash-anchored search finds what `rsplit_once` finds.
+        #[test]
+        fn split_last_is_rsplit_once(
+            path in "([a-z/]{0,6}(/manifests/|/blobs/|/blobs/uploads|/referrers/)?){0,4}",
+            marker in prop_oneof![Just("/manifests/"), Just("/blobs/"), Just("/blobs/uploads"), Just("/referrers/")],
+        ) {
+            prop_assert_eq!(split_last(&path, marker), path.rsplit_once(marker));
+        }
 
         /// Any path answers a route or an OCI client error: never a panic, never a 5xx.
         #[test]
