@@ -529,4 +529,32 @@ mod tests {
         assert_eq!(back.media_type, m.media_type);
         assert_eq!(back.body, m.body);
     }
+
+    #[test]
+    fn a_tag_holds_its_manifest_only_while_the_cache_does_and_sends_every_16th_hit_through_it() {
+        let digest = Digest::sha256_of(b"{}");
+        let known = KnownTag::new(TagRecord {
+            digest: digest.to_string(),
+            media_type: wharf_core::media::OCI_INDEX.into(),
+            fetched_at: 0,
+        });
+        assert_eq!(known.digest.as_ref(), Some(&digest));
+        assert!(known.held().is_none(), "nothing held yet");
+        let manifest = Arc::new(CachedManifest::new(
+            digest,
+            wharf_core::media::OCI_INDEX.into(),
+            Bytes::from_static(b"{}"),
+        ));
+        known.hold(&manifest);
+        let through = (0..32).filter(|_| known.held().is_none()).count();
+        assert_eq!(
+            through, 2,
+            "every 16th hit reads through the manifest cache"
+        );
+        drop(manifest);
+        assert!(
+            (0..16).all(|_| known.held().is_none()),
+            "a weak pointer: only the manifest cache keeps a manifest in memory"
+        );
+    }
 }
