@@ -21,7 +21,7 @@ done
 sudo=""
 [ "$(id -u)" = 0 ] || sudo=sudo
 
-[ "$skip_wharf" = 1 ] || "$here/../image/build.sh"
+[ "$skip_wharf" = 1 ] || { "$here/../image/build.sh"; echo "images: wharf built at ${SECONDS} s"; }
 
 # One Debian root filesystem holds haproxy and docker-registry (2.6 and 2.8 from bookworm).
 if ! docker image inspect wharf-debian-base:bookworm >/dev/null 2>&1; then
@@ -37,6 +37,7 @@ if ! docker image inspect wharf-debian-base:bookworm >/dev/null 2>&1; then
   $sudo rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin
   $sudo tar -C "$root" -c . | docker import - wharf-debian-base:bookworm >/dev/null
   $sudo rm -rf "$root"
+  echo "images: Debian root filesystem imported at ${SECONDS} s"
 fi
 docker tag wharf-debian-base:bookworm wharf-haproxy:latest
 [ "$with_upstream" = 0 ] || docker tag wharf-debian-base:bookworm wharf-test-registry:latest
@@ -47,6 +48,7 @@ if [ ! -x "$s3s" ]; then
   echo "images: cargo install s3s-fs 0.14.1 (static)"
   RUSTFLAGS='-C target-feature=+crt-static' cargo install --quiet --locked s3s-fs@0.14.1 \
     --features binary --target x86_64-unknown-linux-gnu --root "$cache/s3s-fs"
+  echo "images: s3s-fs built at ${SECONDS} s"
 fi
 ctx=$(mktemp -d)
 cp "$s3s" "$ctx/s3s-fs"
