@@ -89,6 +89,10 @@ pub struct Args {
     /// `wharf::access=off`).
     #[arg(long)]
     no_access_log: bool,
+    /// With --vs-nginx: rounds of the manifest phases, nginx and wharf alternating within each
+    /// round; the table gives each server's median and the median of the rounds' ratios.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// (Internal, run by --vs-nginx.) Serve the framework floor on PORT from DIR.
     #[arg(long, hide = true, num_args = 2, value_names = ["PORT", "DIR"])]
     serve_floor: Option<Vec<String>>,

@@ -98,6 +98,48 @@ struct Figures {
     latency_ms: f64,
 }
 
+/// One round's manifest figures for one server.
+struct ManifestRates {
+    by_tag: f64,
+    /// The server's CPU microseconds per request by tag.
+    tag_cpu_us: f64,
+    by_digest: f64,
+}
+
+/// wharf's manifest figures against nginx's: the median over rounds of each round's ratio.
+struct RoundRatios {
+    by_tag: f64,
+    tag_cpu_us: f64,
+    by_digest: f64,
+}
+
+/// `server`'s warm manifest rate by tag (and its CPU a request), then by digest.
+fn manifest_rates(server: &Server, digest: &str, args: &Args) -> anyhow::Result<ManifestRates> {
+    let tag_url = format!("{}/v2/bench/sec/manifests/v1", server.url);
+    let digest_url = format!("{}/v2/bench/sec/manifests/{digest}", server.url);
+    let cpu_before = server.cpu_seconds();
+    let by_tag = wrk_rate(&tag_url, args.connections, args.seconds)?;
+    // The server's CPU per request: steadier than the rate on a machine wrk shares.
+    let tag_cpu_us = (server.cpu_seconds() - cpu_before) * 1e6 / (by_tag * args.seconds as f64);
+    let by_digest = wrk_rate(&digest_url, args.connections, args.seconds)?;
+    Ok(ManifestRates {
+        by_tag,
+        tag_cpu_us,
+        by_digest,
+    })
+}
+
+/// The middle value (the mean of the two middle ones for an even count); 0 for none.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
 /// The benchmark upstream's name in wharf's config: also its path prefix.
 const ROUTED_NAME: &str = "bench.registry";
 
@@ -147,37 +189,65 @@ pub async fn vs_nginx(args: &Args) -> anyhow::Result<()> {
     std::fs::write(blobs.join(&blob_digest), &blob)?;
     let nginx = start_nginx(dir.path(), &root, &content_type, &digest, access_log).await?;
 
+    // The manifest phases in rounds, nginx then wharf in each: the VM's speed drifts over
+    // seconds, so each round's ratio compares neighbours in time.
+    let servers = [&nginx, &wharf];
+    let mut manifests = [Vec::new(), Vec::new()];
+    for round in 1..=args.rounds.max(1) {
+        for (server, samples) in servers.iter().zip(manifests.iter_mut()) {
+            let sample = manifest_rates(server, &digest, args)?;
+            eprintln!(
+                "round {round}, {}: {:.0} req/s by tag ({:.1} CPU-µs each), {:.0} by digest",
+                server.name, sample.by_tag, sample.tag_cpu_us, sample.by_digest
+            );
+            samples.push(sample);
+        }
+    }
+    let [nginx_rounds, wharf_rounds] = &manifests;
+    let ratio = |f: fn(&ManifestRates) -> f64| {
+        median(
+            nginx_rounds
+                .iter()
+                .zip(wharf_rounds)
+                .map(|(n, w)| f(w) / f(n))
+                .collect(),
+        )
+    };
+    let ratios = RoundRatios {
+        by_tag: ratio(|m| m.by_tag),
+        tag_cpu_us: ratio(|m| m.tag_cpu_us),
+        by_digest: ratio(|m| m.by_digest),
+    };
     let mut rows = Vec::new();
-    for server in [&nginx, &wharf] {
-        let tag_url = format!("{}/v2/bench/sec/manifests/v1", server.url);
-        let digest_url = format!("{}/v2/bench/sec/manifests/{digest}", server.url);
+    for (server, samples) in servers.iter().zip(&manifests) {
         let blob_url = format!("{}/v2/bench/warm/blobs/{blob_digest}", server.url);
-        let cpu_before = server.cpu_seconds();
-        let by_tag = wrk_rate(&tag_url, args.connections, args.seconds)?;
-        // The server's CPU per request: steadier than the rate on a machine wrk shares.
-        let tag_cpu_us = (server.cpu_seconds() - cpu_before) * 1e6 / (by_tag * args.seconds as f64);
-        let by_digest = wrk_rate(&digest_url, args.connections, args.seconds)?;
+        let tag_url = format!("{}/v2/bench/sec/manifests/v1", server.url);
         let cpu_before = server.cpu_seconds();
         let (bytes, secs) = throughput(&Load::plain(), &blob_url, 4, args.seconds).await?;
         let cpu = server.cpu_seconds() - cpu_before;
         let gb = bytes as f64 / 1e9;
         let (idle_kib, latency_ms) = idle_cost(server, &tag_url).await?;
-        eprintln!(
-            "{}: {by_tag:.0} req/s by tag ({tag_cpu_us:.1} CPU-µs each), {by_digest:.0} by digest, {:.2} GB/s at {:.3} CPU-s/GB, {idle_kib:.1} KiB per idle connection, {latency_ms:.1} ms meanwhile",
-            server.name,
-            gb / secs,
-            cpu / gb
-        );
-        rows.push(Figures {
+        let figures = Figures {
             name: server.name,
-            by_tag,
-            tag_cpu_us,
-            by_digest,
+            by_tag: median(samples.iter().map(|m| m.by_tag).collect()),
+            tag_cpu_us: median(samples.iter().map(|m| m.tag_cpu_us).collect()),
+            by_digest: median(samples.iter().map(|m| m.by_digest).collect()),
             gb_per_s: gb / secs,
             cpu_per_gb: cpu / gb,
             idle_kib,
             latency_ms,
-        });
+        };
+        eprintln!(
+            "{}: {:.0} req/s by tag ({:.1} CPU-µs each), {:.0} by digest (medians of {} rounds), {:.2} GB/s at {:.3} CPU-s/GB, {idle_kib:.1} KiB per idle connection, {latency_ms:.1} ms meanwhile",
+            server.name,
+            figures.by_tag,
+            figures.tag_cpu_us,
+            figures.by_digest,
+            samples.len(),
+            figures.gb_per_s,
+            figures.cpu_per_gb
+        );
+        rows.push(figures);
     }
     let n = &rows[0];
     println!(
@@ -186,16 +256,19 @@ pub async fn vs_nginx(args: &Args) -> anyhow::Result<()> {
         m = args.warm_blob_mib
     );
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for r in &rows {
+    for (i, r) in rows.iter().enumerate() {
+        // wharf's manifest ratios: the median of the rounds' own ratios.
+        let (tag, cpu, digest) = if i == 0 {
+            (1.0, 1.0, 1.0)
+        } else {
+            (ratios.by_tag, ratios.tag_cpu_us, ratios.by_digest)
+        };
         println!(
-            "| {} | {:.0} ({:.2}x) | {:.1} ({:.2}x) | {:.0} ({:.2}x) | {:.2} | {:.3} ({:.2}x) | {:.1} | {:.1} |",
+            "| {} | {:.0} ({tag:.2}x) | {:.1} ({cpu:.2}x) | {:.0} ({digest:.2}x) | {:.2} | {:.3} ({:.2}x) | {:.1} | {:.1} |",
             r.name,
             r.by_tag,
-            r.by_tag / n.by_tag,
             r.tag_cpu_us,
-            r.tag_cpu_us / n.tag_cpu_us,
             r.by_digest,
-            r.by_digest / n.by_digest,
             r.gb_per_s,
             r.cpu_per_gb,
             r.cpu_per_gb / n.cpu_per_gb,
