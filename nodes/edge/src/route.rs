@@ -1,6 +1,8 @@
-//! Parsing of `/v2/...` paths. Repository names contain slashes, so axum's router cannot
-//! split them; one catch-all route hands the rest of the path to [`Route::parse`].
+//! Parsing of `/v2/...` paths and their query. Repository names contain slashes, so axum's
+//! router cannot split them; one catch-all route hands the rest of the path to
+//! [`Route::parse`].
 
+use wharf_core::query::percent_decode;
 use wharf_core::reference::ReferenceError;
 use wharf_core::{Digest, OciCode, Reference, RepoName};
 
@@ -109,6 +111,40 @@ pub(crate) fn parse_name(name: &str) -> Result<RepoName, ApiError> {
         .map_err(|e: wharf_core::NameError| ApiError::new(OciCode::NameInvalid, e.to_string()))
 }
 
+/// The query parameters wharf reads: containerd's `ns`, and the rest for `tags/list`.
+pub struct Query {
+    pub ns: Option<String>,
+    pub passthrough: String,
+    /// The referrers filter.
+    pub artifact_type: Option<String>,
+}
+
+impl Query {
+    pub fn parse(query: Option<&str>) -> Query {
+        let mut ns = None;
+        let mut artifact_type = None;
+        let mut passthrough = Vec::new();
+        for pair in query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "ns" => ns = Some(percent_decode(value)),
+                "artifactType" => artifact_type = Some(percent_decode(value)),
+                "n" | "last" => passthrough.push(pair),
+                _ => {}
+            }
+        }
+        Query {
+            ns,
+            passthrough: passthrough.join("&"),
+            artifact_type,
+        }
+    }
+}
+
 #[cfg(test)]
 mod prop {
     use proptest::prelude::*;
@@ -144,6 +180,15 @@ mod prop {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_parsing() {
+        let q = Query::parse(Some("ns=127.0.0.1%3A5000&n=10&last=v1&x=y"));
+        assert_eq!(q.ns.as_deref(), Some("127.0.0.1:5000"));
+        assert_eq!(q.passthrough, "n=10&last=v1");
+        let q = Query::parse(None);
+        assert!(q.ns.is_none() && q.passthrough.is_empty());
+    }
 
     fn digest() -> String {
         format!("sha256:{}", "ab".repeat(32))

@@ -68,7 +68,9 @@ impl<'a> Asker<'a> {
                     token_repositories: None,
                 }
             } else {
-                access::identify(auth, self.headers, origin).await?
+                // Boxed: checking a login or token is the larger future, and is not every
+                // request's (see `api::answer`).
+                Box::pin(access::identify(auth, self.headers, origin)).await?
             };
             self.principal = Some(who.identity.name().unwrap_or("anonymous").to_string());
             self.caller = Some(who);
@@ -111,7 +113,15 @@ impl<'a> Asker<'a> {
             let identity = upstream_login::identity_of(&upstream, login.as_deref());
             upstream_login::authorize(edge, &upstream, &identity, &repo)?;
             self.principal = Some(identity.name().unwrap_or("anonymous").to_string());
-            upstream_login::check(edge, &upstream, Some(&repo), login.as_ref(), true).await?;
+            // Boxed, as the upstream request it may make is a large future.
+            Box::pin(upstream_login::check(
+                edge,
+                &upstream,
+                Some(&repo),
+                login.as_ref(),
+                true,
+            ))
+            .await?;
             return Ok(((upstream, repo), login));
         }
         if let Some((who, origin)) = self.caller().await? {
@@ -127,7 +137,14 @@ impl<'a> Asker<'a> {
         let upstream = edge.mirror.upstreams.client(&resolved)?;
         if upstream.takes_client_logins() {
             // The request holds wharf's login, which is not passed on: asked as anonymous.
-            upstream_login::check(edge, &upstream, Some(&repo), None, false).await?;
+            Box::pin(upstream_login::check(
+                edge,
+                &upstream,
+                Some(&repo),
+                None,
+                false,
+            ))
+            .await?;
         }
         Ok(((upstream, repo), None))
     }
