@@ -21,8 +21,6 @@ done
 sudo=""
 [ "$(id -u)" = 0 ] || sudo=sudo
 
-[ "$skip_wharf" = 1 ] || { "$here/../image/build.sh"; echo "images: wharf built at ${SECONDS} s"; }
-
 # One Debian root filesystem holds haproxy and docker-registry (2.6 and 2.8 from bookworm).
 if ! docker image inspect wharf-debian-base:bookworm >/dev/null 2>&1; then
   command -v debootstrap >/dev/null || {
@@ -64,4 +62,7 @@ ENTRYPOINT ["/usr/local/bin/s3s-fs"]
 DOCKERFILE
 docker build -q -t wharf-s3s-fs:latest "$ctx" >/dev/null
 rm -rf "$ctx"
+# wharf last: the Debian root (mostly downloads) goes first, so that under ./test.sh, which
+# runs this in the background, it overlaps the compilers.
+[ "$skip_wharf" = 1 ] || { "$here/../image/build.sh"; echo "images: wharf built at ${SECONDS} s"; }
 echo "images: wharf-haproxy, wharf-s3s-fs$([ "$with_upstream" = 1 ] && echo ", wharf-test-registry") ready"

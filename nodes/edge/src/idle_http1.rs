@@ -150,10 +150,13 @@ impl<S> Releasing<S> {
 
     fn remember(&mut self, read: &[u8]) {
         let last = read.get(read.len().saturating_sub(4)..).unwrap_or_default();
+        // The four bytes as one number, oldest first: each new byte shifts the oldest out
+        // (a rotation of the array per byte cost a call each).
+        let mut tail = u32::from_be_bytes(self.tail);
         for &byte in last {
-            self.tail.rotate_left(1);
-            self.tail[3] = byte;
+            tail = (tail << 8) | u32::from(byte);
         }
+        self.tail = tail.to_be_bytes();
     }
 
     /// Nothing of a request or response is left in hyper's hands.

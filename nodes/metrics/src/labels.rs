@@ -19,13 +19,13 @@ impl Route {
         let Some(rest) = path.strip_prefix("/v2/") else {
             return Route::Other;
         };
-        if rest.contains("/blobs/") {
+        if holds(rest, "/blobs/") {
             Route::Blob
-        } else if rest.contains("/manifests/") {
+        } else if holds(rest, "/manifests/") {
             Route::Manifest
         } else if rest.ends_with("/tags/list") {
             Route::Tags
-        } else if rest.contains("/referrers/") {
+        } else if holds(rest, "/referrers/") {
             Route::Referrers
         } else {
             Route::Other
@@ -41,6 +41,13 @@ impl Route {
             Route::Other => "other",
         }
     }
+}
+
+/// `path.contains(marker)` for a marker that starts with `/`: only the slashes are tried, by
+/// a plain loop (a substring searcher set up per call cost more than the search).
+fn holds(path: &str, marker: &str) -> bool {
+    let bytes = path.as_bytes();
+    (0..bytes.len()).any(|at| bytes[at] == b'/' && bytes[at..].starts_with(marker.as_bytes()))
 }
 
 /// HTTP methods as a label: a read-only mirror sees GET and HEAD; the rest are one value.

@@ -307,5 +307,11 @@ mod tests {
         );
         assert_eq!(Route::of_path("/v2/"), Route::Other);
         assert_eq!(Route::of_path("/metrics"), Route::Other);
+        // A marker is a whole `/word/`, anywhere after `/v2/`, the last slash included.
+        assert_eq!(Route::of_path("/v2/a/blobs"), Route::Other);
+        assert_eq!(Route::of_path("/v2/a/xblobs/sha256:00"), Route::Other);
+        assert_eq!(Route::of_path("/v2/blobs/blobs/"), Route::Blob);
+        assert_eq!(Route::of_path("/v2/a/manifests/"), Route::Manifest);
+        assert_eq!(Route::of_path("/v2//manifests/x"), Route::Manifest);
     }
 }
