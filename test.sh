@@ -44,10 +44,19 @@ fi
 # s3s-fs) build in the background at idle CPU priority while clippy and the Rust tests build and
 # run: they take only the CPU time those leave over, which is most of a cold run's spare
 # minutes (compiler serial phases, tests waiting on sockets and timers).
+# In a session of its own, so that an early exit (a failure, Ctrl-C) stops all of it, its
+# compilers included.
 images_pid=""
 images_log=$(mktemp)
+log=""
+cleanup() {
+  if [ -n "$images_pid" ]; then kill -- -"$images_pid" 2>/dev/null || true; fi
+  rm -f "$images_log"
+  if [ -n "$log" ]; then rm -f "$log" "$log.wharf"; fi
+}
+trap cleanup EXIT
 if [ "$#" -eq 0 ]; then
-  background=()
+  background=(setsid)
   command -v chrt >/dev/null && background+=(chrt --idle 0)
   command -v ionice >/dev/null && background+=(ionice -c 3)
   "${background[@]}" deploy/compose/build-images.sh --with-upstream >"$images_log" 2>&1 &
@@ -99,7 +108,6 @@ log=$(mktemp)
 # level; no test password (nodes/testkit/test-secrets.txt) may appear in it.
 export WHARF_TEST_LOG_FILE="$log.wharf"
 : >"$WHARF_TEST_LOG_FILE"
-trap 'rm -f "$log" "$images_log" "$WHARF_TEST_LOG_FILE"' EXIT
 status=0
 # Lints first, as CI's gate: unwrap_used and the rest are errors outside tests.
 if [ "$#" -eq 0 ]; then
@@ -143,6 +151,7 @@ fi
 if [ "$#" -eq 0 ]; then
   images=0
   wait "$images_pid" || images=$?
+  images_pid=""
   cat "$images_log"
   phase "the rest of the image builds"
   if [ "$images" -ne 0 ]; then
