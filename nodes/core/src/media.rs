@@ -42,7 +42,6 @@ pub fn accepts<'a>(accept_values: impl IntoIterator<Item = &'a str>, media_type:
     !names_manifest_type
 }
 
-/// The media type a manifest declares in its own `mediaType` field, if any.
 /// The media type a manifest's own bytes establish, which its digest covers (a
 /// `Content-Type` is not): its `mediaType`, else, since OCI lets it be left out, an image
 /// index when it lists `manifests` and an image manifest when it has `config` or `layers`.
@@ -75,6 +74,7 @@ pub fn media_type_of(body: &[u8]) -> Option<String> {
     }
 }
 
+/// The media type a manifest declares in its own `mediaType` field, if any.
 pub fn declared_media_type(body: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Probe {

@@ -13,7 +13,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderValue, Method, Uri};
+use axum::http::{HeaderName, HeaderValue, Method, Uri};
 use axum::response::Response;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -36,23 +36,22 @@ pub struct Principal(pub String);
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub SocketAddr);
 
-pub const REQUEST_ID: &str = "x-request-id";
+/// `X-Request-Id`, as a name made once: a `&str` name is parsed and checked on every use.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// A request id: the client's if it is 1-64 characters of `[A-Za-z0-9._-]`, else a new one.
-fn request_id(request: &Request) -> String {
+/// A request id: the client's if it is 1-64 characters of `[A-Za-z0-9._-]`, else a new one:
+/// the boot stamp's low 8 hex digits, then a counter's (at least 8). A header value either way,
+/// since the response carries it; written out from a table, not formatted.
+fn request_id(request: &Request) -> HeaderValue {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     static BOOT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    if let Some(given) = request
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            (1..=64).contains(&v.len())
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        })
-    {
-        return given.to_string();
+    if let Some(given) = request.headers().get(REQUEST_ID).filter(|v| {
+        (1..=64).contains(&v.len())
+            && v.as_bytes()
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    }) {
+        return given.clone();
     }
     let boot = BOOT.get_or_init(|| {
         let nanos = SystemTime::now()
@@ -61,26 +60,28 @@ fn request_id(request: &Request) -> String {
             .unwrap_or_default();
         nanos ^ (u64::from(std::process::id()) << 32)
     });
-    // The boot stamp's low 8 hex digits, then the counter's (at least 8): written out, not
-    // formatted.
     let count = NEXT.fetch_add(1, Ordering::Relaxed);
     let count_digits = (16 - count.leading_zeros() as usize / 4).max(8);
-    let mut id = String::with_capacity(8 + count_digits);
-    let mut push_hex = |value: u64, digits: usize| {
-        for nibble in (0..digits).rev() {
-            let digit = (value >> (nibble * 4)) & 0xf;
-            id.push(char::from_digit(digit as u32, 16).unwrap_or('0'));
-        }
-    };
-    push_hex(boot & 0xffff_ffff, 8);
-    push_hex(count, count_digits);
-    id
+    let mut id = [0u8; 24];
+    hex_into(&mut id[..8], boot & 0xffff_ffff);
+    let len = 8 + count_digits;
+    hex_into(&mut id[8..len], count);
+    HeaderValue::from_bytes(&id[..len]).unwrap_or(HeaderValue::from_static("0"))
+}
+
+/// `value`'s low `out.len()` hex digits, most significant first.
+fn hex_into(out: &mut [u8], mut value: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in out.iter_mut().rev() {
+        *byte = DIGITS[(value & 0xf) as usize];
+        value >>= 4;
+    }
 }
 
 /// A request on its way in: its id, and (when access lines are on) what its line needs.
 /// [`Started::finish`] puts the id on the response and the line on its body.
 pub struct Started {
-    id: String,
+    id: HeaderValue,
     /// Start, method, path and client, only while `wharf::access` lines are on.
     logged: Option<(Instant, Method, Uri, Option<SocketAddr>)>,
 }
@@ -105,17 +106,14 @@ impl Started {
     pub fn finish(self, response: Response) -> Response {
         let Started { id, logged } = self;
         let mut response = response;
-        let Some((started, method, uri, client)) = logged else {
-            // Access lines are filtered out: keep the request id, skip the body wrapper.
-            if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(id)) {
-                response.headers_mut().insert(REQUEST_ID, value);
+        response.headers_mut().insert(REQUEST_ID, id.clone());
+        match logged {
+            Some((started, method, uri, client)) => {
+                log_body(response, started, id, method, uri, client)
             }
-            return response;
-        };
-        if let Ok(value) = HeaderValue::from_str(&id) {
-            response.headers_mut().insert(REQUEST_ID, value);
+            // Access lines are filtered out: keep the request id, skip the body wrapper.
+            None => response,
         }
-        log_body(response, started, id, method, uri, client)
     }
 }
 
@@ -123,7 +121,7 @@ impl Started {
 fn log_body(
     response: Response,
     started: Instant,
-    id: String,
+    id: HeaderValue,
     method: Method,
     uri: Uri,
     client: Option<SocketAddr>,
@@ -168,7 +166,8 @@ fn log_body(
 struct Line {
     principal: Option<String>,
     started: Instant,
-    id: String,
+    /// The request id: visible ASCII by construction.
+    id: HeaderValue,
     method: Method,
     /// The request's target; its path and query are logged (a reference-counted copy).
     uri: Uri,
@@ -196,7 +195,7 @@ impl Line {
             upstream,
             client = %Client(self.client),
             user = self.principal.as_deref().unwrap_or(""),
-            request_id = %self.id,
+            request_id = %self.id.to_str().unwrap_or(""),
             complete,
         );
     }
@@ -288,14 +287,21 @@ mod tests {
     fn new_request_ids_are_sixteen_hex_digits_and_distinct() {
         let request = Request::new(Body::empty());
         let (a, b) = (request_id(&request), request_id(&request));
+        let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
         assert_eq!(a.len(), 16, "{a}");
         assert!(a.bytes().all(|c| c.is_ascii_hexdigit()), "{a}");
         assert_ne!(a, b);
         assert_eq!(a[..8], b[..8], "one boot stamp");
+        let later = u64::from_str_radix(&b[8..], 16).unwrap();
+        assert_eq!(u64::from_str_radix(&a[8..], 16).unwrap() + 1, later);
         let mut given = Request::new(Body::empty());
         given
             .headers_mut()
             .insert(REQUEST_ID, HeaderValue::from_static("client-id.1"));
         assert_eq!(request_id(&given), "client-id.1");
+        given
+            .headers_mut()
+            .insert(REQUEST_ID, HeaderValue::from_static("not a token"));
+        assert_eq!(request_id(&given).len(), 16);
     }
 }
