@@ -20,11 +20,6 @@ mod log_writer;
 mod status;
 mod warm;
 
-/// mimalloc's per-thread free lists: a warm request's dozens of small allocations and frees
-/// stay on its serving thread without glibc's locks and size-class walks (BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "wharf",
