@@ -435,15 +435,28 @@ async fn manifest(
     } else {
         Body::from(manifest.body.clone()).into_response()
     };
-    // The manifest's own headers were made when it was cached (shared buffers, room for the
-    // rest); an answer adds only what varies by request.
-    *response.headers_mut() = manifest.headers.clone();
     let h = response.headers_mut();
+    // Room for every header of the answer at once (growing the map rehashes it).
+    h.reserve(MANIFEST_HEADERS);
+    // The values were made when the manifest was cached: each is a shared buffer here.
+    let values = &manifest.headers;
+    if let Some(media_type) = &values.media_type {
+        h.insert(header::CONTENT_TYPE, media_type.clone());
+    }
+    h.insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from(manifest.body.len()),
+    );
+    if let Some(digest) = &values.digest {
+        h.insert(DOCKER_CONTENT_DIGEST, digest.clone());
+    }
     // The answer depends on Accept (a type the client does not take is a 404).
     h.insert(header::VARY, HeaderValue::from_static("Accept"));
-    match fresh_for {
-        Some(fresh_for) => edge.http_cache.tag(h, fresh_for),
-        None => edge.http_cache.immutable_lifetime(h),
+    if let Some(etag) = values.etag.clone() {
+        match fresh_for {
+            Some(fresh_for) => edge.http_cache.tag(h, etag, fresh_for),
+            None => edge.http_cache.immutable_with(h, etag),
+        }
     }
     if not_modified {
         response = http_cache::not_modified_response(std::mem::take(response.headers_mut()));
@@ -646,6 +659,9 @@ fn insert<K: header::IntoHeaderName>(h: &mut HeaderMap, key: K, value: &str) {
         h.insert(key, v);
     }
 }
+
+/// Headers of a manifest answer: its own seven, the request id and the API version.
+const MANIFEST_HEADERS: usize = 10;
 
 /// `Docker-Content-Digest`: a name made once (a `&str` name is copied on every insert).
 const DOCKER_CONTENT_DIGEST: header::HeaderName =

@@ -58,15 +58,20 @@ impl HttpCaching {
         self.immutable_lifetime(h);
     }
 
-    /// As [`Self::immutable`] for an answer whose `ETag` is already set (a cached manifest's).
-    pub fn immutable_lifetime(&self, h: &mut HeaderMap) {
+    /// As [`Self::immutable`], with an `ETag` value made beforehand (a cached manifest's).
+    pub fn immutable_with(&self, h: &mut HeaderMap, etag: HeaderValue) {
+        h.insert(header::ETAG, etag);
+        self.immutable_lifetime(h);
+    }
+
+    fn immutable_lifetime(&self, h: &mut HeaderMap) {
         h.insert(header::CACHE_CONTROL, self.immutable.clone());
         h.insert(header::LAST_MODIFIED, self.last_modified.clone());
     }
 
-    /// `Cache-Control` of a manifest by tag, trusted `fresh_for` more seconds (its `ETag` is
-    /// already set).
-    pub fn tag(&self, h: &mut HeaderMap, fresh_for: u64) {
+    /// Headers of a manifest by tag, trusted `fresh_for` more seconds; `etag` made beforehand.
+    pub fn tag(&self, h: &mut HeaderMap, etag: HeaderValue, fresh_for: u64) {
+        h.insert(header::ETAG, etag);
         // `fresh_for` changes once a second: each thread keeps the value it made last.
         thread_local! {
             static LAST: RefCell<Option<(bool, u64, HeaderValue)>> = const { RefCell::new(None) };

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, header};
+use http::HeaderValue;
 use moka::future::Cache;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -23,40 +23,35 @@ use crate::negative::NegativeCache;
 use crate::stats::CacheResult;
 use crate::stats::Stats;
 
-/// `Docker-Content-Digest`: a name made once (a `&str` name is parsed on every insert).
-const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
-
 /// A manifest as served: the upstream's exact bytes and media type.
 #[derive(Debug)]
 pub struct CachedManifest {
     pub digest: Digest,
     pub media_type: String,
     pub body: Bytes,
-    /// Its own response headers, made (and checked) once: `Content-Type` (left out for a
-    /// media type that is no valid header value), `Content-Length`, `Docker-Content-Digest`
-    /// and `ETag` (the digest in quotes). An answer starts from a copy of this map, whose
-    /// values are shared buffers, and adds only what varies by request.
-    pub headers: HeaderMap,
+    /// Its response header values, made (and checked) once: every request of a warm
+    /// manifest shares them.
+    pub headers: HeaderValues,
 }
 
-/// Room in a manifest's header map for what each answer adds (`Vary`, `Cache-Control`,
-/// `Last-Modified`, the request id, the API version), so adding them never rehashes it.
-const ANSWER_HEADERS: usize = 10;
+/// A cached manifest's `Docker-Content-Digest`, `ETag` and `Content-Type` values; `None` for a
+/// media type that is no valid header value (the header is then left out).
+#[derive(Debug)]
+pub struct HeaderValues {
+    pub digest: Option<HeaderValue>,
+    /// The digest in quotes.
+    pub etag: Option<HeaderValue>,
+    pub media_type: Option<HeaderValue>,
+}
 
 impl CachedManifest {
     pub fn new(digest: Digest, media_type: String, body: Bytes) -> CachedManifest {
         let value = |text: String| HeaderValue::from_maybe_shared(Bytes::from(text)).ok();
-        let mut headers = HeaderMap::with_capacity(ANSWER_HEADERS);
-        if let Some(media_type) = value(media_type.clone()) {
-            headers.insert(header::CONTENT_TYPE, media_type);
-        }
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        if let Some(digest) = value(digest.to_string()) {
-            headers.insert(DOCKER_CONTENT_DIGEST, digest);
-        }
-        if let Some(etag) = value(format!("\"{digest}\"")) {
-            headers.insert(header::ETAG, etag);
-        }
+        let headers = HeaderValues {
+            digest: value(digest.to_string()),
+            etag: value(format!("\"{digest}\"")),
+            media_type: value(media_type.clone()),
+        };
         CachedManifest {
             digest,
             media_type,
